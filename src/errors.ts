@@ -1,0 +1,109 @@
+/**
+ * Error classes shared by every part of kvm-hypervisor.
+ *
+ * Every error the library throws on purpose is a {@link HypervisorError}, so callers can
+ * tell "the library refused or QEMU said no" apart from programming errors with one
+ * `instanceof` check.
+ */
+
+/** Base class of every error the library throws on purpose (Ganeti's `HypervisorError`). */
+export class HypervisorError extends Error {
+  override name = 'HypervisorError';
+}
+
+/** One problem found in a set of hvparams: the parameter it concerns and a readable message. */
+export interface HvParamProblem {
+  /** The hvparam key, or `''` for a problem that spans several parameters and has no single owner. */
+  param: string;
+  /** Full message in Ganeti's wording, naming the parameter and the current value. */
+  message: string;
+}
+
+/**
+ * Invalid hypervisor parameters. `problems` lists every problem found at once, not only
+ * the first; `message` joins them with `; ` like Ganeti's `_FormatVerifyResults`.
+ */
+export class HvParamError extends HypervisorError {
+  override name = 'HvParamError';
+  readonly problems: HvParamProblem[];
+  constructor(problems: HvParamProblem[]) {
+    super(problems.map((p) => p.message).join('; ') || 'invalid hypervisor parameters');
+    this.problems = problems;
+  }
+}
+
+/** Connection-level monitor failure: cannot connect, bad greeting, socket closed. */
+export class MonitorError extends HypervisorError {
+  override name = 'MonitorError';
+}
+
+/** The monitor connection closed while a command was waiting for its reply. */
+export class MonitorClosedError extends MonitorError {
+  override name = 'MonitorClosedError';
+}
+
+/** A command, the greeting or an awaited event did not arrive in time. */
+export class MonitorTimeoutError extends MonitorError {
+  override name = 'MonitorTimeoutError';
+}
+
+/** QEMU answered a QMP command with an `error` object. */
+export class QmpError extends HypervisorError {
+  override name = 'QmpError';
+  /** QMP error class, e.g. `GenericError` or `CommandNotFound`. */
+  readonly errorClass: string;
+  /** QEMU's human-readable description. */
+  readonly desc: string;
+  /** The command that was sent, without its id. */
+  readonly command: { execute: string; arguments?: Record<string, unknown> };
+  constructor(
+    errorClass: string,
+    desc: string,
+    command: { execute: string; arguments?: Record<string, unknown> },
+  ) {
+    super(`QMP command '${command.execute}' failed: ${desc} (${errorClass})`);
+    this.errorClass = errorClass;
+    this.desc = desc;
+    this.command = command;
+  }
+}
+
+/** QEMU answered an HMP command with error text (`unknown command: …`, `Error: …`, …). */
+export class HmpError extends HypervisorError {
+  override name = 'HmpError';
+  /** The HMP command line that was sent. */
+  readonly command: string;
+  /** The text QEMU printed, trimmed. */
+  readonly text: string;
+  constructor(command: string, text: string) {
+    super(`HMP command '${command}' failed: ${text}`);
+    this.command = command;
+    this.text = text;
+  }
+}
+
+/** Details carried by a {@link MigrationError}. */
+export interface MigrationErrorDetails {
+  /** Instance name. */
+  instance?: string;
+  /** Last migration status QEMU reported (`failed`, `cancelled`, …), if any. */
+  status?: string;
+  /** QEMU's own reason (`error-desc`), when it gave one. */
+  reason?: string;
+  /** The error that caused this one (a monitor error, usually). */
+  cause?: unknown;
+}
+
+/** A migration could not be set up, failed, was cancelled or timed out. */
+export class MigrationError extends HypervisorError {
+  override name = 'MigrationError';
+  readonly instance: string | undefined;
+  readonly status: string | undefined;
+  readonly reason: string | undefined;
+  constructor(message: string, details: MigrationErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.instance = details.instance;
+    this.status = details.status;
+    this.reason = details.reason;
+  }
+}

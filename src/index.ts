@@ -1,0 +1,9 @@
+/**
+ * kvm-hypervisor: Ganeti's KVM hvparams as typed TypeScript, and QEMU live migration
+ * over QMP/HMP that never loses a VM.
+ * @packageDocumentation
+ */
+export * from './errors.js';
+export type * from './monitor/types.js';
+export * from './qemu/capabilities.js';
+export * from './qemu/version.js';

@@ -1,0 +1,5 @@
+/**
+ * Test helpers for users of kvm-hypervisor: `kvm-hypervisor/testing`.
+ * @packageDocumentation
+ */
+export {};
