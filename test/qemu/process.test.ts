@@ -1,0 +1,53 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { HypervisorError } from '../../src/errors.js';
+import { QemuVm } from '../../src/qemu/process.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'kvmhv-proc-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function readGreeting(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(path);
+    let buf = '';
+    s.setEncoding('utf8');
+    s.on('data', (d) => {
+      buf += d;
+      if (buf.includes('\n')) {
+        s.destroy();
+        resolve(buf);
+      }
+    });
+    s.on('error', reject);
+  });
+}
+
+describe('QemuVm', () => {
+  it('starts QEMU with QMP and HMP sockets and kills it', async () => {
+    const vm = await QemuVm.start({ name: 'p1', dir, qmpSockets: 2 });
+    try {
+      expect(vm.alive).toBe(true);
+      expect(await readGreeting(vm.qmpPath)).toContain('"QMP"');
+      expect(await readGreeting(vm.qmpPaths[1]!)).toContain('"QMP"');
+      expect(await readGreeting(vm.hmpPath!)).toContain('monitor');
+    } finally {
+      await vm.kill();
+    }
+    expect(vm.alive).toBe(false);
+  });
+
+  it('reports QEMU stderr when start-up fails', async () => {
+    await expect(QemuVm.start({ name: 'p2', dir, args: ['-no-such-option'] })).rejects.toThrow(
+      /exited during start-up.*no-such-option/s,
+    );
+  });
+
+  it('reports a missing binary', async () => {
+    const err = await QemuVm.start({ name: 'p3', dir, binary: '/nonexistent/qemu' }).catch((e) => e);
+    expect(err).toBeInstanceOf(HypervisorError);
+    expect(String(err.message)).toContain('/nonexistent/qemu');
+  });
+});
