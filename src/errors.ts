@@ -47,6 +47,23 @@ export class MonitorTimeoutError extends MonitorError {
   override name = 'MonitorTimeoutError';
 }
 
+/** Why a {@link MonitorProtocolError} was raised. */
+export type MonitorProtocolErrorReason = 'line-too-long' | 'server-parse-error' | 'bad-greeting';
+
+/**
+ * The monitor broke the wire protocol: a line longer than the client accepts, a
+ * greeting that is not QEMU's, or an error reply without `id` that cannot be matched.
+ */
+export class MonitorProtocolError extends MonitorError {
+  override name = 'MonitorProtocolError';
+  /** What went wrong, for programs. */
+  readonly reason: MonitorProtocolErrorReason;
+  constructor(reason: MonitorProtocolErrorReason, message: string) {
+    super(message);
+    this.reason = reason;
+  }
+}
+
 /** QEMU answered a QMP command with an `error` object. */
 export class QmpError extends HypervisorError {
   override name = 'QmpError';

@@ -7,3 +7,4 @@ export * from './errors.js';
 export type * from './monitor/types.js';
 export * from './qemu/capabilities.js';
 export * from './qemu/version.js';
+export * from './monitor/index.js';

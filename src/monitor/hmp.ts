@@ -1,0 +1,399 @@
+/**
+ * `HmpMonitor`: a client for the human monitor on a raw `-monitor unix:` socket, the
+ * way Ganeti's `_CallMonitorCommand` talks to QEMU, but over one persistent connection.
+ */
+import { EventEmitter, once } from 'node:events';
+import {
+  HmpError,
+  MonitorClosedError,
+  MonitorError,
+  MonitorProtocolError,
+  MonitorTimeoutError,
+} from '../errors.js';
+import { parseVersion, type QemuVersion } from '../qemu/version.js';
+import { type MonitorLogger, rejectedWaiter } from './events.js';
+import { detectHmpError, type HmpFrame, HmpParser } from './hmp-parser.js';
+import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
+import type { EventWaiter, Monitor, MonitorAddress, MonitorEvent, WaitForEventOptions } from './types.js';
+
+/** Options for {@link HmpMonitor.connect} and {@link HmpMonitor.fromStream}. */
+export interface HmpMonitorOptions {
+  /** Default per-command timeout in milliseconds (default 30 000). */
+  timeoutMs?: number;
+  /** How long to wait for the connection, the banner and the first prompt (default 10 000 ms). */
+  greetingTimeoutMs?: number;
+  /** Optional pino-compatible logger; every command sent is logged at debug level. */
+  logger?: MonitorLogger;
+  /** How to name this monitor in messages (default: the socket path or `host:port`, else `stream`). */
+  description?: string;
+}
+
+/** Per-call options for {@link HmpMonitor.command}. */
+export interface HmpCommandOptions {
+  /** Timeout for this command only, in milliseconds. */
+  timeoutMs?: number;
+}
+
+interface Waiter {
+  line: string;
+  resolve: (text: string) => void;
+  reject: (err: Error) => void;
+  /** False once the caller gave up (timeout): the late reply is then dropped. */
+  live: boolean;
+}
+
+/**
+ * An HMP monitor connection (`protocol: 'hmp'`).
+ *
+ * * Waits for the banner and the first `(qemu) ` prompt; the version comes from the
+ *   banner (`QEMU 7.2.22 monitor - …`) or, failing that, from `info version`.
+ * * Runs one command at a time, in call order; each reply is framed on the prompt and
+ *   returned without echo, ANSI sequences, `\r` or prompt.
+ * * Error text (see `detectHmpError`) rejects with `HmpError(command, text)`.
+ * * A line containing `\r` or `\n` is refused with `HmpError` before anything is sent
+ *   (it would run a second command).
+ * * `execute()` rejects with `MonitorError` (HMP cannot run QMP), and `waitForEvent()`
+ *   returns a waiter that is already rejected with `MonitorError`: HMP has no events,
+ *   poll `info status` / `info migrate` instead.
+ * * A command that times out rejects with `MonitorTimeoutError`; its reply, when it
+ *   comes, is recognized by position and dropped, so later commands stay in step.
+ */
+export class HmpMonitor extends EventEmitter implements Monitor {
+  /** Always `'hmp'`. */
+  readonly protocol = 'hmp' as const;
+  /** The banner text (`QEMU 7.2.22 monitor - type 'help' for more information`). */
+  readonly banner: string;
+  /** The default per-command timeout in milliseconds. */
+  readonly timeoutMs: number;
+  /** How this monitor is named in messages. */
+  readonly description: string;
+  private qemuVersion: QemuVersion;
+  private readonly stream: MonitorStream;
+  private readonly parser: HmpParser;
+  private readonly logger: MonitorLogger | undefined;
+  private readonly waiters: Waiter[] = [];
+  private queue: Promise<unknown> = Promise.resolve();
+  private isClosed = false;
+  private closeError: Error | undefined;
+  private readonly closedPromise: Promise<void>;
+  private resolveClosed!: () => void;
+
+  private constructor(
+    stream: MonitorStream,
+    parser: HmpParser,
+    banner: string,
+    version: QemuVersion,
+    options: HmpMonitorOptions,
+    description: string,
+  ) {
+    super();
+    this.stream = stream;
+    this.parser = parser;
+    this.banner = banner;
+    this.qemuVersion = version;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.logger = options.logger;
+    this.description = description;
+    this.closedPromise = new Promise((r) => {
+      this.resolveClosed = r;
+    });
+  }
+
+  /** The QEMU version (from the banner, else from `info version`). */
+  get version(): QemuVersion {
+    return this.qemuVersion;
+  }
+
+  /** True once the connection is closed (by either side). */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /**
+   * Connects to an HMP socket and waits for the banner and first prompt. Rejects with
+   * `MonitorError` naming the socket when it cannot connect or the peer is a QMP socket,
+   * and `MonitorTimeoutError` when no prompt comes within `greetingTimeoutMs`.
+   */
+  static async connect(address: MonitorAddress, options: HmpMonitorOptions = {}): Promise<HmpMonitor> {
+    const stream = await connectTransport(address, { timeoutMs: options.greetingTimeoutMs ?? 10_000 });
+    return HmpMonitor.fromStream(stream, { description: describeAddress(address), ...options });
+  }
+
+  /** Waits for the banner over an already connected stream. On failure the stream is destroyed. */
+  static async fromStream(stream: MonitorStream, options: HmpMonitorOptions = {}): Promise<HmpMonitor> {
+    const description = options.description ?? 'stream';
+    const parser = new HmpParser();
+    const timeoutMs = options.greetingTimeoutMs ?? 10_000;
+    const banner = await readBanner(stream, parser, timeoutMs, description);
+    const monitor = new HmpMonitor(
+      stream,
+      parser,
+      banner.text,
+      banner.version ?? { major: 0, minor: 0, micro: 0 },
+      options,
+      description,
+    );
+    monitor.attach();
+    if (!banner.version) {
+      try {
+        const text = await monitor.command('info version', { timeoutMs });
+        const v = parseVersion(text);
+        if (!v)
+          throw new MonitorError(
+            `cannot read the QEMU version from 'info version' on ${description}: ${text.trim()}`,
+          );
+        monitor.qemuVersion = v;
+      } catch (err) {
+        await monitor.close();
+        throw err;
+      }
+    }
+    return monitor;
+  }
+
+  /**
+   * Runs one HMP command line and resolves with its output (no echo, prompt, ANSI or
+   * `\r`). Rejects with `HmpError` on error text or a line with `\r`/`\n`,
+   * `MonitorTimeoutError` after the timeout, `MonitorClosedError` when closed.
+   */
+  command(commandLine: string, options: HmpCommandOptions = {}): Promise<string> {
+    if (/[\r\n]/.test(commandLine)) {
+      return Promise.reject(
+        new HmpError(
+          commandLine,
+          `refused: an HMP command line must not contain \\r or \\n (monitor ${this.description})`,
+        ),
+      );
+    }
+    const run = this.queue.then(() => this.runOne(commandLine, options.timeoutMs ?? this.timeoutMs));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Same as {@link command}: the `Monitor` interface spelling. */
+  humanCommand(commandLine: string, options?: HmpCommandOptions): Promise<string> {
+    return this.command(commandLine, options);
+  }
+
+  /** Always rejects with `MonitorError`: QMP commands cannot run over HMP. */
+  execute<T = unknown>(command: string, _args?: Record<string, unknown>): Promise<T> {
+    return Promise.reject(
+      new MonitorError(
+        `QMP command '${command}' cannot run over the HMP monitor ${this.description}; use humanCommand()`,
+      ),
+    );
+  }
+
+  /** HMP has no events: returns a waiter already rejected with `MonitorError`. */
+  waitForEvent(name: string | readonly string[], _options?: WaitForEventOptions): EventWaiter {
+    const label = typeof name === 'string' ? name : name.join('|');
+    return rejectedWaiter(
+      new MonitorError(
+        `HMP monitor ${this.description} has no events (waiting for ${label}); poll 'info status' / 'info migrate' instead`,
+      ),
+    );
+  }
+
+  /** Closes the connection. Idempotent; queued commands reject with `MonitorClosedError`. */
+  async close(): Promise<void> {
+    if (!this.isClosed) {
+      this.finish(undefined, 'closed by client');
+      this.stream.end();
+      this.stream.destroy();
+    }
+    await this.closedPromise;
+  }
+
+  /** Subscribes to events (never emitted over HMP) / to the close notification. */
+  override on(event: 'event', listener: (ev: MonitorEvent) => void): this;
+  override on(event: 'close', listener: (error?: Error) => void): this;
+  override on(event: string | symbol, listener: (...args: never[]) => void): this;
+  override on(event: string | symbol, listener: (...args: never[]) => void): this {
+    return super.on(event, listener as (...args: unknown[]) => void);
+  }
+
+  /** Removes a listener added with {@link on}. */
+  override off(event: 'event', listener: (ev: MonitorEvent) => void): this;
+  override off(event: 'close', listener: (error?: Error) => void): this;
+  override off(event: string | symbol, listener: (...args: never[]) => void): this;
+  override off(event: string | symbol, listener: (...args: never[]) => void): this {
+    return super.off(event, listener as (...args: unknown[]) => void);
+  }
+
+  private async runOne(line: string, timeoutMs: number): Promise<string> {
+    if (this.isClosed) {
+      throw new MonitorClosedError(
+        `HMP monitor ${this.description} is closed; cannot run '${line}'`,
+        this.closeError ? { cause: this.closeError } : undefined,
+      );
+    }
+    const text = await new Promise<string>((resolve, reject) => {
+      const waiter: Waiter = { line, resolve, reject, live: true };
+      const timer =
+        timeoutMs > 0 && Number.isFinite(timeoutMs)
+          ? setTimeout(() => {
+              if (!waiter.live) return;
+              waiter.live = false;
+              reject(
+                new MonitorTimeoutError(
+                  `HMP command '${line}' on ${this.description} got no reply within ${timeoutMs} ms`,
+                ),
+              );
+            }, timeoutMs)
+          : undefined;
+      waiter.resolve = (t) => {
+        if (timer) clearTimeout(timer);
+        resolve(t);
+      };
+      waiter.reject = (e) => {
+        if (timer) clearTimeout(timer);
+        reject(e);
+      };
+      this.waiters.push(waiter);
+      this.parser.commandSent(line);
+      this.logger?.debug({ monitor: this.description, command: line }, `HMP send ${line}`);
+      this.write(`${line}\n`).catch((err: Error) => {
+        if (waiter.live) {
+          waiter.live = false;
+          waiter.reject(err);
+        }
+      });
+    });
+    const err = detectHmpError(text);
+    if (err !== undefined) throw new HmpError(line, err);
+    return text;
+  }
+
+  private async write(data: string): Promise<void> {
+    if (this.isClosed) throw new MonitorClosedError(`HMP monitor ${this.description} is closed`);
+    if (!this.stream.write(data)) {
+      const ac = new AbortController();
+      void this.closedPromise.then(() => ac.abort());
+      try {
+        await once(this.stream, 'drain', { signal: ac.signal });
+      } catch {
+        throw new MonitorClosedError(`HMP monitor ${this.description} closed while writing`);
+      } finally {
+        ac.abort();
+      }
+    }
+  }
+
+  private attach(): void {
+    this.stream.on('data', (chunk: Buffer) => {
+      let frames: HmpFrame[];
+      try {
+        frames = this.parser.push(chunk);
+      } catch (err) {
+        this.finish(err as Error, (err as Error).message);
+        this.stream.destroy();
+        return;
+      }
+      for (const f of frames) this.route(f);
+    });
+    this.stream.on('error', (err: Error) => {
+      this.closeError ??= err;
+    });
+    this.stream.on('end', () => this.stream.destroy());
+    this.stream.on('close', () => {
+      this.finish(
+        this.closeError ?? new MonitorClosedError(`HMP monitor ${this.description} closed by peer`),
+        'connection closed',
+      );
+    });
+    this.stream.resume();
+  }
+
+  private route(f: HmpFrame): void {
+    if (f.kind !== 'reply') {
+      this.logger?.debug({ monitor: this.description, frame: f }, 'unsolicited HMP output dropped');
+      return;
+    }
+    const w = this.waiters.shift();
+    if (!w) return;
+    if (!w.live) {
+      this.logger?.debug(
+        { monitor: this.description, command: w.line },
+        'late HMP reply after timeout dropped',
+      );
+      return;
+    }
+    w.live = false;
+    w.resolve(f.text);
+  }
+
+  private finish(error: Error | undefined, why: string): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    if (error) this.closeError ??= error;
+    for (const w of this.waiters.splice(0)) {
+      if (!w.live) continue;
+      w.live = false;
+      w.reject(
+        new MonitorClosedError(
+          `HMP monitor ${this.description} closed (${why}) before '${w.line}' got its reply`,
+          this.closeError ? { cause: this.closeError } : undefined,
+        ),
+      );
+    }
+    this.resolveClosed();
+    this.emit('close', error);
+  }
+}
+
+function readBanner(
+  stream: MonitorStream,
+  parser: HmpParser,
+  timeoutMs: number,
+  description: string,
+): Promise<{ text: string; version?: QemuVersion }> {
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('close', onClose);
+      stream.off('error', onError);
+    };
+    const fail = (err: Error) => {
+      cleanup();
+      stream.destroy();
+      reject(err);
+    };
+    const timer = setTimeout(
+      () =>
+        fail(new MonitorTimeoutError(`no HMP banner and prompt from ${description} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const onData = (chunk: Buffer) => {
+      let frames: HmpFrame[];
+      try {
+        frames = parser.push(chunk);
+      } catch (err) {
+        fail(err as Error);
+        return;
+      }
+      const f = frames[0];
+      if (!f) return;
+      if (f.kind === 'qmp-greeting') {
+        fail(new MonitorProtocolError('bad-greeting', `${description} is a QMP socket, not an HMP monitor`));
+        return;
+      }
+      if (f.kind === 'banner') {
+        cleanup();
+        stream.pause();
+        resolve(f.version ? { text: f.text, version: f.version } : { text: f.text });
+      }
+    };
+    const onClose = () =>
+      fail(new MonitorClosedError(`${description} closed the connection before the HMP banner`));
+    const onError = (err: Error) =>
+      fail(
+        new MonitorError(`error on ${description} while waiting for the HMP banner: ${err.message}`, {
+          cause: err,
+        }),
+      );
+    stream.on('data', onData);
+    stream.once('close', onClose);
+    stream.once('error', onError);
+  });
+}

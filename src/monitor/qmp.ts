@@ -1,0 +1,491 @@
+/**
+ * `QmpMonitor`: a persistent QMP client. One connection, many commands in flight, each
+ * with its own id and timeout; replies matched by id, events routed to listeners.
+ */
+import { EventEmitter, once } from 'node:events';
+import {
+  HmpError,
+  MonitorClosedError,
+  MonitorError,
+  MonitorProtocolError,
+  MonitorTimeoutError,
+  QmpError,
+} from '../errors.js';
+import type { QemuVersion } from '../qemu/version.js';
+import { createEventWaiter, dispatchEvent, type MonitorLogger } from './events.js';
+import { detectHmpError } from './hmp-parser.js';
+import { type QmpGreeting, type QmpMessage, QmpParser } from './qmp-parser.js';
+import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
+import type { EventWaiter, Monitor, MonitorAddress, MonitorEvent, WaitForEventOptions } from './types.js';
+
+/** Options for {@link QmpMonitor.connect} and {@link QmpMonitor.fromStream}. */
+export interface QmpMonitorOptions {
+  /** Default per-command timeout in milliseconds (default 30 000). */
+  timeoutMs?: number;
+  /** How long to wait for the connection and the greeting (default 10 000 ms). */
+  greetingTimeoutMs?: number;
+  /** Optional pino-compatible logger; every command sent is logged at debug level. */
+  logger?: MonitorLogger;
+  /** Longest QMP line accepted (default 64 MiB, at least 16 MiB). */
+  maxLineBytes?: number;
+  /** How to name this monitor in messages (default: the socket path or `host:port`, else `stream`). */
+  description?: string;
+}
+
+/** Per-call options for {@link QmpMonitor.execute}. */
+export interface ExecuteOptions {
+  /** Timeout for this command only, in milliseconds. */
+  timeoutMs?: number;
+}
+
+/** The command object as sent, without its id. */
+export interface QmpCommand {
+  execute: string;
+  arguments?: Record<string, unknown>;
+}
+
+interface Pending {
+  command: QmpCommand;
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_GREETING_TIMEOUT_MS = 10_000;
+const ID_PREFIX = 'kvmhv-';
+const LATE_IDS_KEPT = 1024;
+
+/**
+ * A QMP monitor connection (`protocol: 'qmp'`).
+ *
+ * * Commands get unique ids (`kvmhv-1`, `kvmhv-2`, …); replies are matched by id, not by
+ *   order, and many commands can be in flight at once.
+ * * Error replies reject with `QmpError`; a command without reply in time rejects with
+ *   `MonitorTimeoutError` and its late reply is dropped (logged at debug level).
+ * * An error reply *without* id is QEMU's answer to input it could not parse. Because
+ *   QEMU answers in-band commands strictly in order and this client never sends a
+ *   command without id, it belongs to the oldest command still waiting: that command
+ *   rejects with `QmpError` and the connection stays up (`qemu.qmp` disconnects instead).
+ * * On EOF, reset or {@link close}, every pending command rejects with
+ *   `MonitorClosedError` and `'close'` is emitted once.
+ * * Events go to `'event'` listeners; a throwing listener is logged and cannot block
+ *   replies.
+ */
+export class QmpMonitor extends EventEmitter implements Monitor {
+  /** Always `'qmp'`. */
+  readonly protocol = 'qmp' as const;
+  /** The parsed greeting: version, package and capabilities. */
+  readonly greeting: QmpGreeting;
+  /** The default per-command timeout in milliseconds. */
+  readonly timeoutMs: number;
+  /** How this monitor is named in messages (the socket path or `host:port`). */
+  readonly description: string;
+  private readonly stream: MonitorStream;
+  private readonly parser: QmpParser;
+  private readonly logger: MonitorLogger | undefined;
+  private readonly pending = new Map<string, Pending>();
+  private readonly lateIds = new Set<string>();
+  private nextId = 1;
+  private writeChain: Promise<void> = Promise.resolve();
+  private isClosed = false;
+  private closeError: Error | undefined;
+  private readonly closedPromise: Promise<void>;
+  private resolveClosed!: () => void;
+
+  private constructor(
+    stream: MonitorStream,
+    parser: QmpParser,
+    greeting: QmpGreeting,
+    options: QmpMonitorOptions,
+    description: string,
+  ) {
+    super();
+    this.stream = stream;
+    this.parser = parser;
+    this.greeting = greeting;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.logger = options.logger;
+    this.description = description;
+    this.closedPromise = new Promise((r) => {
+      this.resolveClosed = r;
+    });
+  }
+
+  /** The QEMU version from the greeting. */
+  get version(): QemuVersion {
+    return this.greeting.version;
+  }
+
+  /** True once the connection is closed (by either side). */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Number of commands waiting for their reply. */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /**
+   * Connects to a QMP socket, reads the greeting and negotiates capabilities
+   * (`qmp_capabilities`). Rejects with `MonitorError` naming the socket when it cannot
+   * connect or the peer is not a QMP server, and `MonitorTimeoutError` when no greeting
+   * arrives within `greetingTimeoutMs`.
+   */
+  static async connect(address: MonitorAddress, options: QmpMonitorOptions = {}): Promise<QmpMonitor> {
+    const stream = await connectTransport(address, {
+      timeoutMs: options.greetingTimeoutMs ?? DEFAULT_GREETING_TIMEOUT_MS,
+    });
+    return QmpMonitor.fromStream(stream, { description: describeAddress(address), ...options });
+  }
+
+  /**
+   * Runs the QMP handshake over an already connected stream (a socket, an in-memory
+   * duplex, a proxy). On failure the stream is destroyed.
+   */
+  static async fromStream(stream: MonitorStream, options: QmpMonitorOptions = {}): Promise<QmpMonitor> {
+    const description = options.description ?? 'stream';
+    const parser = new QmpParser(
+      options.maxLineBytes === undefined ? {} : { maxLineBytes: options.maxLineBytes },
+    );
+    const greetingTimeoutMs = options.greetingTimeoutMs ?? DEFAULT_GREETING_TIMEOUT_MS;
+    const { greeting, rest } = await readGreeting(stream, parser, greetingTimeoutMs, description);
+    const monitor = new QmpMonitor(stream, parser, greeting, options, description);
+    monitor.attach();
+    for (const m of rest) monitor.route(m);
+    try {
+      await monitor.execute('qmp_capabilities', undefined, { timeoutMs: greetingTimeoutMs });
+    } catch (err) {
+      monitor.destroy();
+      if (err instanceof QmpError) {
+        throw new MonitorError(`QMP capabilities negotiation failed on ${description}: ${err.desc}`, {
+          cause: err,
+        });
+      }
+      throw err;
+    }
+    return monitor;
+  }
+
+  /**
+   * Runs a QMP command and resolves with its `return` value. Rejects with `QmpError`
+   * (class, desc, command) on an error reply, `MonitorTimeoutError` after the timeout,
+   * `MonitorClosedError` when the connection is or gets closed.
+   */
+  execute<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    options: ExecuteOptions = {},
+  ): Promise<T> {
+    const cmd: QmpCommand = args === undefined ? { execute: command } : { execute: command, arguments: args };
+    if (this.isClosed) {
+      return Promise.reject(
+        new MonitorClosedError(
+          `QMP monitor ${this.description} is closed; cannot run '${command}'`,
+          this.causeOpt(),
+        ),
+      );
+    }
+    const id = `${ID_PREFIX}${this.nextId++}`;
+    const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+    return new Promise<T>((resolve, reject) => {
+      const entry: Pending = {
+        command: cmd,
+        resolve: resolve as (v: unknown) => void,
+        reject,
+        timer: undefined,
+      };
+      if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
+        entry.timer = setTimeout(() => {
+          if (!this.pending.delete(id)) return;
+          this.rememberLate(id);
+          reject(
+            new MonitorTimeoutError(
+              `QMP command '${command}' on ${this.description} got no reply within ${timeoutMs} ms`,
+            ),
+          );
+        }, timeoutMs);
+      }
+      this.pending.set(id, entry);
+      const line = `${JSON.stringify({ ...cmd, id })}\n`;
+      this.logger?.debug({ monitor: this.description, id, command: cmd }, `QMP send ${command}`);
+      this.write(line).catch((err: unknown) => {
+        if (this.pending.delete(id)) {
+          if (entry.timer) clearTimeout(entry.timer);
+          reject(err instanceof Error ? err : new MonitorError(String(err)));
+        }
+      });
+    });
+  }
+
+  /**
+   * Runs an HMP command line through `human-monitor-command` and resolves with its text
+   * (`\r` removed). HMP errors come back inside a successful QMP reply; they are found
+   * with `detectHmpError` and reject with `HmpError`.
+   */
+  async humanCommand(commandLine: string, options: ExecuteOptions = {}): Promise<string> {
+    const raw = await this.execute<unknown>(
+      'human-monitor-command',
+      { 'command-line': commandLine },
+      options,
+    );
+    const text = typeof raw === 'string' ? raw.replace(/\r/g, '') : '';
+    const err = detectHmpError(text);
+    if (err !== undefined) throw new HmpError(commandLine, err);
+    return text;
+  }
+
+  /** Subscribes at once and waits for the first matching event (see `Monitor.waitForEvent`). */
+  waitForEvent(name: string | readonly string[], options?: WaitForEventOptions): EventWaiter {
+    return createEventWaiter(this, name, options, `QMP monitor ${this.description}`);
+  }
+
+  /** Closes the connection. Idempotent; pending commands reject with `MonitorClosedError`. */
+  async close(): Promise<void> {
+    if (!this.isClosed) {
+      this.finish(undefined, 'closed by client');
+      this.stream.end();
+      this.stream.destroy();
+    }
+    await this.closedPromise;
+  }
+
+  /** Subscribes to every event / to the close notification. */
+  override on(event: 'event', listener: (ev: MonitorEvent) => void): this;
+  override on(event: 'close', listener: (error?: Error) => void): this;
+  override on(event: string | symbol, listener: (...args: never[]) => void): this;
+  override on(event: string | symbol, listener: (...args: never[]) => void): this {
+    return super.on(event, listener as (...args: unknown[]) => void);
+  }
+
+  /** Removes a listener added with {@link on}. */
+  override off(event: 'event', listener: (ev: MonitorEvent) => void): this;
+  override off(event: 'close', listener: (error?: Error) => void): this;
+  override off(event: string | symbol, listener: (...args: never[]) => void): this;
+  override off(event: string | symbol, listener: (...args: never[]) => void): this {
+    return super.off(event, listener as (...args: unknown[]) => void);
+  }
+
+  private causeOpt(): { cause: Error } | undefined {
+    return this.closeError ? { cause: this.closeError } : undefined;
+  }
+
+  private attach(): void {
+    this.stream.on('data', (chunk: Buffer) => {
+      let messages: QmpMessage[];
+      try {
+        messages = this.parser.push(chunk);
+      } catch (err) {
+        this.logger?.warn({ monitor: this.description, err }, 'QMP framing error; closing');
+        this.finish(err as Error, (err as Error).message);
+        this.stream.destroy();
+        return;
+      }
+      for (const m of messages) this.route(m);
+    });
+    this.stream.on('error', (err: Error) => {
+      this.closeError ??= err;
+    });
+    this.stream.on('end', () => {
+      this.stream.destroy();
+    });
+    this.stream.on('close', () => {
+      this.finish(
+        this.closeError ?? new MonitorClosedError(`QMP monitor ${this.description} closed by peer`),
+        'connection closed',
+      );
+    });
+    this.stream.resume();
+  }
+
+  private route(m: QmpMessage): void {
+    switch (m.kind) {
+      case 'event':
+        dispatchEvent(this, m.event, this.logger);
+        return;
+      case 'return':
+      case 'error': {
+        if (!('id' in m)) {
+          if (m.kind === 'error') this.serverParseError(m.errorClass, m.desc);
+          else
+            this.logger?.warn({ monitor: this.description, message: m.raw }, 'QMP reply without id dropped');
+          return;
+        }
+        const id = typeof m.id === 'string' ? m.id : JSON.stringify(m.id);
+        const entry = this.pending.get(id);
+        if (!entry) {
+          if (this.lateIds.delete(id)) {
+            this.logger?.debug({ monitor: this.description, id }, 'late QMP reply after timeout dropped');
+          } else {
+            this.logger?.warn({ monitor: this.description, id }, 'QMP reply with unknown id dropped');
+          }
+          return;
+        }
+        this.pending.delete(id);
+        if (entry.timer) clearTimeout(entry.timer);
+        if (m.kind === 'return') entry.resolve(m.value);
+        else entry.reject(new QmpError(m.errorClass, m.desc, entry.command));
+        return;
+      }
+      case 'greeting':
+        this.logger?.debug({ monitor: this.description }, 'extra QMP greeting ignored');
+        return;
+      case 'parse-error':
+        this.logger?.warn(
+          { monitor: this.description, line: m.line, error: m.message },
+          'unparsable QMP line dropped',
+        );
+        return;
+      default:
+        this.logger?.warn({ monitor: this.description, message: m.raw }, 'unknown QMP message dropped');
+    }
+  }
+
+  private serverParseError(errorClass: string, desc: string): void {
+    const first = this.pending.entries().next();
+    if (first.done) {
+      this.logger?.warn(
+        { monitor: this.description, errorClass, desc },
+        'QMP error without id and no command waiting',
+      );
+      return;
+    }
+    const [id, entry] = first.value;
+    this.pending.delete(id);
+    if (entry.timer) clearTimeout(entry.timer);
+    this.logger?.warn(
+      { monitor: this.description, id, errorClass, desc },
+      'QMP error without id: QEMU could not parse a command',
+    );
+    entry.reject(new QmpError(errorClass, desc, entry.command));
+  }
+
+  private rememberLate(id: string): void {
+    this.lateIds.add(id);
+    if (this.lateIds.size > LATE_IDS_KEPT) {
+      const oldest = this.lateIds.values().next();
+      if (!oldest.done) this.lateIds.delete(oldest.value);
+    }
+  }
+
+  private write(data: string): Promise<void> {
+    const next = this.writeChain.then(async () => {
+      if (this.isClosed) {
+        throw new MonitorClosedError(`QMP monitor ${this.description} is closed`, this.causeOpt());
+      }
+      if (!this.stream.write(data)) {
+        const ac = new AbortController();
+        const closed = this.closedPromise.then(() => ac.abort());
+        try {
+          await once(this.stream, 'drain', { signal: ac.signal });
+        } catch {
+          throw new MonitorClosedError(
+            `QMP monitor ${this.description} closed while writing`,
+            this.causeOpt(),
+          );
+        } finally {
+          ac.abort();
+          void closed;
+        }
+      }
+    });
+    this.writeChain = next.catch(() => {});
+    return next;
+  }
+
+  private destroy(): void {
+    this.finish(undefined, 'handshake failed');
+    this.stream.destroy();
+  }
+
+  private finish(error: Error | undefined, why: string): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    if (error) this.closeError ??= error;
+    for (const [id, entry] of this.pending) {
+      if (entry.timer) clearTimeout(entry.timer);
+      entry.reject(
+        new MonitorClosedError(
+          `QMP monitor ${this.description} closed (${why}) before '${entry.command.execute}' got its reply`,
+          this.causeOpt(),
+        ),
+      );
+      this.pending.delete(id);
+    }
+    this.resolveClosed();
+    this.emit('close', error);
+  }
+}
+
+async function readGreeting(
+  stream: MonitorStream,
+  parser: QmpParser,
+  timeoutMs: number,
+  description: string,
+): Promise<{ greeting: QmpGreeting; rest: QmpMessage[] }> {
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('close', onClose);
+      stream.off('error', onError);
+    };
+    const fail = (err: Error) => {
+      cleanup();
+      stream.destroy();
+      reject(err);
+    };
+    const timer = setTimeout(
+      () => fail(new MonitorTimeoutError(`no QMP greeting from ${description} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    let seen = '';
+    const onData = (chunk: Buffer) => {
+      if (seen.length < 200) seen += chunk.toString('utf8', 0, Math.min(chunk.length, 200));
+      let messages: QmpMessage[];
+      try {
+        messages = parser.push(chunk);
+      } catch (err) {
+        fail(err as Error);
+        return;
+      }
+      for (let i = 0; i < messages.length; i++) {
+        const m = messages[i]!;
+        if (m.kind === 'event') continue;
+        if (m.kind === 'greeting') {
+          cleanup();
+          stream.pause();
+          resolve({ greeting: m.greeting, rest: messages.slice(i + 1) });
+          return;
+        }
+        fail(
+          new MonitorProtocolError(
+            'bad-greeting',
+            `${description} is not a QMP monitor (wrong server greeting): ${JSON.stringify(seen.slice(0, 120))}`,
+          ),
+        );
+        return;
+      }
+      if (parser.bufferedBytes > 0 && !/^\s*\{/.test(seen)) {
+        fail(
+          new MonitorProtocolError(
+            'bad-greeting',
+            `${description} is not a QMP monitor (wrong server greeting): ${JSON.stringify(seen.slice(0, 120))}`,
+          ),
+        );
+      }
+    };
+    const onClose = () =>
+      fail(new MonitorClosedError(`${description} closed the connection before the QMP greeting`));
+    const onError = (err: Error) =>
+      fail(
+        new MonitorError(`error on ${description} while waiting for the QMP greeting: ${err.message}`, {
+          cause: err,
+        }),
+      );
+    stream.on('data', onData);
+    stream.once('close', onClose);
+    stream.once('error', onError);
+  });
+}
