@@ -4,7 +4,9 @@
  * @packageDocumentation
  */
 export * from './errors.js';
+export * from './hvparams/index.js';
+export { KVMHypervisor } from './kvm.js';
+export * from './monitor/index.js';
 export type * from './monitor/types.js';
 export * from './qemu/capabilities.js';
 export * from './qemu/version.js';
-export * from './monitor/index.js';
