@@ -139,6 +139,7 @@ const HMP_ERROR_PATTERNS: readonly RegExp[] = [
   /^Parameter '[^']*' expects /,
   /^Invalid parameter/i,
   /^invalid .*\bvalue\b/i,
+  /^invalid (?:size|number|char|integer|address)\b/i,
   /^Could not /,
   /^Migration is disabled/i,
   /migration already in progress/i,
@@ -157,7 +158,7 @@ const HMP_ERROR_PATTERNS: readonly RegExp[] = [
  * output, and `human-monitor-command` returns them in a *successful* QMP reply. Returns
  * the trimmed error text when any line looks like one of QEMU's error forms
  * (`unknown command: …`, `Error: …`, `Parameter '…' expects …`, `Invalid parameter …`,
- * `invalid … value`, `Could not …`, `Migration is disabled`, `migration already in
+ * `invalid … value`, `invalid size`, `Could not …`, `Migration is disabled`, `migration already in
  * progress`, `There's a migration process in progress`, `Usage: …`, `Unknown …`,
  * `Expected 'on' or 'off'`, `Try "help …"`, `cmd: string expected`), else `undefined`.
  */

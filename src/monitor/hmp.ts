@@ -137,7 +137,7 @@ export class HmpMonitor extends EventEmitter implements Monitor {
     if (!banner.version) {
       try {
         const text = await monitor.command('info version', { timeoutMs });
-        const v = parseVersion(text);
+        const v = parseInfoVersion(text);
         if (!v)
           throw new MonitorError(
             `cannot read the QEMU version from 'info version' on ${description}: ${text.trim()}`,
@@ -339,6 +339,16 @@ export class HmpMonitor extends EventEmitter implements Monitor {
     this.resolveClosed();
     this.emit('close', error);
   }
+}
+
+/**
+ * Reads the version from `info version` output. QEMU glues the package string to the
+ * version (`7.2.22Debian 1:7.2+dfsg-7`), which a word-boundary match would cut to 7.2.
+ */
+export function parseInfoVersion(text: string): QemuVersion | undefined {
+  const m = /^\s*(\d+)\.(\d+)(?:\.(\d+))?/.exec(text);
+  if (m) return { major: Number(m[1]), minor: Number(m[2]), micro: m[3] === undefined ? 0 : Number(m[3]) };
+  return parseVersion(text);
 }
 
 function readBanner(

@@ -5,6 +5,8 @@
  * * {@link FakeQmpServer}: a scripted QMP server on a UNIX socket, for socket-level tests.
  * @packageDocumentation
  */
+
+export * from './fake-qmp-server.js';
 export * from './mock-monitor.js';
 export {
   MOCK_PARAMS,
@@ -13,3 +15,4 @@ export {
   paramsForVersion,
   parseHmpSize,
 } from './mock-params.js';
+export * from './stream-pair.js';
