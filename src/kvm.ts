@@ -1,21 +1,41 @@
 /**
- * The KVM hypervisor: Ganeti's `KVMHypervisor` class, ported piece by piece. For now it holds
- * the hvparam registry and its checks; migration methods come later.
+ * The KVM hypervisor: Ganeti's `KVMHypervisor` class. The static half owns the hvparam
+ * registry and its checks; an instance owns one monitor per VM and drives migrations.
  */
 
-// For TSDoc links only.
-import type { HvParamError } from './errors.js';
+import { join } from 'node:path';
+import { type Logger, pino } from 'pino';
+// HvParamError is named for TSDoc links.
+import { type HvParamError, MigrationError } from './errors.js';
 import {
   assessHvParams,
   checkHvParamsNotGlobal,
   checkHvParamsSyntax,
+  coerceHvParams,
   fillHvParamDefaults,
   HV_PARAMETERS,
   hvParamsJsonSchema,
   type KvmHvParams,
+  parseMigrationCaps,
   type ValidationContext,
   validateHvParams,
 } from './hvparams/index.js';
+import { MigrationController, type MigrationPlan, type MigrationSession } from './migration/controller.js';
+import { type ConvergencePolicyOptions, completionTimeoutMs } from './migration/convergence.js';
+import type {
+  Instance,
+  KVMHypervisorOptions,
+  MigrationProgress,
+  MigrationResult,
+  MonitorFactory,
+  WaitForMigrationOptions,
+} from './migration/types.js';
+import { QmpMonitor } from './monitor/qmp.js';
+import type { Monitor } from './monitor/types.js';
+import { formatVersion } from './qemu/version.js';
+
+/** Where Ganeti keeps the QMP sockets of its KVM instances (`<RUN_DIR>/kvm-hypervisor/ctrl`). */
+export const DEFAULT_RUN_DIR = '/var/run/ganeti/kvm-hypervisor/ctrl';
 
 /**
  * Ganeti's KVM hypervisor. The static members describe and check hvparams the way Ganeti's
@@ -26,9 +46,11 @@ import {
  * Typical flow: `coerceHvParams(raw)` → `fillDefaults(coerced)` → `checkParameterSyntax(filled)`
  * (no I/O) → `await validateParameters(filled)` on the node that will run the instance.
  *
- * Subclass or extend it freely: the static members only read the registry.
+ * An instance migrates VMs through an injected monitor factory (one open monitor per
+ * instance): `acceptInstance` on the destination, `migrateInstance` +
+ * `waitForMigration` on the source, then `finalizeMigrationSource` /
+ * `finalizeMigrationDst` on both. See docs/migration.md.
  */
-// biome-ignore lint/complexity/noStaticOnlyClass: the public API is Ganeti's class; instance methods (migration) follow.
 export class KVMHypervisor {
   /** The hvparam registry: type, default, required, global, description, schema and checks per key. */
   static readonly PARAMETERS = HV_PARAMETERS;
@@ -80,5 +102,185 @@ export class KVMHypervisor {
    */
   static checkParamsNotGlobal(instanceParams: Readonly<Record<string, unknown>>): void {
     checkHvParamsNotGlobal(instanceParams);
+  }
+
+  private readonly factory: MonitorFactory;
+  private readonly log: Logger;
+  private readonly controller: MigrationController;
+  private readonly monitors = new Map<string, Promise<Monitor>>();
+  private readonly sessions = new Map<string, MigrationSession>();
+  private readonly convergence: ConvergencePolicyOptions;
+
+  /**
+   * @param options `monitor`: opens an instance's monitor (default: QMP at
+   * `<runDir>/<name>.qmp`); `logger`: a pino logger (default silent); `convergence`: the
+   * convergence policy's knobs.
+   */
+  constructor(options: KVMHypervisorOptions = {}) {
+    this.log = options.logger ?? pino({ level: 'silent' });
+    const runDir = options.runDir ?? DEFAULT_RUN_DIR;
+    this.factory =
+      options.monitor ??
+      ((name) => QmpMonitor.connect({ path: join(runDir, `${name}.qmp`) }, { logger: this.log }));
+    this.convergence = options.convergence ?? {};
+    this.controller = new MigrationController(this.log, this.convergence);
+  }
+
+  /**
+   * The monitor of an instance: at most one is open per instance; a closed one is
+   * replaced on the next call.
+   */
+  async monitorFor(instanceName: string): Promise<Monitor> {
+    const cached = this.monitors.get(instanceName);
+    if (cached) {
+      const m = await cached.catch(() => undefined);
+      if (m && !m.closed) return m;
+    }
+    const opening = Promise.resolve().then(() => this.factory(instanceName));
+    this.monitors.set(instanceName, opening);
+    try {
+      const monitor = await opening;
+      this.log.debug(
+        { instance: instanceName, protocol: monitor.protocol, qemu: formatVersion(monitor.version) },
+        'monitor open',
+      );
+      return monitor;
+    } catch (e) {
+      this.monitors.delete(instanceName);
+      throw e;
+    }
+  }
+
+  /** Coerces, fills and checks an instance's hvparams; throws `HvParamError` with every problem. */
+  static instanceParameters(instance: Instance): KvmHvParams {
+    const filled = KVMHypervisor.fillDefaults(coerceHvParams({ ...(instance.hvparams ?? {}) }));
+    KVMHypervisor.checkParameterSyntax(filled);
+    return filled;
+  }
+
+  private plan(instance: Instance, live?: boolean): MigrationPlan {
+    const p = KVMHypervisor.instanceParameters(instance);
+    return {
+      bandwidthMiBps: p.migration_bandwidth,
+      downtimeMs: p.migration_downtime,
+      port: p.migration_port,
+      capabilities: parseMigrationCaps(p.migration_caps),
+      live: live ?? p.migration_mode !== 'non-live',
+    };
+  }
+
+  /**
+   * Destination side, before `migrateInstance` runs on the source: checks that the
+   * destination QEMU (started with `-incoming tcp:HOST:migration_port`) waits for the
+   * VM, and turns on the capabilities that must be on at both ends (`postcopy-ram`,
+   * `multifd`, …). Returns those capabilities as QEMU names them.
+   */
+  async acceptInstance(instance: Instance): Promise<string[]> {
+    const plan = this.plan(instance);
+    return this.controller.accept(instance.name, await this.monitorFor(instance.name), plan.capabilities);
+  }
+
+  /**
+   * Source side: sets the bandwidth (`migration_bandwidth`, MiB/s) and the downtime
+   * (`migration_downtime`, ms), applies every capability of `migration_caps`, and starts
+   * the migration to `tcp:target:migration_port`, in the dialect of the monitor's
+   * protocol and QEMU version. Returns as soon as QEMU migrates in the background; then
+   * call {@link waitForMigration}. `live` defaults to `migration_mode`. Throws
+   * `HvParamError` or `MigrationError` (after rolling back) and leaves the VM running.
+   */
+  async migrateInstance(instance: Instance, target: string, live?: boolean): Promise<void> {
+    const plan = this.plan(instance, live);
+    // Every check without I/O first: nothing is sent for a bad target.
+    this.controller.precheck(instance.name, plan, target);
+    const monitor = await this.monitorFor(instance.name);
+    this.sessions.get(instance.name)?.detach();
+    const session = await this.controller.start(instance.name, monitor, plan, target);
+    this.sessions.set(instance.name, session);
+  }
+
+  /** One progress snapshot of the instance's migration (status `none` before any). */
+  async getMigrationStatus(instance: Instance): Promise<MigrationProgress> {
+    return this.controller.migrationStatus(instance.name, await this.monitorFor(instance.name));
+  }
+
+  /**
+   * Waits for the migration started by {@link migrateInstance}: resolves on `completed`;
+   * rejects with `MigrationError` carrying the status and QEMU's reason on `failed`,
+   * `cancelled`, a lost monitor, an abort (`signal`) or the completion timeout (both
+   * send `migrate_cancel` and leave the source running). The convergence policy raises
+   * the downtime or switches to post-copy while it waits.
+   */
+  async waitForMigration(
+    instance: Instance,
+    options: WaitForMigrationOptions = {},
+  ): Promise<MigrationResult> {
+    const session = this.sessions.get(instance.name);
+    if (!session) {
+      throw new MigrationError(
+        `instance '${instance.name}': no migration was started by this hypervisor object`,
+        {
+          instance: instance.name,
+        },
+      );
+    }
+    const timeoutMs =
+      options.timeoutMs ??
+      (instance.memoryMiB === undefined
+        ? undefined
+        : completionTimeoutMs(instance.memoryMiB * 2 ** 20, this.convergence));
+    try {
+      return await this.controller.wait(session, {
+        ...options,
+        ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      });
+    } finally {
+      if (this.sessions.get(instance.name) === session) this.sessions.delete(instance.name);
+    }
+  }
+
+  /** Cancels the instance's running migration (`migrate_cancel`); refused during post-copy. */
+  async cancelMigration(instance: Instance): Promise<void> {
+    await this.controller.cancel(instance.name, await this.monitorFor(instance.name));
+  }
+
+  /**
+   * Source side, after the migration. `success`: checks QEMU reports `completed` and
+   * that the source is paused (`postmigrate`). Failure: cancels a migration still
+   * running, resumes the VM (`cont`) and clears the capabilities; it refuses to resume a
+   * source whose migration completed, so that the VM never runs twice.
+   */
+  async finalizeMigrationSource(instance: Instance, success: boolean, _live?: boolean): Promise<void> {
+    const plan = this.plan(instance);
+    this.sessions.get(instance.name)?.detach();
+    this.sessions.delete(instance.name);
+    await this.controller.finalizeSource(
+      instance.name,
+      await this.monitorFor(instance.name),
+      success,
+      plan.capabilities,
+    );
+  }
+
+  /**
+   * Destination side, after the migration. `success`: clears the capabilities and makes
+   * sure the VM runs. Failure: quits the incoming QEMU, unless it already runs the VM.
+   */
+  async finalizeMigrationDst(instance: Instance, success: boolean): Promise<void> {
+    const plan = this.plan(instance);
+    await this.controller.finalizeDestination(
+      instance.name,
+      await this.monitorFor(instance.name),
+      success,
+      plan.capabilities,
+    );
+  }
+
+  /** Closes every monitor this object opened. */
+  async close(): Promise<void> {
+    for (const s of this.sessions.values()) s.detach();
+    this.sessions.clear();
+    const all = [...this.monitors.values()];
+    this.monitors.clear();
+    await Promise.all(all.map(async (p) => (await p.catch(() => undefined))?.close()));
   }
 }

@@ -1,0 +1,114 @@
+/**
+ * The convergence policy: what to do when a precopy migration stops making progress.
+ * Pure (time comes in as an argument), so every step can be tested without QEMU.
+ *
+ * The numbers follow Proxmox (double the downtime when `remaining` stops shrinking,
+ * capped), Ganeti (switch to post-copy after two passes when `postcopy-ram` is on) and
+ * Nova (a completion timeout scaled by guest memory, then abort).
+ */
+import type { ConvergenceAction, MigrationProgress } from './types.js';
+
+/** Tuning knobs of {@link ConvergencePolicy}; every one has a default. */
+export interface ConvergencePolicyOptions {
+  /** Raise the downtime when `remaining` has not reached a new low for this long (ms). Default 6000. */
+  stallMs?: number;
+  /** Multiply the downtime by this at each step. Default 2. */
+  downtimeFactor?: number;
+  /** Never raise the downtime above this (ms). Default 2000; QEMU's own limit is 2,000,000. */
+  maxDowntimeMs?: number;
+  /** With `postcopy-ram` on: switch to post-copy once this many passes are done. Default 2 (Ganeti). */
+  postcopyAfterPasses?: number;
+  /** Overall completion timeout per GiB of guest RAM (ms). Default 800 s (Nova). */
+  completionTimeoutMsPerGiB?: number;
+  /** Lower bound of the scaled completion timeout (ms). Default 120 s. */
+  minCompletionTimeoutMs?: number;
+}
+
+/** The defaults of {@link ConvergencePolicyOptions}. */
+export const DEFAULT_CONVERGENCE: Required<ConvergencePolicyOptions> = {
+  stallMs: 6000,
+  downtimeFactor: 2,
+  maxDowntimeMs: 2000,
+  postcopyAfterPasses: 2,
+  completionTimeoutMsPerGiB: 800_000,
+  minCompletionTimeoutMs: 120_000,
+};
+
+/** QEMU's ceiling for `downtime-limit` (ms). */
+export const QEMU_MAX_DOWNTIME_MS = 2_000_000;
+
+/** The completion timeout for a guest of `ramBytes` (ms). */
+export function completionTimeoutMs(
+  ramBytes: number | undefined,
+  options: ConvergencePolicyOptions = {},
+): number {
+  const o = { ...DEFAULT_CONVERGENCE, ...options };
+  const gib = (ramBytes ?? 0) / 2 ** 30;
+  return Math.max(o.minCompletionTimeoutMs, Math.ceil(gib * o.completionTimeoutMsPerGiB));
+}
+
+/**
+ * Watches progress snapshots and answers with at most one action per snapshot.
+ * It never cancels by itself: the waiter enforces the completion timeout, because only
+ * it knows whether the migration is already in post-copy (which cannot be cancelled).
+ */
+export class ConvergencePolicy {
+  private readonly o: Required<ConvergencePolicyOptions>;
+  private downtimeMs: number;
+  private readonly postcopyAllowed: boolean;
+  private postcopyRequested = false;
+  private bestRemaining = Number.POSITIVE_INFINITY;
+  private lastProgressAt: number | undefined;
+
+  /**
+   * @param initialDowntimeMs the downtime the migration started with (`migration_downtime`)
+   * @param postcopyAllowed true when `postcopy-ram` is enabled on both sides
+   */
+  constructor(initialDowntimeMs: number, postcopyAllowed: boolean, options: ConvergencePolicyOptions = {}) {
+    this.o = { ...DEFAULT_CONVERGENCE, ...options };
+    this.downtimeMs = initialDowntimeMs;
+    this.postcopyAllowed = postcopyAllowed;
+  }
+
+  /** The downtime the policy last asked for (ms). */
+  get currentDowntimeMs(): number {
+    return this.downtimeMs;
+  }
+
+  /** Feeds one snapshot taken at `nowMs`; returns the action to take, if any. */
+  observe(progress: MigrationProgress, nowMs: number): ConvergenceAction | undefined {
+    if (progress.status !== 'active') return undefined;
+    this.lastProgressAt ??= nowMs;
+    const remaining = progress.remainingBytes;
+    if (remaining !== undefined && remaining > 0 && remaining < this.bestRemaining) {
+      this.bestRemaining = remaining;
+      this.lastProgressAt = nowMs;
+    }
+    if (
+      this.postcopyAllowed &&
+      !this.postcopyRequested &&
+      (progress.pass ?? 0) >= this.o.postcopyAfterPasses
+    ) {
+      this.postcopyRequested = true;
+      return { kind: 'postcopy', reason: `precopy pass ${progress.pass} reached` };
+    }
+    if (nowMs - this.lastProgressAt < this.o.stallMs) return undefined;
+    // Stalled: start a new observation window whatever we do next.
+    this.lastProgressAt = nowMs;
+    this.bestRemaining = remaining && remaining > 0 ? remaining : Number.POSITIVE_INFINITY;
+    const stalledFor = `remaining memory has not shrunk for ${this.o.stallMs} ms`;
+    if (this.downtimeMs < this.o.maxDowntimeMs) {
+      const next = Math.min(
+        this.o.maxDowntimeMs,
+        Math.max(1, Math.ceil(this.downtimeMs * this.o.downtimeFactor)),
+      );
+      this.downtimeMs = next;
+      return { kind: 'downtime', downtimeMs: next, reason: stalledFor };
+    }
+    if (this.postcopyAllowed && !this.postcopyRequested) {
+      this.postcopyRequested = true;
+      return { kind: 'postcopy', reason: `${stalledFor} at the maximum downtime` };
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * Shapes of the migration API of `KVMHypervisor`: what goes in (an instance) and what
+ * comes out (progress snapshots and the final result).
+ */
+import type { Logger } from 'pino';
+import type { KvmHvParamsInput } from '../hvparams/index.js';
+import type { Monitor } from '../monitor/types.js';
+import type { ConvergencePolicyOptions } from './convergence.js';
+
+/** A KVM instance as the hypervisor sees it: its name and its (partial) hvparams. */
+export interface Instance {
+  /** Instance name; also the key for its monitor. */
+  name: string;
+  /** hvparams; missing keys take their defaults, values are coerced like `-H` input. */
+  hvparams?: KvmHvParamsInput;
+  /** Guest memory in MiB, used to scale the completion timeout (default: QEMU's `ram.total`). */
+  memoryMiB?: number;
+}
+
+/** Opens (or hands out) the monitor of an instance. */
+export type MonitorFactory = (instanceName: string) => Monitor | Promise<Monitor>;
+
+/** One snapshot of a migration, from `query-migrate` or `info migrate`. */
+export interface MigrationProgress {
+  /** QEMU's status string; unknown future values are passed through unchanged. */
+  status: string;
+  /** Bytes of RAM sent so far. */
+  transferredBytes?: number;
+  /** Bytes of RAM still to send in this pass. */
+  remainingBytes?: number;
+  /** Guest RAM size in bytes. */
+  totalBytes?: number;
+  /** `transferred / total` in percent (capped at 100), when both are known. */
+  percent?: number;
+  /** Current transfer speed in bytes/s (`pages-per-second × page-size`, else from `mbps`). */
+  speedBytesPerSec?: number;
+  /** How fast the guest dirties memory, bytes/s (`dirty-pages-rate × page-size`). */
+  dirtyRateBytesPerSec?: number;
+  /** QEMU's estimate of the downtime in ms (while active). */
+  expectedDowntimeMs?: number;
+  /** The real downtime in ms (once completed). */
+  downtimeMs?: number;
+  /** Milliseconds since the migration started (`total-time`). */
+  totalTimeMs?: number;
+  /** Dirty-bitmap sync count: the precopy pass number. */
+  pass?: number;
+  /** vCPU throttle applied by auto-converge, in percent. */
+  throttlePercent?: number;
+  /** QEMU's reason when the migration failed (`error-desc`). */
+  errorDesc?: string;
+  /** The raw reply, for fields not mapped here. */
+  raw?: Record<string, unknown>;
+}
+
+/** What a convergence policy did; reported through `onAction` and the logs. */
+export type ConvergenceAction =
+  | { kind: 'downtime'; downtimeMs: number; reason: string }
+  | { kind: 'postcopy'; reason: string }
+  | { kind: 'cancel'; reason: string };
+
+/** Options of `waitForMigration`. */
+export interface WaitForMigrationOptions {
+  /** Overall limit in ms; default: scaled by guest memory (see docs/migration.md). */
+  timeoutMs?: number;
+  /** Called with each new progress snapshot. */
+  onProgress?: (progress: MigrationProgress) => void;
+  /** Called when the convergence policy acts. */
+  onAction?: (action: ConvergenceAction) => void;
+  /** Cancels the migration (`migrate_cancel`) when aborted. */
+  signal?: AbortSignal;
+  /** Statistics poll interval in ms (default 500). Completion itself is event-driven. */
+  pollIntervalMs?: number;
+}
+
+/** The outcome of a completed migration. */
+export interface MigrationResult {
+  status: 'completed';
+  /** Total migration time in ms, as QEMU measured it. */
+  totalTimeMs?: number;
+  /** Real downtime in ms. */
+  downtimeMs?: number;
+  /** Bytes sent. */
+  transferredBytes?: number;
+  /** Guest RAM in bytes. */
+  totalBytes?: number;
+  /** Average speed in bytes/s (`transferred / total-time`). */
+  averageSpeedBytesPerSec?: number;
+  /** The last progress snapshot. */
+  final: MigrationProgress;
+}
+
+/** Options of the `KVMHypervisor` constructor. */
+export interface KVMHypervisorOptions {
+  /** Opens an instance's monitor; default: QMP at `<runDir>/<name>.qmp`. */
+  monitor?: MonitorFactory;
+  /** Folder of the default factory's sockets (default `/var/run/ganeti/kvm-hypervisor/ctrl`). */
+  runDir?: string;
+  /** A pino logger; default: a silent one. */
+  logger?: Logger;
+  /** Knobs of the convergence policy (stall detection, downtime ceiling, timeouts). */
+  convergence?: ConvergencePolicyOptions;
+}

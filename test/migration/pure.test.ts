@@ -1,0 +1,360 @@
+import { describe, expect, it } from 'vitest';
+import { MigrationError } from '../../src/errors.js';
+import { ConvergencePolicy, completionTimeoutMs } from '../../src/migration/convergence.js';
+import {
+  capabilityCommands,
+  dialectFor,
+  downtimeCommand,
+  migrateCommand,
+  parameterCommands,
+  resolveCapabilities,
+} from '../../src/migration/dialect.js';
+import {
+  parseInfoMigrate,
+  parseInfoMigrateCapabilities,
+  parseInfoStatus,
+  parseQueryMigrate,
+} from '../../src/migration/status.js';
+import { migrationUri } from '../../src/migration/target.js';
+import { parseVersion, type QemuVersion } from '../../src/qemu/version.js';
+
+const v = (s: string): QemuVersion => parseVersion(s)!;
+
+describe('migrationUri', () => {
+  it.each([
+    ['127.0.0.1', 8102, 'tcp:127.0.0.1:8102'],
+    ['node2.example.org', 1, 'tcp:node2.example.org:1'],
+    ['::1', 65535, 'tcp:[::1]:65535'],
+    ['[fe80::1]', 4444, 'tcp:[fe80::1]:4444'],
+    ['localhost', 8102, 'tcp:localhost:8102'],
+  ])('%s:%d -> %s', (host, port, uri) => {
+    expect(migrationUri(host, port)).toBe(uri);
+  });
+
+  it.each([
+    ['', 8102, /empty host/],
+    ['host,evil', 8102, /not a host name/],
+    ['node2\nquit', 8102, /not a host name/],
+    ['a b', 8102, /not a host name/],
+    ['[127.0.0.1]', 8102, /IPv6/],
+    ['-bad.example', 8102, /not a host name/],
+    ['999.1.1.1', 8102, /not a host name/],
+    ['10.0.0.1', 0, /port 0/],
+    ['10.0.0.1', 65536, /port 65536/],
+    ['10.0.0.1', 1.5, /port 1.5/],
+  ])('rejects %j port %d', (host, port, re) => {
+    expect(() => migrationUri(host, port)).toThrow(MigrationError);
+    expect(() => migrationUri(host, port)).toThrow(re);
+  });
+});
+
+describe('dialects', () => {
+  it('picks the dialect from protocol and version', () => {
+    expect(dialectFor('hmp', v('1.7.0'))).toBe('hmp-legacy');
+    expect(dialectFor('hmp', v('2.7.1'))).toBe('hmp-legacy');
+    expect(dialectFor('hmp', v('2.8.0'))).toBe('hmp');
+    expect(dialectFor('qmp', v('2.4.0'))).toBe('qmp-legacy');
+    expect(dialectFor('qmp', v('2.8.0'))).toBe('qmp');
+    expect(dialectFor('qmp', v('11.0.0'))).toBe('qmp');
+  });
+
+  it('sends Ganeti’s HMP commands before 2.8 (MiB/s with m, downtime with ms)', () => {
+    expect(parameterCommands('hmp-legacy', v('1.7.0'), { bandwidthMiBps: 32, downtimeMs: 30 })).toEqual([
+      { kind: 'hmp', line: 'migrate_set_speed 32m' },
+      { kind: 'hmp', line: 'migrate_set_downtime 30ms' },
+    ]);
+  });
+
+  it('uses migrate_set_parameter with an explicit MiB suffix from 2.8, postcopy bandwidth from 3.0', () => {
+    expect(parameterCommands('hmp', v('2.8.0'), { bandwidthMiBps: 10, downtimeMs: 0 })).toEqual([
+      { kind: 'hmp', line: 'migrate_set_parameter max-bandwidth 10M' },
+      { kind: 'hmp', line: 'migrate_set_parameter downtime-limit 0' },
+    ]);
+    expect(parameterCommands('hmp', v('3.0.0'), { bandwidthMiBps: 10, downtimeMs: 5 })).toContainEqual({
+      kind: 'hmp',
+      line: 'migrate_set_parameter max-postcopy-bandwidth 10M',
+    });
+  });
+
+  it('converts units for QMP: bytes/s everywhere, seconds before 2.8, ms after', () => {
+    expect(parameterCommands('qmp-legacy', v('2.4.0'), { bandwidthMiBps: 32, downtimeMs: 30 })).toEqual([
+      { kind: 'qmp', execute: 'migrate_set_speed', arguments: { value: 33554432 } },
+      { kind: 'qmp', execute: 'migrate_set_downtime', arguments: { value: 0.03 } },
+    ]);
+    expect(parameterCommands('qmp', v('2.8.0'), { bandwidthMiBps: 32, downtimeMs: 30 })).toEqual([
+      {
+        kind: 'qmp',
+        execute: 'migrate-set-parameters',
+        arguments: { 'max-bandwidth': 33554432, 'downtime-limit': 30 },
+      },
+    ]);
+    expect(parameterCommands('qmp', v('3.0.0'), { bandwidthMiBps: 1, downtimeMs: 300 })).toEqual([
+      {
+        kind: 'qmp',
+        execute: 'migrate-set-parameters',
+        arguments: { 'max-bandwidth': 1048576, 'downtime-limit': 300, 'max-postcopy-bandwidth': 1048576 },
+      },
+    ]);
+  });
+
+  it('changes only the downtime of a running migration', () => {
+    expect(downtimeCommand('qmp', 60)).toEqual({
+      kind: 'qmp',
+      execute: 'migrate-set-parameters',
+      arguments: { 'downtime-limit': 60 },
+    });
+    expect(downtimeCommand('qmp-legacy', 60)).toEqual({
+      kind: 'qmp',
+      execute: 'migrate_set_downtime',
+      arguments: { value: 0.06 },
+    });
+    expect(downtimeCommand('hmp', 60)).toEqual({
+      kind: 'hmp',
+      line: 'migrate_set_parameter downtime-limit 60',
+    });
+    expect(downtimeCommand('hmp-legacy', 60)).toEqual({ kind: 'hmp', line: 'migrate_set_downtime 60ms' });
+  });
+
+  it('sets capabilities in one QMP call, one HMP line each', () => {
+    expect(
+      capabilityCommands('qmp', [
+        ['xbzrle', true],
+        ['events', true],
+      ]),
+    ).toEqual([
+      {
+        kind: 'qmp',
+        execute: 'migrate-set-capabilities',
+        arguments: {
+          capabilities: [
+            { capability: 'xbzrle', state: true },
+            { capability: 'events', state: true },
+          ],
+        },
+      },
+    ]);
+    expect(
+      capabilityCommands('hmp', [
+        ['xbzrle', true],
+        ['auto-converge', false],
+      ]),
+    ).toEqual([
+      { kind: 'hmp', line: 'migrate_set_capability xbzrle on' },
+      { kind: 'hmp', line: 'migrate_set_capability auto-converge off' },
+    ]);
+    expect(capabilityCommands('qmp', [])).toEqual([]);
+  });
+
+  it('starts detached over HMP', () => {
+    expect(migrateCommand('hmp', 'tcp:10.0.0.2:8102')).toEqual({
+      kind: 'hmp',
+      line: 'migrate -d tcp:10.0.0.2:8102',
+    });
+    expect(migrateCommand('qmp', 'tcp:10.0.0.2:8102')).toEqual({
+      kind: 'qmp',
+      execute: 'migrate',
+      arguments: { uri: 'tcp:10.0.0.2:8102' },
+    });
+  });
+});
+
+describe('resolveCapabilities', () => {
+  it('maps names to what the version calls them, both ways', () => {
+    expect(resolveCapabilities(['rdma-pin-all'], v('1.7.0'), undefined)).toEqual(['x-rdma-pin-all']);
+    expect(resolveCapabilities(['x-rdma-pin-all'], v('2.0.0'), undefined)).toEqual(['rdma-pin-all']);
+    expect(resolveCapabilities(['postcopy-ram'], v('2.5.0'), undefined)).toEqual(['x-postcopy-ram']);
+    expect(resolveCapabilities(['x-postcopy-ram'], v('7.2.0'), undefined)).toEqual(['postcopy-ram']);
+    expect(resolveCapabilities(['multifd'], v('3.1.0'), undefined)).toEqual(['x-multifd']);
+    expect(resolveCapabilities(['x-multifd'], v('4.0.0'), undefined)).toEqual(['multifd']);
+  });
+
+  it('lets QEMU’s own list decide', () => {
+    const listed = new Map([
+      ['xbzrle', false],
+      ['x-postcopy-ram', false],
+    ]);
+    expect(resolveCapabilities(['postcopy-ram', 'xbzrle'], v('2.6.0'), listed)).toEqual([
+      'x-postcopy-ram',
+      'xbzrle',
+    ]);
+    expect(() => resolveCapabilities(['auto-converge'], v('7.2.0'), listed)).toThrow(
+      /'auto-converge' is not supported by QEMU 7\.2\.0 \(this QEMU build does not list it\)/,
+    );
+  });
+
+  it('names the capability and the version when the version lacks or removed it', () => {
+    expect(() => resolveCapabilities(['switchover-ack', 'return-path'], v('7.2.22'), undefined)).toThrow(
+      /'switchover-ack' is not supported by QEMU 7\.2\.22 \(added in QEMU 8\.1\.0\)/,
+    );
+    expect(() => resolveCapabilities(['compress'], v('9.1.0'), undefined)).toThrow(/removed in QEMU 9\.1\.0/);
+    expect(() => resolveCapabilities(['events'], v('1.7.0'), undefined)).toThrow(/added in QEMU 2\.4\.0/);
+  });
+
+  it('refuses combinations the version refuses, and only those', () => {
+    expect(() => resolveCapabilities(['multifd', 'xbzrle'], v('8.1.0'), undefined)).toThrow(
+      /'multifd' cannot be combined with 'xbzrle' on QEMU 8\.1\.0/,
+    );
+    expect(resolveCapabilities(['multifd', 'xbzrle'], v('7.2.0'), undefined)).toEqual(['multifd', 'xbzrle']);
+    expect(() => resolveCapabilities(['postcopy-ram', 'multifd'], v('9.0.0'), undefined)).toThrow(/multifd/);
+    expect(resolveCapabilities(['postcopy-ram', 'multifd'], v('10.1.0'), undefined)).toEqual([
+      'postcopy-ram',
+      'multifd',
+    ]);
+    expect(() => resolveCapabilities(['x-postcopy-ram', 'compress'], v('2.6.0'), undefined)).toThrow(
+      /compress/,
+    );
+  });
+});
+
+describe('status parsing', () => {
+  it('maps an active QEMU 7.2 query-migrate reply', () => {
+    const p = parseQueryMigrate({
+      'expected-downtime': 300,
+      status: 'active',
+      'setup-time': 1,
+      'total-time': 1503,
+      'cpu-throttle-percentage': 30,
+      ram: {
+        total: 268967936,
+        'dirty-sync-count': 2,
+        'pages-per-second': 20,
+        'page-size': 4096,
+        remaining: 267927552,
+        mbps: 0.65808,
+        transferred: 125263,
+        'dirty-pages-rate': 100,
+      },
+    });
+    expect(p).toMatchObject({
+      status: 'active',
+      transferredBytes: 125263,
+      remainingBytes: 267927552,
+      totalBytes: 268967936,
+      speedBytesPerSec: 20 * 4096,
+      dirtyRateBytesPerSec: 100 * 4096,
+      expectedDowntimeMs: 300,
+      totalTimeMs: 1503,
+      pass: 2,
+      throttlePercent: 30,
+    });
+    expect(p.percent).toBeCloseTo((100 * 125263) / 268967936, 5);
+  });
+
+  it('falls back to mbps (decimal megabits) when pages-per-second is absent', () => {
+    expect(parseQueryMigrate({ status: 'active', ram: { mbps: 8 } }).speedBytesPerSec).toBe(1_000_000);
+  });
+
+  it('keeps QEMU’s reason on failure, tolerates {} and unknown statuses', () => {
+    expect(
+      parseQueryMigrate({
+        status: 'failed',
+        'error-desc': "Failed to connect to '127.0.0.1:1': Connection refused",
+      }),
+    ).toMatchObject({
+      status: 'failed',
+      errorDesc: "Failed to connect to '127.0.0.1:1': Connection refused",
+    });
+    expect(parseQueryMigrate({}).status).toBe('none');
+    expect(
+      parseQueryMigrate({ status: 'postcopy-device', ram: { transferred: 5, total: 10 } }),
+    ).toMatchObject({
+      status: 'postcopy-device',
+      percent: 50,
+    });
+    expect(parseQueryMigrate({ status: 'completed', downtime: 12 })).toMatchObject({
+      percent: 100,
+      downtimeMs: 12,
+    });
+  });
+
+  it('parses HMP info migrate text (kbytes into bytes)', () => {
+    const text = [
+      'capabilities: xbzrle: off rdma-pin-all: off auto-converge: on',
+      'Migration status: active',
+      'total time: 1503 ms',
+      'expected downtime: 300 ms',
+      'setup: 1 ms',
+      'transferred ram: 122 kbytes',
+      'throughput: 0.66 mbps',
+      'remaining ram: 261648 kbytes',
+      'total ram: 262664 kbytes',
+      'dirty sync count: 3',
+      'page size: 4 kbytes',
+      'dirty pages rate: 10 pages',
+      'cpu throttle percentage: 20',
+    ].join('\r\n');
+    expect(parseInfoMigrate(text)).toMatchObject({
+      status: 'active',
+      transferredBytes: 122 * 1024,
+      remainingBytes: 261648 * 1024,
+      totalBytes: 262664 * 1024,
+      totalTimeMs: 1503,
+      expectedDowntimeMs: 300,
+      speedBytesPerSec: 82500,
+      dirtyRateBytesPerSec: 40960,
+      pass: 3,
+      throttlePercent: 20,
+    });
+    expect(parseInfoMigrate('Migration status: failed (Failed to connect: refused)\r\n')).toMatchObject({
+      status: 'failed',
+      errorDesc: 'Failed to connect: refused',
+    });
+    expect(parseInfoMigrate('').status).toBe('none');
+  });
+
+  it('parses HMP capability and VM status lines', () => {
+    expect([...parseInfoMigrateCapabilities('xbzrle: off\r\nauto-converge: on\r\nx-colo: off\r\n')]).toEqual([
+      ['xbzrle', false],
+      ['auto-converge', true],
+      ['x-colo', false],
+    ]);
+    expect(parseInfoStatus('VM status: running')).toEqual({ running: true, status: 'running' });
+    expect(parseInfoStatus('VM status: paused (postmigrate)')).toEqual({
+      running: false,
+      status: 'postmigrate',
+    });
+    expect(parseInfoStatus('VM status: paused (inmigrate)')).toEqual({ running: false, status: 'inmigrate' });
+    expect(parseInfoStatus('VM status: paused')).toEqual({ running: false, status: 'paused' });
+  });
+});
+
+describe('ConvergencePolicy', () => {
+  const active = (remaining: number, pass = 1) => ({ status: 'active', remainingBytes: remaining, pass });
+
+  it('does nothing while remaining memory keeps shrinking', () => {
+    const p = new ConvergencePolicy(30, false, { stallMs: 1000 });
+    for (let t = 0, r = 1000; t < 10_000; t += 500, r -= 10) expect(p.observe(active(r), t)).toBeUndefined();
+  });
+
+  it('doubles the downtime after a stall, up to the maximum, then stops', () => {
+    const p = new ConvergencePolicy(30, false, { stallMs: 1000, maxDowntimeMs: 100 });
+    const actions = [];
+    for (let t = 0; t <= 10_000; t += 250) {
+      const a = p.observe(active(5000), t);
+      if (a) actions.push(a);
+    }
+    expect(actions.map((a) => (a.kind === 'downtime' ? a.downtimeMs : a.kind))).toEqual([60, 100]);
+    expect(p.currentDowntimeMs).toBe(100);
+  });
+
+  it('switches to post-copy after two passes when postcopy-ram is on (Ganeti)', () => {
+    const p = new ConvergencePolicy(30, true);
+    expect(p.observe(active(100, 1), 0)).toBeUndefined();
+    expect(p.observe(active(90, 2), 100)).toMatchObject({ kind: 'postcopy' });
+    expect(p.observe(active(80, 3), 200)).toBeUndefined();
+  });
+
+  it('ignores non-active statuses', () => {
+    const p = new ConvergencePolicy(30, true, { stallMs: 0 });
+    expect(p.observe({ status: 'setup', pass: 5 }, 0)).toBeUndefined();
+    expect(p.observe({ status: 'postcopy-active', pass: 5 }, 10)).toBeUndefined();
+  });
+
+  it('scales the completion timeout with memory, with a floor', () => {
+    expect(completionTimeoutMs(64 * 2 ** 20)).toBe(120_000);
+    expect(completionTimeoutMs(4 * 2 ** 30)).toBe(3_200_000);
+    expect(completionTimeoutMs(2 ** 30, { completionTimeoutMsPerGiB: 1000, minCompletionTimeoutMs: 0 })).toBe(
+      1000,
+    );
+  });
+});
