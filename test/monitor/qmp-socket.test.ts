@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   HmpError,
@@ -60,6 +61,11 @@ describe('QmpMonitor over a UNIX socket (FakeQmpServer)', () => {
       expect.objectContaining({ id: 'kvmhv-2', command: { execute: 'query-status' } }),
       'QMP send query-status',
     );
+  });
+
+  it('accepts a pino logger', async () => {
+    const { mon } = await setup({}, { logger: pino({ level: 'silent' }) });
+    await expect(mon.execute('query-status')).resolves.toMatchObject({ running: true });
   });
 
   it('matches 100 concurrent commands answered out of order by id', async () => {

@@ -1,0 +1,178 @@
+/**
+ * Monitor round-trip benchmark (not run in CI): `npm run bench [-- N [M]]`.
+ *
+ * Against one real QEMU (TCG, -m 64) it measures, in one run:
+ *  (a) our persistent `QmpMonitor` doing N `query-status` round trips;
+ *  (b) the floor: one persistent raw socket doing the same JSON round trips by hand;
+ *  (c) Ganeti's way: one `socat` process per HMP command
+ *      (`echo 'info status' | socat - UNIX-CONNECT:hmp.sock`), M times.
+ * socat is installed with apt-get when missing and possible; otherwise (c) is skipped.
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { QmpMonitor } from '../src/monitor/qmp.js';
+import { QemuVm } from '../src/qemu/process.js';
+
+const N = Number(process.argv[2] ?? 2000);
+const M = Number(process.argv[3] ?? 20);
+
+interface Stats {
+  label: string;
+  count: number;
+  meanMs: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+function stats(label: string, samples: number[]): Stats {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const pick = (q: number) =>
+    sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
+  return {
+    label,
+    count: samples.length,
+    meanMs: samples.reduce((a, b) => a + b, 0) / samples.length,
+    p50Ms: pick(0.5),
+    p99Ms: pick(0.99),
+  };
+}
+
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+
+async function ours(path: string): Promise<number[]> {
+  const mon = await QmpMonitor.connect({ path });
+  try {
+    for (let i = 0; i < 50; i++) await mon.execute('query-status');
+    const out: number[] = [];
+    for (let i = 0; i < N; i++) {
+      const t = now();
+      await mon.execute('query-status');
+      out.push(now() - t);
+    }
+    return out;
+  } finally {
+    await mon.close();
+  }
+}
+
+async function rawFloor(path: string): Promise<number[]> {
+  const sock = connect(path);
+  let buf = '';
+  let waiting: ((line: string) => void) | undefined;
+  const lines: string[] = [];
+  sock.setEncoding('utf8');
+  sock.on('data', (d: string) => {
+    buf += d;
+    let nl = buf.indexOf('\n');
+    while (nl !== -1) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (!line.includes('"event"')) {
+        if (waiting) {
+          const w = waiting;
+          waiting = undefined;
+          w(line);
+        } else lines.push(line);
+      }
+      nl = buf.indexOf('\n');
+    }
+  });
+  const next = () =>
+    new Promise<string>((resolve) => {
+      const l = lines.shift();
+      if (l !== undefined) resolve(l);
+      else waiting = resolve;
+    });
+  await next(); // greeting
+  sock.write('{"execute":"qmp_capabilities"}\n');
+  await next();
+  const out: number[] = [];
+  for (let i = 0; i < N + 50; i++) {
+    const t = now();
+    sock.write(`{"execute":"query-status","id":${i}}\n`);
+    await next();
+    if (i >= 50) out.push(now() - t);
+  }
+  sock.destroy();
+  return out;
+}
+
+function haveSocat(): boolean {
+  return spawnSync('socat', ['-V'], { stdio: 'ignore' }).status === 0;
+}
+
+function ensureSocat(): boolean {
+  if (haveSocat()) return true;
+  console.log('socat not found; trying `apt-get install -y socat` …');
+  try {
+    execFileSync('apt-get', ['install', '-y', '-q', 'socat'], { stdio: 'ignore', timeout: 120_000 });
+  } catch {
+    try {
+      execFileSync('apt-get', ['update', '-q'], { stdio: 'ignore', timeout: 120_000 });
+      execFileSync('apt-get', ['install', '-y', '-q', 'socat'], { stdio: 'ignore', timeout: 120_000 });
+    } catch {
+      // fall through
+    }
+  }
+  return haveSocat();
+}
+
+function socatOnce(hmpPath: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('sh', ['-c', `echo 'info status' | socat - UNIX-CONNECT:${hmpPath}`]);
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`socat exited with ${code}`))));
+  });
+}
+
+async function ganeti(hmpPath: string): Promise<number[]> {
+  const first = await socatOnce(hmpPath);
+  if (!first.includes('VM status')) throw new Error(`unexpected socat output: ${JSON.stringify(first)}`);
+  const out: number[] = [];
+  for (let i = 0; i < M; i++) {
+    const t = now();
+    await socatOnce(hmpPath);
+    out.push(now() - t);
+  }
+  return out;
+}
+
+function row(s: Stats): string {
+  const f = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(2) : x.toFixed(3));
+  return `${s.label.padEnd(44)} ${String(s.count).padStart(6)} ${f(s.meanMs).padStart(10)} ${f(s.p50Ms).padStart(10)} ${f(s.p99Ms).padStart(10)}`;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'kvmhv-bench-'));
+  const vm = await QemuVm.start({ name: 'bench', dir, qmpSockets: 2, hmp: true, memoryMiB: 64 });
+  try {
+    console.log(`QEMU pid ${vm.pid}; N=${N} QMP round trips, M=${M} socat runs\n`);
+    const a = stats('(a) QmpMonitor, persistent, query-status', await ours(vm.qmpPaths[0]!));
+    const b = stats('(b) raw socket floor, persistent', await rawFloor(vm.qmpPaths[1]!));
+    let c: Stats | undefined;
+    if (ensureSocat()) c = stats("(c) Ganeti: socat per HMP 'info status'", await ganeti(vm.hmpPath!));
+    else console.log('(c) skipped: socat is not installed and could not be installed');
+    console.log(
+      `${'client'.padEnd(44)} ${'count'.padStart(6)} ${'mean ms'.padStart(10)} ${'p50 ms'.padStart(10)} ${'p99 ms'.padStart(10)}`,
+    );
+    for (const s of [a, b, c]) if (s) console.log(row(s));
+    console.log('');
+    console.log(`ours / floor   (mean): ${(a.meanMs / b.meanMs).toFixed(2)}x`);
+    if (c) console.log(`ganeti / ours  (mean): ${(c.meanMs / a.meanMs).toFixed(0)}x`);
+  } finally {
+    await vm.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
