@@ -13,7 +13,6 @@
 import { MigrationError } from '../errors.js';
 import type { MonitorProtocol } from '../monitor/types.js';
 import {
-  CAPABILITY_RULES,
   capabilityAvailable,
   capabilityWireName,
   checkCapabilityCombination,
@@ -102,11 +101,6 @@ function why(info: MigrationCapabilityInfo, version: QemuVersion, listed: boolea
     return ` (removed in QEMU ${formatVersion(info.removedIn)})`;
   }
   return listed ? ' (this QEMU build does not list it)' : '';
-}
-
-/** The rules a capability takes part in, for docs and messages. */
-export function rulesFor(name: string) {
-  return CAPABILITY_RULES.filter((r) => r.cap === name || r.other === name);
 }
 
 /** Settings for {@link parameterCommands}. */

@@ -1,0 +1,35 @@
+/**
+ * Live migration: dialects, status parsing, the convergence policy and the engine that
+ * `KVMHypervisor` uses.
+ * @packageDocumentation
+ */
+
+export { MigrationController, type MigrationPlan, type MigrationSession } from './controller.js';
+export {
+  ConvergencePolicy,
+  type ConvergencePolicyOptions,
+  completionTimeoutMs,
+  DEFAULT_CONVERGENCE,
+  QEMU_MAX_DOWNTIME_MS,
+} from './convergence.js';
+export {
+  capabilityCommands,
+  describeCommand,
+  dialectFor,
+  downtimeCommand,
+  type MigrationDialect,
+  type MonitorCommand,
+  migrateCommand,
+  parameterCommands,
+  resolveCapabilities,
+} from './dialect.js';
+export {
+  ACTIVE_STATUSES,
+  parseInfoMigrate,
+  parseInfoMigrateCapabilities,
+  parseInfoStatus,
+  parseQueryMigrate,
+  TERMINAL_STATUSES,
+} from './status.js';
+export { migrationUri } from './target.js';
+export type * from './types.js';
