@@ -25,7 +25,8 @@ export function formatVersion(v: QemuVersion): string {
  * answer or a bare `1.7.0`). Returns `undefined` when there is none.
  */
 export function parseVersion(text: string): QemuVersion | undefined {
-  const m = /\b(\d+)\.(\d+)(?:\.(\d+))?\b/.exec(text);
+  // No trailing \b: `info version` prints `7.2.22Debian 1:7.2+dfsg…` with no space.
+  const m = /(?<![\d.])(\d+)\.(\d+)(?:\.(\d+))?/.exec(text);
   if (!m) return undefined;
   return { major: Number(m[1]), minor: Number(m[2]), micro: m[3] === undefined ? 0 : Number(m[3]) };
 }
