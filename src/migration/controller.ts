@@ -698,13 +698,21 @@ export class MigrationController {
     monitor: Monitor,
     success: boolean,
     capabilities: string[],
+    incomingGraceMs = 30_000,
   ): Promise<void> {
     if (success) {
-      const vm = await this.vmStatus(instance, monitor);
+      // The source reports `completed` once it has sent everything; the destination may
+      // still be loading the device state for a moment.
+      let vm = await this.vmStatus(instance, monitor);
+      for (const until = Date.now() + incomingGraceMs; vm.status === 'inmigrate' && Date.now() < until; ) {
+        await sleep(50);
+        vm = await this.vmStatus(instance, monitor);
+      }
       if (vm.status === 'inmigrate') {
-        throw new MigrationError(`instance '${instance}': the destination has not received the VM yet`, {
-          instance,
-        });
+        throw new MigrationError(
+          `instance '${instance}': the destination has not finished receiving the VM after ${incomingGraceMs} ms`,
+          { instance, status: vm.status },
+        );
       }
       await this.clearCapabilities(instance, monitor, capabilities);
       if (!vm.running) {

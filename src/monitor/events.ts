@@ -2,9 +2,31 @@
  * Event plumbing shared by the monitor clients and the mock: listener dispatch that a
  * throwing listener cannot break, and {@link Monitor.waitForEvent}.
  */
-import type { EventEmitter } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { MonitorClosedError, MonitorError, MonitorTimeoutError } from '../errors.js';
 import type { EventWaiter, MonitorEvent, WaitForEventOptions } from './types.js';
+
+/**
+ * An `EventEmitter` with the two typed events every {@link Monitor} has: `'event'` (a QMP
+ * event) and `'close'`. The clients and the mock extend it.
+ */
+export class MonitorEmitter extends EventEmitter {
+  /** Subscribes to every event / to the close notification. */
+  override on(event: 'event', listener: (ev: MonitorEvent) => void): this;
+  override on(event: 'close', listener: (error?: Error) => void): this;
+  override on(event: string | symbol, listener: (...args: never[]) => void): this;
+  override on(event: string | symbol, listener: (...args: never[]) => void): this {
+    return super.on(event, listener as (...args: unknown[]) => void);
+  }
+
+  /** Removes a listener added with {@link on}. */
+  override off(event: 'event', listener: (ev: MonitorEvent) => void): this;
+  override off(event: 'close', listener: (error?: Error) => void): this;
+  override off(event: string | symbol, listener: (...args: never[]) => void): this;
+  override off(event: string | symbol, listener: (...args: never[]) => void): this {
+    return super.off(event, listener as (...args: unknown[]) => void);
+  }
+}
 
 /** The smallest logger the monitor clients need; a pino `Logger` fits. */
 export interface MonitorLogger {

@@ -2,7 +2,7 @@
  * `HmpMonitor`: a client for the human monitor on a raw `-monitor unix:` socket, the
  * way Ganeti's `_CallMonitorCommand` talks to QEMU, but over one persistent connection.
  */
-import { EventEmitter, once } from 'node:events';
+import { once } from 'node:events';
 import {
   HmpError,
   MonitorClosedError,
@@ -11,7 +11,7 @@ import {
   MonitorTimeoutError,
 } from '../errors.js';
 import { parseVersion, type QemuVersion } from '../qemu/version.js';
-import { type MonitorLogger, rejectedWaiter } from './events.js';
+import { MonitorEmitter, type MonitorLogger, rejectedWaiter } from './events.js';
 import { detectHmpError, type HmpFrame, HmpParser } from './hmp-parser.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
 import type { EventWaiter, Monitor, MonitorAddress, MonitorEvent, WaitForEventOptions } from './types.js';
@@ -58,7 +58,7 @@ interface Waiter {
  * * A command that times out rejects with `MonitorTimeoutError`; its reply, when it
  *   comes, is recognized by position and dropped, so later commands stay in step.
  */
-export class HmpMonitor extends EventEmitter implements Monitor {
+export class HmpMonitor extends MonitorEmitter implements Monitor {
   /** Always `'hmp'`. */
   readonly protocol = 'hmp' as const;
   /** The banner text (`QEMU 7.2.22 monitor - type 'help' for more information`). */
@@ -202,22 +202,6 @@ export class HmpMonitor extends EventEmitter implements Monitor {
       this.stream.destroy();
     }
     await this.closedPromise;
-  }
-
-  /** Subscribes to events (never emitted over HMP) / to the close notification. */
-  override on(event: 'event', listener: (ev: MonitorEvent) => void): this;
-  override on(event: 'close', listener: (error?: Error) => void): this;
-  override on(event: string | symbol, listener: (...args: never[]) => void): this;
-  override on(event: string | symbol, listener: (...args: never[]) => void): this {
-    return super.on(event, listener as (...args: unknown[]) => void);
-  }
-
-  /** Removes a listener added with {@link on}. */
-  override off(event: 'event', listener: (ev: MonitorEvent) => void): this;
-  override off(event: 'close', listener: (error?: Error) => void): this;
-  override off(event: string | symbol, listener: (...args: never[]) => void): this;
-  override off(event: string | symbol, listener: (...args: never[]) => void): this {
-    return super.off(event, listener as (...args: unknown[]) => void);
   }
 
   private async runOne(line: string, timeoutMs: number): Promise<string> {

@@ -2,7 +2,7 @@
  * `QmpMonitor`: a persistent QMP client. One connection, many commands in flight, each
  * with its own id and timeout; replies matched by id, events routed to listeners.
  */
-import { EventEmitter, once } from 'node:events';
+import { once } from 'node:events';
 import {
   HmpError,
   MonitorClosedError,
@@ -12,7 +12,7 @@ import {
   QmpError,
 } from '../errors.js';
 import type { QemuVersion } from '../qemu/version.js';
-import { createEventWaiter, dispatchEvent, type MonitorLogger } from './events.js';
+import { createEventWaiter, dispatchEvent, MonitorEmitter, type MonitorLogger } from './events.js';
 import { detectHmpError } from './hmp-parser.js';
 import { type QmpGreeting, type QmpMessage, QmpParser } from './qmp-parser.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
@@ -72,7 +72,7 @@ const LATE_IDS_KEPT = 1024;
  * * Events go to `'event'` listeners; a throwing listener is logged and cannot block
  *   replies.
  */
-export class QmpMonitor extends EventEmitter implements Monitor {
+export class QmpMonitor extends MonitorEmitter implements Monitor {
   /** Always `'qmp'`. */
   readonly protocol = 'qmp' as const;
   /** The parsed greeting: version, package and capabilities. */
@@ -249,22 +249,6 @@ export class QmpMonitor extends EventEmitter implements Monitor {
       this.stream.destroy();
     }
     await this.closedPromise;
-  }
-
-  /** Subscribes to every event / to the close notification. */
-  override on(event: 'event', listener: (ev: MonitorEvent) => void): this;
-  override on(event: 'close', listener: (error?: Error) => void): this;
-  override on(event: string | symbol, listener: (...args: never[]) => void): this;
-  override on(event: string | symbol, listener: (...args: never[]) => void): this {
-    return super.on(event, listener as (...args: unknown[]) => void);
-  }
-
-  /** Removes a listener added with {@link on}. */
-  override off(event: 'event', listener: (ev: MonitorEvent) => void): this;
-  override off(event: 'close', listener: (error?: Error) => void): this;
-  override off(event: string | symbol, listener: (...args: never[]) => void): this;
-  override off(event: string | symbol, listener: (...args: never[]) => void): this {
-    return super.off(event, listener as (...args: unknown[]) => void);
   }
 
   private causeOpt(): { cause: Error } | undefined {

@@ -3,9 +3,9 @@
  * way a given QEMU version would (QMP or HMP dialect), keeps state (run state,
  * capabilities, parameters, a simulated migration) and records everything sent.
  */
-import { EventEmitter } from 'node:events';
 import { HmpError, MonitorClosedError, MonitorError, QmpError } from '../errors.js';
-import { createEventWaiter, dispatchEvent, rejectedWaiter } from '../monitor/events.js';
+import { ACTIVE_STATUSES } from '../migration/status.js';
+import { createEventWaiter, dispatchEvent, MonitorEmitter, rejectedWaiter } from '../monitor/events.js';
 import { detectHmpError } from '../monitor/hmp-parser.js';
 import type {
   EventWaiter,
@@ -98,20 +98,6 @@ export interface MockMigrationProgress {
   pass?: boolean;
 }
 
-const ACTIVE_STATUSES = new Set([
-  'setup',
-  'active',
-  'postcopy-active',
-  'postcopy-paused',
-  'postcopy-recover',
-  'postcopy-recover-setup',
-  'postcopy-device',
-  'pre-switchover',
-  'device',
-  'wait-unplug',
-  'cancelling',
-  'colo',
-]);
 const PAGE = 4096;
 
 /** The simulated migration of a {@link MockMonitor}; drive it from tests. */
@@ -171,7 +157,7 @@ export class MockMigration {
  * failures ({@link failCommand}), replies ({@link setReply}), the migration
  * ({@link migration}, {@link completeMigration}, {@link failMigration}) and events.
  */
-export class MockMonitor extends EventEmitter implements Monitor {
+export class MockMonitor extends MonitorEmitter implements Monitor {
   /** `qmp` or `hmp`. */
   readonly protocol: MonitorProtocol;
   /** The QEMU version imitated. */
@@ -307,22 +293,6 @@ export class MockMonitor extends EventEmitter implements Monitor {
   /** Simulates the peer going away: `'close'` is emitted with `error` (default a `MonitorClosedError`). */
   disconnect(error: Error = new MonitorClosedError('mock monitor: connection reset by peer')): void {
     this.shutdown(error);
-  }
-
-  /** Subscribes to every event / to the close notification. */
-  override on(event: 'event', listener: (ev: MonitorEvent) => void): this;
-  override on(event: 'close', listener: (error?: Error) => void): this;
-  override on(event: string | symbol, listener: (...args: never[]) => void): this;
-  override on(event: string | symbol, listener: (...args: never[]) => void): this {
-    return super.on(event, listener as (...args: unknown[]) => void);
-  }
-
-  /** Removes a listener added with {@link on}. */
-  override off(event: 'event', listener: (ev: MonitorEvent) => void): this;
-  override off(event: 'close', listener: (error?: Error) => void): this;
-  override off(event: string | symbol, listener: (...args: never[]) => void): this;
-  override off(event: string | symbol, listener: (...args: never[]) => void): this {
-    return super.off(event, listener as (...args: unknown[]) => void);
   }
 
   // ---------------------------------------------------------------- scripting

@@ -304,3 +304,18 @@ describe('failures are caught, reported and rolled back', () => {
     );
   });
 });
+
+describe('destination finalize', () => {
+  it('waits while the destination is still loading the VM, then resumes it', async () => {
+    const mock = new MockMonitor({ protocol: 'qmp', version: '7.2.0', runState: 'inmigrate' });
+    const hv = hvWith(mock);
+    let polls = 0;
+    mock.setReply('query-status', () => {
+      polls++;
+      return polls < 3 ? { status: 'inmigrate', running: false } : { status: 'paused', running: false };
+    });
+    await hv.finalizeMigrationDst(inst(), true);
+    expect(polls).toBeGreaterThanOrEqual(3);
+    expect(mock.sentCommands.at(-1)).toBe('cont');
+  });
+});
