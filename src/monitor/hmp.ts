@@ -14,7 +14,7 @@ import { parseVersion, type QemuVersion } from '../qemu/version.js';
 import { MonitorEmitter, type MonitorLogger, rejectedWaiter } from './events.js';
 import { detectHmpError, type HmpFrame, HmpParser } from './hmp-parser.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
-import type { EventWaiter, Monitor, MonitorAddress, MonitorEvent, WaitForEventOptions } from './types.js';
+import type { EventWaiter, Monitor, MonitorAddress, WaitForEventOptions } from './types.js';
 
 /** Options for {@link HmpMonitor.connect} and {@link HmpMonitor.fromStream}. */
 export interface HmpMonitorOptions {

@@ -16,7 +16,7 @@ import { createEventWaiter, dispatchEvent, MonitorEmitter, type MonitorLogger } 
 import { detectHmpError } from './hmp-parser.js';
 import { type QmpGreeting, type QmpMessage, QmpParser } from './qmp-parser.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
-import type { EventWaiter, Monitor, MonitorAddress, MonitorEvent, WaitForEventOptions } from './types.js';
+import type { EventWaiter, Monitor, MonitorAddress, WaitForEventOptions } from './types.js';
 
 /** Options for {@link QmpMonitor.connect} and {@link QmpMonitor.fromStream}. */
 export interface QmpMonitorOptions {
