@@ -1,0 +1,294 @@
+/**
+ * `kvm-hv demo`: a complete live migration between two local QEMU processes. The source
+ * runs the dirty-memory guest (src/guest/), the destination waits with `-incoming`; the
+ * demo accepts, migrates with a progress bar, verifies both ends and cleans up every
+ * process, socket and temporary folder, also on Ctrl-C or error.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import type { Logger } from 'pino';
+import { HypervisorError } from '../errors.js';
+import {
+  GUEST_STATUS_ADDRESS,
+  type GuestStatus,
+  guestMemoryMiBFor,
+  parseGuestStatus,
+  parseXpWords,
+  writeGuestImage,
+} from '../guest/index.js';
+import { KVMHypervisor } from '../kvm.js';
+import type { Instance } from '../migration/types.js';
+import { QmpMonitor } from '../monitor/qmp.js';
+import type { Monitor } from '../monitor/types.js';
+import { findQemuBinary, freePort, QemuVm } from '../qemu/process.js';
+import { InterruptedError, UsageError } from './errors.js';
+import { coercedHvParams } from './hvparams.js';
+import { migrateSource } from './migrate-flow.js';
+import { createProgressSink, progressModeFor } from './progress.js';
+import { formatRate, renderSummary, renderTable, summaryJson } from './render.js';
+import { onInterrupt } from './signals.js';
+import { loggerFor, numberArg, print, printJson } from './util.js';
+
+/** Options of `kvm-hv demo`, after parsing. */
+export interface DemoOptions {
+  /** Guest RAM, MiB. */
+  memory: number;
+  /** Size of the region the guest dirties, MiB. */
+  dirty: number;
+  /** Rate at which the guest dirties it, MiB/s (0 = as fast as it can). */
+  rate: number;
+  /** `migration_bandwidth`, MiB/s (0 = no limit). */
+  bandwidth: number;
+  /** `migration_caps`, `:`-separated (empty for none). */
+  caps: string;
+  /** `migration_downtime`, ms. */
+  downtime: number;
+  /** Give up after this many seconds. */
+  timeout: number;
+  /** One JSON document on stdout. */
+  json?: boolean;
+}
+
+/** Default values of the demo options: converges in a few seconds on two TCG cores. */
+export const DEMO_DEFAULTS = {
+  memory: 128,
+  dirty: 32,
+  rate: 64,
+  bandwidth: 32,
+  caps: 'auto-converge',
+  downtime: 300,
+  timeout: 120,
+} as const;
+
+/** The exact advice shown when QEMU is missing. */
+export const QEMU_INSTALL_HINT =
+  'qemu-system-x86_64 not found: install it with `sudo apt-get install -y qemu-system-x86` ' +
+  '(Debian/Ubuntu) or `sudo dnf install -y qemu-system-x86-core` (Fedora), run `bash scripts/setup.sh` ' +
+  '(installs it when run as root), or set QEMU=/path/to/qemu-system-x86_64';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Reads the guest's status block through a monitor (`xp`). */
+export async function readGuestStatus(monitor: Monitor): Promise<GuestStatus> {
+  const text = await monitor.humanCommand(`xp /4wx 0x${GUEST_STATUS_ADDRESS.toString(16)}`);
+  return parseGuestStatus(parseXpWords(text));
+}
+
+/** Checks option combinations that commander cannot. Throws {@link UsageError}. */
+export function checkDemoOptions(o: DemoOptions): void {
+  if (!Number.isInteger(o.memory) || o.memory < 16) {
+    throw new UsageError(`--memory must be an integer >= 16 (MiB), got ${o.memory}`);
+  }
+  if (!Number.isInteger(o.dirty) || o.dirty < 1) {
+    throw new UsageError(`--dirty must be an integer >= 1 (MiB), got ${o.dirty}`);
+  }
+  if (guestMemoryMiBFor(o.dirty) > o.memory) {
+    throw new UsageError(
+      `--dirty ${o.dirty} MiB does not fit in --memory ${o.memory} MiB: the guest needs at least ${guestMemoryMiBFor(o.dirty)} MiB`,
+    );
+  }
+  if (!Number.isInteger(o.bandwidth))
+    throw new UsageError(`--bandwidth must be an integer, got ${o.bandwidth}`);
+  if (!Number.isInteger(o.downtime)) throw new UsageError(`--downtime must be an integer, got ${o.downtime}`);
+}
+
+/** Everything the demo started, so that cleanup can undo exactly that. */
+class DemoResources {
+  readonly vms: QemuVm[] = [];
+  readonly monitors: Monitor[] = [];
+  readonly hypervisors: KVMHypervisor[] = [];
+  dir: string | undefined;
+
+  async cleanup(logger: Logger): Promise<void> {
+    for (const hv of this.hypervisors.splice(0)) {
+      await hv.close().catch((e: unknown) => logger.debug({ err: e }, 'closing a hypervisor'));
+    }
+    for (const m of this.monitors.splice(0)) {
+      await m.close().catch((e: unknown) => logger.debug({ err: e }, 'closing a monitor'));
+    }
+    await Promise.all(this.vms.splice(0).map((vm) => vm.kill()));
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+    this.dir = undefined;
+  }
+}
+
+/** Runs the demo; resolves when both ends are verified and everything is cleaned up. */
+export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
+  checkDemoOptions(o);
+  const binary = findQemuBinary();
+  if (!binary) throw new HypervisorError(QEMU_INSTALL_HINT);
+  const human = !o.json;
+  const step = (text: string) => {
+    if (human) process.stderr.write(`• ${text}\n`);
+    logger.info(text);
+  };
+  const abort = new AbortController();
+  const removeSignals = onInterrupt((signal) => {
+    logger.warn({ signal }, 'interrupted: stopping the demo');
+    abort.abort();
+  });
+  const checkAbort = () => {
+    if (abort.signal.aborted) throw new InterruptedError('interrupted: demo stopped, every VM killed');
+  };
+  const res = new DemoResources();
+  const started = performance.now();
+  try {
+    res.dir = mkdtempSync(join(tmpdir(), 'kvm-hv-demo-'));
+    const kernel = join(res.dir, 'guest.img');
+    writeGuestImage(kernel, { dirtyMiB: o.dirty, rateMiBps: o.rate });
+    const port = await freePort();
+    const hvparams = coercedHvParams([]);
+    Object.assign(hvparams, {
+      migration_port: port,
+      migration_bandwidth: o.bandwidth,
+      migration_downtime: o.downtime,
+      migration_caps: o.caps,
+    });
+    KVMHypervisor.checkParameterSyntax(KVMHypervisor.fillDefaults(hvparams));
+    const instance: Instance = { name: 'demo', hvparams, memoryMiB: o.memory };
+
+    step(`starting the destination QEMU (${o.memory} MiB, -incoming tcp:127.0.0.1:${port})`);
+    const common = { dir: res.dir, binary, memoryMiB: o.memory, hmp: false };
+    const dst = await QemuVm.start({ ...common, name: 'demo-dst', incoming: `tcp:127.0.0.1:${port}` });
+    res.vms.push(dst);
+    checkAbort();
+    const rateText = o.rate === 0 ? 'as fast as it can' : `${o.rate} MiB/s`;
+    step(`starting the source QEMU (${o.memory} MiB) with the guest dirtying ${o.dirty} MiB at ${rateText}`);
+    const src = await QemuVm.start({ ...common, name: 'demo-src', kernel });
+    res.vms.push(src);
+    const srcMon = await QmpMonitor.connect({ path: src.qmpPath }, { logger });
+    res.monitors.push(srcMon);
+    const dstMon = await QmpMonitor.connect({ path: dst.qmpPath }, { logger });
+    res.monitors.push(dstMon);
+    const hvSrc = new KVMHypervisor({ monitor: () => srcMon, logger });
+    const hvDst = new KVMHypervisor({ monitor: () => dstMon, logger });
+    res.hypervisors.push(hvSrc, hvDst);
+
+    // Wait until the guest runs, then measure what it really dirties.
+    const bootDeadline = Date.now() + 15_000;
+    let before = await readGuestStatus(srcMon);
+    while (!before.running || before.pagesWritten === 0) {
+      checkAbort();
+      if (Date.now() > bootDeadline) throw new HypervisorError('the demo guest did not start within 15 s');
+      await sleep(50);
+      before = await readGuestStatus(srcMon);
+    }
+    const t0 = performance.now();
+    await sleep(500);
+    const after = await readGuestStatus(srcMon);
+    const measuredRate =
+      (((after.pagesWritten - before.pagesWritten) >>> 0) * 4096 * 1000) / (performance.now() - t0);
+    step(`guest running: dirtying ${formatRate(measuredRate)}`);
+    checkAbort();
+
+    step('destination: accepting the migration');
+    await hvDst.acceptInstance(instance);
+    const caps = o.caps === '' ? 'no capabilities' : `capabilities ${o.caps}`;
+    const bw = o.bandwidth === 0 ? 'unlimited' : `${o.bandwidth} MiB/s`;
+    step(`source: migrating live to 127.0.0.1:${port} (${caps}, bandwidth ${bw}, downtime ${o.downtime} ms)`);
+    const sink = createProgressSink(progressModeFor(!human));
+    let outcome: Awaited<ReturnType<typeof migrateSource>>;
+    try {
+      outcome = await migrateSource(hvSrc, instance, '127.0.0.1', true, {
+        timeoutMs: o.timeout * 1000,
+        sink,
+        signal: abort.signal,
+        logger,
+      });
+    } finally {
+      sink.stop();
+    }
+    await hvDst.finalizeMigrationDst(instance, true);
+
+    // Verify: the destination runs the guest, the source stays stopped.
+    const dstStatus = await dstMon.execute<{ status: string; running: boolean }>('query-status');
+    const srcStatus = await srcMon.execute<{ status: string; running: boolean }>('query-status');
+    const g1 = await readGuestStatus(dstMon);
+    await sleep(300);
+    const g2 = await readGuestStatus(dstMon);
+    const guestAlive = g2.running && (g2.pagesWritten - g1.pagesWritten) >>> 0 > 0;
+    const verified = dstStatus.status === 'running' && srcStatus.status === 'postmigrate' && guestAlive;
+    const summary = summaryJson(instance.name, outcome.result, outcome.wallTimeMs, sink.maxThrottlePercent);
+    const report = {
+      ...summary,
+      demoTimeMs: Math.round(performance.now() - started),
+      guest: {
+        memoryMiB: o.memory,
+        dirtyMiB: o.dirty,
+        rateMiBps: o.rate,
+        measuredDirtyBytesPerSec: Math.round(measuredRate),
+      },
+      settings: { bandwidthMiBps: o.bandwidth, downtimeMs: o.downtime, caps: o.caps },
+      actions: outcome.actions,
+      destination: { status: dstStatus.status, guestRunning: guestAlive },
+      source: { status: srcStatus.status },
+      verified,
+    };
+    if (o.json) printJson(report);
+    else {
+      print(renderSummary(summary));
+      print(
+        renderTable([
+          [
+            'destination',
+            `${dstStatus.status}${guestAlive ? ' (guest still dirtying memory)' : ' (guest NOT running)'}`,
+          ],
+          ['source', srcStatus.status],
+        ]),
+      );
+    }
+    if (!verified) {
+      throw new HypervisorError(
+        `verification failed: destination ${dstStatus.status}${guestAlive ? '' : ' (guest not running)'}, source ${srcStatus.status} (expected running and postmigrate)`,
+      );
+    }
+  } finally {
+    removeSignals();
+    step('cleaning up: stopping both QEMU processes, removing sockets and the temporary folder');
+    await res.cleanup(logger);
+  }
+}
+
+/** Adds `kvm-hv demo` to the program. */
+export function registerDemoCommand(program: Command): void {
+  program
+    .command('demo')
+    .description('live-migrate a busy guest between two local QEMU processes and show how it went')
+    .option('--memory <MiB>', 'guest RAM', numberArg('--memory', { integer: true }), DEMO_DEFAULTS.memory)
+    .option(
+      '--dirty <MiB>',
+      'memory the guest keeps dirtying',
+      numberArg('--dirty', { integer: true }),
+      DEMO_DEFAULTS.dirty,
+    )
+    .option(
+      '--rate <MiBps>',
+      'how fast the guest dirties it, 0 = flat out',
+      numberArg('--rate', { allowZero: true }),
+      DEMO_DEFAULTS.rate,
+    )
+    .option(
+      '--bandwidth <MiBps>',
+      'migration bandwidth limit, 0 = none',
+      numberArg('--bandwidth', { allowZero: true, integer: true }),
+      DEMO_DEFAULTS.bandwidth,
+    )
+    .option('--caps <list>', "migration capabilities, ':'-separated ('' for none)", DEMO_DEFAULTS.caps)
+    .option(
+      '--downtime <ms>',
+      'maximum downtime',
+      numberArg('--downtime', { allowZero: true, integer: true }),
+      DEMO_DEFAULTS.downtime,
+    )
+    .option('--timeout <seconds>', 'give up after this long', numberArg('--timeout'), DEMO_DEFAULTS.timeout)
+    .option('--json', 'print one JSON document on stdout (no progress bar)')
+    .addHelpText(
+      'after',
+      '\nNeeds qemu-system-x86_64 (or $QEMU). Ctrl-C stops the demo and kills both VMs (exit 130).',
+    )
+    .action(async (opts: DemoOptions, cmd: Command) => {
+      await runDemo(opts, loggerFor(cmd));
+    });
+}

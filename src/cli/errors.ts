@@ -1,0 +1,55 @@
+/**
+ * Exit codes of `kvm-hv` and how an error becomes the text on stderr.
+ */
+import { HvParamError, HypervisorError } from '../errors.js';
+
+/** Exit codes, also listed in docs/cli.md. */
+export const EXIT = {
+  /** Success. */
+  ok: 0,
+  /** Operational failure: QEMU refused, the migration failed or timed out, a socket is missing. */
+  failure: 1,
+  /** Bad input or usage: unknown option, bad `-H`, invalid hvparams, bad number. */
+  usage: 2,
+  /** Interrupted by SIGINT (Ctrl-C) or SIGTERM; a running migration was cancelled. */
+  interrupted: 130,
+} as const;
+
+/** A bad command line or input value: exits with {@link EXIT.usage}. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** The command was interrupted by a signal: exits with {@link EXIT.interrupted}. */
+export class InterruptedError extends Error {
+  override name = 'InterruptedError';
+}
+
+/** The exit code for an error thrown by a command. */
+export function exitCodeFor(error: unknown): number {
+  if (error instanceof InterruptedError) return EXIT.interrupted;
+  if (error instanceof UsageError || error instanceof HvParamError) return EXIT.usage;
+  return EXIT.failure;
+}
+
+/**
+ * The text for stderr: one line `kvm-hv: <reason>`, and for an {@link HvParamError} one
+ * more line per problem (`  - <param>: <message>`).
+ */
+export function formatError(error: unknown): string {
+  if (error instanceof HvParamError) {
+    const n = error.problems.length;
+    const lines = [`kvm-hv: invalid hypervisor parameters (${n} problem${n === 1 ? '' : 's'}):`];
+    for (const p of error.problems) lines.push(`  - ${p.param ? `${p.param}: ` : ''}${p.message}`);
+    return lines.join('\n');
+  }
+  if (error instanceof UsageError || error instanceof InterruptedError || error instanceof HypervisorError) {
+    return `kvm-hv: ${oneLine(error.message)}`;
+  }
+  if (error instanceof Error) return `kvm-hv: ${oneLine(error.message)} (${error.name})`;
+  return `kvm-hv: ${oneLine(String(error))}`;
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\r?\n\s*/g, ' ').trim();
+}

@@ -1,0 +1,117 @@
+/**
+ * The source side of a migration as `kvm-hv migrate` and `kvm-hv demo` run it: start,
+ * wait with progress, finalize, and on failure or Ctrl-C cancel and leave the source
+ * running.
+ */
+import type { Logger } from 'pino';
+import type { KVMHypervisor } from '../kvm.js';
+import type { ConvergenceAction, Instance, MigrationResult } from '../migration/types.js';
+import { InterruptedError } from './errors.js';
+import type { ProgressSink } from './progress.js';
+import { describeAction } from './render.js';
+
+/** Options of {@link migrateSource}. */
+export interface MigrateSourceOptions {
+  /** Overall limit, ms (default: the library's, scaled by guest memory). */
+  timeoutMs?: number;
+  /** Receives progress snapshots and convergence notes. */
+  sink: ProgressSink;
+  /** Aborting it cancels the migration; the command then fails with `InterruptedError`. */
+  signal: AbortSignal;
+  /** Logger for what happens on the way. */
+  logger: Logger;
+}
+
+/** What {@link migrateSource} returns once the migration completed and the source is finalized. */
+export interface MigrateSourceOutcome {
+  result: MigrationResult;
+  /** Convergence actions taken, in order. */
+  actions: ConvergenceAction[];
+  /** Wall-clock time from the `migrate` command to the end of finalization, ms. */
+  wallTimeMs: number;
+}
+
+/**
+ * Runs `migrateInstance`, `waitForMigration` and `finalizeMigrationSource`. When the wait
+ * fails (QEMU error, timeout, abort), the source is finalized as failed, which leaves it
+ * running, and the error is rethrown; an abort becomes an {@link InterruptedError}.
+ */
+export async function migrateSource(
+  hv: KVMHypervisor,
+  instance: Instance,
+  target: string,
+  live: boolean,
+  opts: MigrateSourceOptions,
+): Promise<MigrateSourceOutcome> {
+  const { sink, signal, logger } = opts;
+  const interrupted = () =>
+    new InterruptedError('interrupted: the migration was cancelled and the source VM keeps running');
+  if (signal.aborted) throw interrupted();
+  const t0 = performance.now();
+  const actions: ConvergenceAction[] = [];
+  logger.info({ instance: instance.name, target, live }, 'starting migration');
+  await hv.migrateInstance(instance, target, live);
+  let result: MigrationResult;
+  try {
+    result = await hv.waitForMigration(instance, {
+      ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+      signal,
+      onProgress: (p) => sink.update(p),
+      onAction: (a) => {
+        actions.push(a);
+        logger.info({ instance: instance.name, action: a }, 'convergence action');
+        sink.note(describeAction(a));
+      },
+    });
+  } catch (error) {
+    sink.stop();
+    try {
+      await hv.finalizeMigrationSource(instance, false, live);
+    } catch (finalizeError) {
+      logger.error({ err: finalizeError, instance: instance.name }, 'finalizing the failed migration failed');
+    }
+    if (signal.aborted) throw interrupted();
+    throw error;
+  }
+  result = await settleResult(hv, instance, result, logger);
+  sink.update(result.final);
+  sink.stop();
+  await hv.finalizeMigrationSource(instance, true, live);
+  return { result, actions, wallTimeMs: performance.now() - t0 };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * QEMU sets `status: completed` (and sends the MIGRATION event) a moment before it fills
+ * in `total-time` and `downtime`; a query in that window reports both as 0. When the
+ * result looks like that, asks again (up to ~1 s) and returns the settled numbers.
+ */
+export async function settleResult(
+  hv: Pick<KVMHypervisor, 'getMigrationStatus'>,
+  instance: Instance,
+  result: MigrationResult,
+  logger: Logger,
+): Promise<MigrationResult> {
+  if (result.totalTimeMs) return result;
+  for (let i = 0; i < 20; i++) {
+    await sleep(50);
+    let p: Awaited<ReturnType<KVMHypervisor['getMigrationStatus']>>;
+    try {
+      p = await hv.getMigrationStatus(instance);
+    } catch (error) {
+      logger.debug({ err: error }, 'could not re-read the final migration status');
+      return result;
+    }
+    if (p.status === 'completed' && p.totalTimeMs) {
+      const settled: MigrationResult = { ...result, final: p, totalTimeMs: p.totalTimeMs };
+      if (p.downtimeMs !== undefined) settled.downtimeMs = p.downtimeMs;
+      if (p.transferredBytes !== undefined) {
+        settled.transferredBytes = p.transferredBytes;
+        settled.averageSpeedBytesPerSec = (p.transferredBytes * 1000) / p.totalTimeMs;
+      }
+      return settled;
+    }
+  }
+  return result;
+}
