@@ -5,12 +5,13 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
-import { HvParamError } from '../errors.js';
+import { HvParamError, MigrationError } from '../errors.js';
 import { KVMHypervisor } from '../kvm.js';
+import { parseInfoStatus } from '../migration/status.js';
 import type { Instance } from '../migration/types.js';
 import type { Monitor } from '../monitor/types.js';
 import { registerDemoCommand } from './demo.js';
-import { EXIT, exitCodeFor, formatError, UsageError } from './errors.js';
+import { EXIT, exitCodeFor, formatError, InterruptedError, UsageError } from './errors.js';
 import { coercedHvParams, rawHvParams } from './hvparams.js';
 import { LOG_LEVELS } from './logger.js';
 import { migrateSource } from './migrate-flow.js';
@@ -32,9 +33,9 @@ function monitorOptions(cmd: Command): Command {
 }
 
 const hvOption = () =>
-  new Option('-H, --hvparams <spec>', 'hypervisor parameters, kvm:key=value,… (repeatable)')
-    .argParser(collect)
-    .default([] as string[]);
+  new Option('-H, --hvparams <spec>', 'hypervisor parameters, kvm:key=value,… (repeatable)').argParser(
+    collect,
+  );
 
 /**
  * Opens the monitor, makes a `KVMHypervisor` on it and runs `fn`; closes both afterwards.
@@ -65,7 +66,7 @@ function checkedInstance(name: string, specs: string[]): Instance {
 }
 
 interface ParamsOptions {
-  hvparams: string[];
+  hvparams?: string[];
   check?: boolean;
   schema?: boolean;
   json?: boolean;
@@ -85,13 +86,13 @@ function registerParamsCommand(program: Command): void {
     )
     .action((opts: ParamsOptions) => {
       if (opts.schema) {
-        if (opts.check || opts.hvparams.length > 0)
-          throw new UsageError('--schema takes no -H and no --check');
+        if (opts.check || opts.hvparams) throw new UsageError('--schema takes no -H and no --check');
         printJson(KVMHypervisor.jsonSchema());
         return;
       }
-      const given = new Set(Object.keys(rawHvParams(opts.hvparams)));
-      const filled = KVMHypervisor.fillDefaults(coercedHvParams(opts.hvparams));
+      const specs = opts.hvparams ?? [];
+      const given = new Set(Object.keys(rawHvParams(specs)));
+      const filled = KVMHypervisor.fillDefaults(coercedHvParams(specs));
       if (!opts.check) {
         if (opts.json) printJson(filled);
         else print(renderParams(filled, given));
@@ -147,27 +148,136 @@ function registerCancelCommand(program: Command): void {
 }
 
 interface AcceptOptions extends VmOptions {
-  hvparams: string[];
+  hvparams?: string[];
+  wait?: boolean;
+  timeout?: number;
+}
+
+/** The VM run state (`running`, `paused`, `inmigrate`, `postmigrate`, …) over either protocol. */
+export async function vmRunState(monitor: Monitor): Promise<string> {
+  if (monitor.protocol === 'qmp') return (await monitor.execute<{ status: string }>('query-status')).status;
+  return parseInfoStatus(await monitor.humanCommand('info status')).status;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+
+/**
+ * `accept --wait`: polls the destination until its incoming migration ends. Completed:
+ * finalizes the destination (capabilities off, resumed after a non-live migration) and
+ * returns its run state. Failed: finalizes it as failed and throws. Aborting stops the
+ * wait and leaves the VM as it is.
+ */
+async function waitForIncoming(
+  hv: KVMHypervisor,
+  instance: Instance,
+  monitor: Monitor,
+  opts: { timeoutMs?: number; signal: AbortSignal; logger: Logger },
+): Promise<string> {
+  const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
+  let last = '';
+  for (;;) {
+    if (opts.signal.aborted) {
+      throw new InterruptedError('interrupted: stopped waiting; the destination VM was left as it is');
+    }
+    let p: Awaited<ReturnType<KVMHypervisor['getMigrationStatus']>>;
+    try {
+      p = await hv.getMigrationStatus(instance);
+    } catch (error) {
+      if (monitor.closed) {
+        throw new MigrationError(
+          `instance '${instance.name}': the destination QEMU closed its monitor: it exits when an incoming migration fails`,
+          { instance: instance.name, cause: error },
+        );
+      }
+      throw error;
+    }
+    if (p.status !== last) {
+      opts.logger.info({ instance: instance.name, status: p.status }, 'incoming migration status');
+      last = p.status;
+    }
+    if (p.status === 'completed') {
+      await hv.finalizeMigrationDst(instance, true);
+      return vmRunState(monitor);
+    }
+    if (p.status === 'failed' || p.status === 'cancelled') {
+      await hv
+        .finalizeMigrationDst(instance, false)
+        .catch((e: unknown) => opts.logger.error({ err: e }, 'finalizing the destination failed'));
+      throw new MigrationError(
+        `instance '${instance.name}': incoming migration ${p.status}${p.errorDesc ? `: ${p.errorDesc}` : ''}`,
+        { instance: instance.name, status: p.status, reason: p.errorDesc },
+      );
+    }
+    if (deadline !== undefined && Date.now() > deadline) {
+      throw new MigrationError(
+        `instance '${instance.name}': no incoming migration completed within ${Math.round((opts.timeoutMs ?? 0) / 1000)} s; the destination was left as it is`,
+        { instance: instance.name, status: p.status },
+      );
+    }
+    await sleep(250, opts.signal);
+  }
 }
 
 function registerAcceptCommand(program: Command): void {
   monitorOptions(program.command('accept'))
     .description('prepare a destination VM (started with -incoming) to receive a migration')
     .addOption(hvOption())
+    .option(
+      '--wait',
+      'then wait until the migration has arrived and finalize the destination (capabilities off, resumed if paused)',
+    )
+    .option(
+      '--timeout <seconds>',
+      'with --wait: give up waiting after this many seconds',
+      numberArg('--timeout'),
+    )
     .option('--json', 'print one JSON document on stdout')
+    .addHelpText(
+      'after',
+      '\nWithout --wait the command returns at once; run `kvm-hv migrate` on the source next.\n' +
+        'With --wait, Ctrl-C stops waiting (exit 130) and leaves the destination VM as it is.',
+    )
     .action(async (opts: AcceptOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
-      const instance = checkedInstance(instanceName(opts), opts.hvparams);
-      await withHypervisor(opts, logger, async (hv) => {
+      const instance = checkedInstance(instanceName(opts), opts.hvparams ?? []);
+      if (opts.timeout !== undefined && !opts.wait) throw new UsageError('--timeout needs --wait');
+      await withHypervisor(opts, logger, async (hv, _name, monitor) => {
         await hv.acceptInstance(instance);
-        if (opts.json) printJson({ instance: instance.name, accepted: true });
-        else print(`'${instance.name}' is ready to receive the migration`);
+        if (!opts.wait) {
+          if (opts.json) printJson({ instance: instance.name, accepted: true });
+          else print(`'${instance.name}' is ready to receive the migration`);
+          return;
+        }
+        if (!opts.json) process.stderr.write(`'${instance.name}' is ready; waiting for the migration…\n`);
+        const abort = new AbortController();
+        const removeSignals = onInterrupt(() => abort.abort());
+        try {
+          const state = await waitForIncoming(hv, instance, monitor, {
+            ...(opts.timeout === undefined ? {} : { timeoutMs: opts.timeout * 1000 }),
+            signal: abort.signal,
+            logger,
+          });
+          if (opts.json)
+            printJson({ instance: instance.name, accepted: true, received: true, status: state });
+          else print(`'${instance.name}' received: the destination VM is ${state}`);
+        } finally {
+          removeSignals();
+        }
       });
     });
 }
 
 interface MigrateOptions extends VmOptions {
-  hvparams: string[];
+  hvparams?: string[];
   target: string;
   nonLive?: boolean;
   timeout?: number;
@@ -187,7 +297,7 @@ function registerMigrateCommand(program: Command): void {
     )
     .action(async (opts: MigrateOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
-      const instance = checkedInstance(instanceName(opts), opts.hvparams);
+      const instance = checkedInstance(instanceName(opts), opts.hvparams ?? []);
       const filled = KVMHypervisor.fillDefaults(instance.hvparams ?? {});
       const live = opts.nonLive ? false : filled.migration_mode !== 'non-live';
       await withHypervisor(opts, logger, async (hv) => {

@@ -21,8 +21,8 @@ export function print(text: string): void {
 }
 
 /** `-H` collector: every occurrence is kept, in order. */
-export function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 /** A commander argument parser for a number > 0 (or >= 0 with `allowZero`). */

@@ -4,7 +4,7 @@
  * (`.ci/run` and `scripts/setup.sh` build first, so in CI this is a no-op).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 /** Repository root. */
@@ -34,9 +34,9 @@ function builtAt(): number {
  * package.json. A lock folder keeps two test files from building at once.
  */
 export async function ensureBuilt(): Promise<void> {
-  const stale = () =>
-    builtAt() < Math.max(newestMtime(join(ROOT, 'src')), statSync(join(ROOT, 'package.json')).mtimeMs);
-  if (!stale()) return;
+  const markerPrefix = '.kvm-hv-test-built.';
+  const marker = join(ROOT, 'node_modules', `${markerPrefix}${process.ppid}`);
+  if (existsSync(marker)) return;
   const lock = join(ROOT, 'node_modules/.kvm-hv-test-build.lock');
   const deadline = Date.now() + 120_000;
   for (;;) {
@@ -49,7 +49,13 @@ export async function ensureBuilt(): Promise<void> {
     }
   }
   try {
-    if (stale()) execFileSync('npx', ['tsup', '--silent'], { cwd: ROOT, stdio: 'pipe' });
+    if (existsSync(marker)) return;
+    const sources = Math.max(newestMtime(join(ROOT, 'src')), statSync(join(ROOT, 'package.json')).mtimeMs);
+    if (builtAt() < sources) execFileSync('npx', ['tsup', '--silent'], { cwd: ROOT, stdio: 'pipe' });
+    for (const f of readdirSync(join(ROOT, 'node_modules'))) {
+      if (f.startsWith(markerPrefix)) rmSync(join(ROOT, 'node_modules', f), { force: true });
+    }
+    writeFileSync(marker, '');
   } finally {
     rmdirSync(lock);
   }

@@ -46,6 +46,7 @@ describe('kvm-hv help and usage', () => {
     [['status'], /a monitor socket is required: --qmp SOCKET or --hmp SOCKET/],
     [['status', '--qmp', 'a', '--hmp', 'b'], /either --qmp or --hmp, not both/],
     [['--log-level', 'loud', 'params'], /argument 'loud' is invalid/],
+    [['accept', '--qmp', 'x.qmp', '--timeout', '5'], /--timeout needs --wait/],
   ])('%j exits 2 with a one-line reason', async (args, re) => {
     const r = await run(args);
     expect(r.code).toBe(2);

@@ -197,7 +197,8 @@ describe('kvm-hv cancel and Ctrl-C', () => {
   it('cancel from a second process stops the migration: migrate exits 1, the source keeps running', async () => {
     const p = await pair('c1', 16, 64);
     const hv = `kvm:migration_port=${p.port},migration_bandwidth=1`;
-    expect((await run(['accept', '--qmp', p.dst.qmpPath, '-H', hv])).code).toBe(0);
+    const acc = spawnCli(['accept', '--qmp', p.dst.qmpPath, '-H', hv, '--wait']);
+    await waitForStderr(acc, (t) => t.includes('waiting for the migration'));
     const mig = spawnCli(['migrate', '--qmp', p.src.qmpPath, '--target', '127.0.0.1', '-H', hv, '--json']);
     await until('the migration to be active', async () => (await migrateStatus(p.srcMon)) === 'active');
     const st = await run(['status', '--hmp', p.src.hmpPath!]);
@@ -211,6 +212,53 @@ describe('kvm-hv cancel and Ctrl-C', () => {
     expect(r.stderr).toMatch(/^kvm-hv: .*cancelled/m);
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, exitCode: 1, error: { name: 'MigrationError' } });
     expect(await vmStatus(p.srcMon)).toBe('running');
+    // The destination QEMU gives up on the broken stream and exits; accept --wait says so.
+    const a = await acc.done;
+    expect(a.code).toBe(1);
+    expect(a.stderr).toMatch(/^kvm-hv: instance 'c1-dst': the destination QEMU closed its monitor/m);
+  });
+
+  it('accept --wait finalizes the destination: after a non-live migration it runs', async () => {
+    const p = await pair('w1');
+    const hv = `kvm:migration_port=${p.port},migration_bandwidth=0`;
+    const acc = spawnCli(['accept', '--qmp', p.dst.qmpPath, '-H', hv, '--wait', '--timeout', '30']);
+    await waitForStderr(acc, (t) => t.includes("'w1-dst' is ready; waiting for the migration"));
+    const mig = await run([
+      'migrate',
+      '--qmp',
+      p.src.qmpPath,
+      '--target',
+      '127.0.0.1',
+      '-H',
+      hv,
+      '--non-live',
+      '--json',
+    ]);
+    expect(mig.code, mig.stderr).toBe(0);
+    expect(JSON.parse(mig.stdout)).toMatchObject({ status: 'completed', live: false });
+    const a = await acc.done;
+    expect(a.code, a.stderr).toBe(0);
+    expect(a.stdout).toBe("'w1-dst' received: the destination VM is running\n");
+    expect(await vmStatus(p.dstMon)).toBe('running');
+    expect(await vmStatus(p.srcMon)).toBe('postmigrate');
+  });
+
+  it('accept --wait --timeout gives up with exit 1 and leaves the destination waiting', async () => {
+    const p = await pair('t1');
+    const r = await run([
+      'accept',
+      '--qmp',
+      p.dst.qmpPath,
+      '-H',
+      `kvm:migration_port=${p.port}`,
+      '--wait',
+      '--timeout',
+      '0.5',
+      '--json',
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/no incoming migration completed within 1 s; the destination was left as it is/);
+    expect(await vmStatus(p.dstMon)).toBe('inmigrate');
   });
 
   it('Ctrl-C (SIGINT) cancels the migration, leaves the source running and exits 130', async () => {
