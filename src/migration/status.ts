@@ -29,7 +29,11 @@ const num = (v: unknown): number | undefined => (typeof v === 'number' && Number
 
 function withPercent(p: MigrationProgress): MigrationProgress {
   if (p.status === 'completed') p.percent = 100;
-  else if (p.transferredBytes !== undefined && p.totalBytes) {
+  else if (p.remainingBytes !== undefined && p.totalBytes) {
+    // Like Nova: the share of guest RAM not left to send. `transferred / total` (Ganeti)
+    // climbs past 100 % as soon as pages are sent twice (Ganeti issue #950).
+    p.percent = Math.min(100, Math.max(0, (100 * (p.totalBytes - p.remainingBytes)) / p.totalBytes));
+  } else if (p.transferredBytes !== undefined && p.totalBytes) {
     p.percent = Math.min(100, (100 * p.transferredBytes) / p.totalBytes);
   }
   return p;

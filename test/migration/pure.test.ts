@@ -237,7 +237,11 @@ describe('status parsing', () => {
       pass: 2,
       throttlePercent: 30,
     });
-    expect(p.percent).toBeCloseTo((100 * 125263) / 268967936, 5);
+    expect(p.percent).toBeCloseTo((100 * (268967936 - 267927552)) / 268967936, 5);
+    // A later pass: far more sent than the RAM size, yet the percentage stays meaningful.
+    expect(
+      parseQueryMigrate({ status: 'active', ram: { transferred: 3e9, remaining: 1e8, total: 1e9 } }).percent,
+    ).toBeCloseTo(90, 5);
   });
 
   it('falls back to mbps (decimal megabits) when pages-per-second is absent', () => {
