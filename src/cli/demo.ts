@@ -122,7 +122,7 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
   const human = !o.json;
   const step = (text: string) => {
     if (human) process.stderr.write(`• ${text}\n`);
-    logger.info(text);
+    else logger.info(text);
   };
   const abort = new AbortController();
   const removeSignals = onInterrupt((signal) => {
@@ -130,7 +130,8 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     abort.abort();
   });
   const checkAbort = () => {
-    if (abort.signal.aborted) throw new InterruptedError('interrupted: demo stopped, every VM killed');
+    if (abort.signal.aborted)
+      throw new InterruptedError('interrupted: demo stopped; both QEMU processes are killed');
   };
   const res = new DemoResources();
   const started = performance.now();
@@ -197,6 +198,9 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
         signal: abort.signal,
         logger,
       });
+    } catch (error) {
+      if (error instanceof InterruptedError) checkAbort();
+      throw error;
     } finally {
       sink.stop();
     }

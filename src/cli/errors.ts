@@ -11,7 +11,7 @@ export const EXIT = {
   failure: 1,
   /** Bad input or usage: unknown option, bad `-H`, invalid hvparams, bad number. */
   usage: 2,
-  /** Interrupted by SIGINT (Ctrl-C) or SIGTERM; a running migration was cancelled. */
+  /** Interrupted by SIGINT (Ctrl-C), SIGTERM or SIGHUP; a running migration was cancelled. */
   interrupted: 130,
 } as const;
 

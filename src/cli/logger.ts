@@ -11,12 +11,12 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /**
- * Creates the logger. `pretty` defaults to whether stderr is a TTY. Both destinations are
+ * Creates the logger. `usePretty` defaults to whether stderr is a TTY. Both destinations are
  * synchronous, so nothing is lost when the command exits right after logging.
  */
-export function createCliLogger(level: LogLevel, pretty_: boolean = process.stderr.isTTY === true): Logger {
+export function createCliLogger(level: LogLevel, usePretty: boolean = process.stderr.isTTY === true): Logger {
   const options = { level, base: { name: 'kvm-hv' } };
-  if (pretty_) {
+  if (usePretty) {
     return pino(options, pretty({ destination: 2, sync: true, colorize: true, ignore: 'pid,hostname,name' }));
   }
   return pino(options, pino.destination({ dest: 2, sync: true }));
