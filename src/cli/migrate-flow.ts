@@ -73,45 +73,8 @@ export async function migrateSource(
     if (signal.aborted) throw interrupted();
     throw error;
   }
-  result = await settleResult(hv, instance, result, logger);
   sink.update(result.final);
   sink.stop();
   await hv.finalizeMigrationSource(instance, true, live);
   return { result, actions, wallTimeMs: performance.now() - t0 };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * QEMU sets `status: completed` (and sends the MIGRATION event) a moment before it fills
- * in `total-time` and `downtime`; a query in that window reports both as 0. When the
- * result looks like that, asks again (up to ~1 s) and returns the settled numbers.
- */
-export async function settleResult(
-  hv: Pick<KVMHypervisor, 'getMigrationStatus'>,
-  instance: Instance,
-  result: MigrationResult,
-  logger: Logger,
-): Promise<MigrationResult> {
-  if (result.totalTimeMs) return result;
-  for (let i = 0; i < 20; i++) {
-    await sleep(50);
-    let p: Awaited<ReturnType<KVMHypervisor['getMigrationStatus']>>;
-    try {
-      p = await hv.getMigrationStatus(instance);
-    } catch (error) {
-      logger.debug({ err: error }, 'could not re-read the final migration status');
-      return result;
-    }
-    if (p.status === 'completed' && p.totalTimeMs) {
-      const settled: MigrationResult = { ...result, final: p, totalTimeMs: p.totalTimeMs };
-      if (p.downtimeMs !== undefined) settled.downtimeMs = p.downtimeMs;
-      if (p.transferredBytes !== undefined) {
-        settled.transferredBytes = p.transferredBytes;
-        settled.averageSpeedBytesPerSec = (p.transferredBytes * 1000) / p.totalTimeMs;
-      }
-      return settled;
-    }
-  }
-  return result;
 }

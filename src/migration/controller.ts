@@ -440,7 +440,7 @@ export class MigrationController {
           if (p.status !== 'none') log.warn({ status: p.status }, 'unknown migration status; still waiting');
         }
         options.onProgress?.(p);
-        if (p.status === 'completed') return this.result(p, session);
+        if (p.status === 'completed') return this.result(await this.settle(instance, monitor, p), session);
         if (p.status === 'failed' || p.status === 'cancelled') {
           throw new MigrationError(
             `instance '${instance}': migration ${p.status}${p.errorDesc ? `: ${p.errorDesc}` : ''}`,
@@ -498,6 +498,21 @@ export class MigrationController {
     } finally {
       session.detach();
     }
+  }
+
+  /**
+   * QEMU 7.2 reports `completed` (and sends the MIGRATION event) a moment before it fills
+   * in `total-time` and `downtime`; a query in that window reads 0 for both. Asks again
+   * for up to about 1 s until the numbers settle.
+   */
+  private async settle(instance: string, monitor: Monitor, p: MigrationProgress): Promise<MigrationProgress> {
+    for (let i = 0; i < 20 && !p.totalTimeMs; i++) {
+      await sleep(50);
+      const again = await this.migrationStatus(instance, monitor).catch(() => undefined);
+      if (again?.status !== 'completed') break;
+      p = again;
+    }
+    return p;
   }
 
   private result(p: MigrationProgress, session: MigrationSession): MigrationResult {

@@ -53,8 +53,9 @@ export function parseQueryMigrate(reply: unknown): MigrationProgress {
   p.totalBytes = num(ram.total);
   const pps = num(ram['pages-per-second']);
   const mbps = num(ram.mbps);
-  // pages-per-second (4.0+) counts what was really sent; mbps is decimal megabits.
-  p.speedBytesPerSec = pps !== undefined ? pps * pageSize : mbps !== undefined ? (mbps * 1e6) / 8 : undefined;
+  // mbps (decimal megabits) is what went over the wire; pages-per-second also counts
+  // zero pages, which cost almost nothing to send, so it is only the fallback.
+  p.speedBytesPerSec = mbps !== undefined ? (mbps * 1e6) / 8 : pps !== undefined ? pps * pageSize : undefined;
   const dirty = num(ram['dirty-pages-rate']);
   p.dirtyRateBytesPerSec = dirty === undefined ? undefined : dirty * pageSize;
   p.expectedDowntimeMs = num(r['expected-downtime']);
@@ -112,7 +113,7 @@ export function parseInfoMigrate(text: string): MigrationProgress {
   p.totalBytes = size('total ram');
   const pps = plain('pages-per-second');
   const mbps = plain('throughput');
-  p.speedBytesPerSec = pps !== undefined ? pps * pageSize : mbps !== undefined ? (mbps * 1e6) / 8 : undefined;
+  p.speedBytesPerSec = mbps !== undefined ? (mbps * 1e6) / 8 : pps !== undefined ? pps * pageSize : undefined;
   const dirty = plain('dirty pages rate');
   p.dirtyRateBytesPerSec = dirty === undefined ? undefined : dirty * pageSize;
   p.expectedDowntimeMs = plain('expected downtime');

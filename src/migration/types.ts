@@ -32,7 +32,7 @@ export interface MigrationProgress {
   totalBytes?: number;
   /** `transferred / total` in percent (capped at 100), when both are known. */
   percent?: number;
-  /** Current transfer speed in bytes/s (`pages-per-second × page-size`, else from `mbps`). */
+  /** Current transfer speed in bytes/s (from `mbps`; else `pages-per-second × page-size`). */
   speedBytesPerSec?: number;
   /** How fast the guest dirties memory, bytes/s (`dirty-pages-rate × page-size`). */
   dirtyRateBytesPerSec?: number;

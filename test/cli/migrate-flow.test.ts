@@ -6,7 +6,7 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { InterruptedError } from '../../src/cli/errors.js';
-import { migrateSource, settleResult } from '../../src/cli/migrate-flow.js';
+import { migrateSource } from '../../src/cli/migrate-flow.js';
 import { createProgressSink } from '../../src/cli/progress.js';
 import { MigrationError } from '../../src/errors.js';
 import type { KVMHypervisor } from '../../src/kvm.js';
@@ -124,32 +124,5 @@ describe('migrateSource', () => {
       }),
     ).rejects.toBeInstanceOf(InterruptedError);
     expect(calls).toEqual([]);
-  });
-});
-
-describe('settleResult', () => {
-  it('keeps a result that has its times', async () => {
-    const { hv, calls } = fakeHv(async () => completed());
-    const r = completed();
-    expect(await settleResult(hv, instance, r, logger)).toBe(r);
-    expect(calls).toEqual([]);
-  });
-
-  it('asks again while QEMU reports completed with total-time 0', async () => {
-    const { hv, calls } = fakeHv(
-      async () => completed(),
-      [
-        { status: 'completed', totalTimeMs: 0, downtimeMs: 0 },
-        { status: 'completed', totalTimeMs: 4000, downtimeMs: 9, transferredBytes: 8000 },
-      ],
-    );
-    const r = await settleResult(hv, instance, completed({ totalTimeMs: 0, downtimeMs: 0 }), logger);
-    expect(calls).toEqual(['status', 'status']);
-    expect(r).toMatchObject({
-      totalTimeMs: 4000,
-      downtimeMs: 9,
-      transferredBytes: 8000,
-      averageSpeedBytesPerSec: 2000,
-    });
   });
 });

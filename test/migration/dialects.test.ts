@@ -319,3 +319,34 @@ describe('destination finalize', () => {
     expect(mock.sentCommands.at(-1)).toBe('cont');
   });
 });
+
+describe('completion numbers', () => {
+  it('asks again while QEMU reports completed with total-time 0', async () => {
+    const mock = new MockMonitor({ protocol: 'qmp', version: '7.2.0' });
+    const hv = hvWith(mock);
+    await hv.migrateInstance(inst(), '10.0.0.2');
+    let n = 0;
+    mock.setReply('query-migrate', () =>
+      ++n < 3
+        ? {
+            status: 'completed',
+            'total-time': 0,
+            downtime: 0,
+            ram: { transferred: 8000, total: 8000, remaining: 0 },
+          }
+        : {
+            status: 'completed',
+            'total-time': 4000,
+            downtime: 9,
+            ram: { transferred: 8000, total: 8000, remaining: 0 },
+          },
+    );
+    const r = await hv.waitForMigration(inst(), { pollIntervalMs: 5 });
+    expect(r).toMatchObject({
+      totalTimeMs: 4000,
+      downtimeMs: 9,
+      transferredBytes: 8000,
+      averageSpeedBytesPerSec: 2000,
+    });
+  });
+});

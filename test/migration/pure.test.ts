@@ -230,7 +230,7 @@ describe('status parsing', () => {
       transferredBytes: 125263,
       remainingBytes: 267927552,
       totalBytes: 268967936,
-      speedBytesPerSec: 20 * 4096,
+      speedBytesPerSec: (0.65808 * 1e6) / 8,
       dirtyRateBytesPerSec: 100 * 4096,
       expectedDowntimeMs: 300,
       totalTimeMs: 1503,
@@ -244,8 +244,13 @@ describe('status parsing', () => {
     ).toBeCloseTo(90, 5);
   });
 
-  it('falls back to mbps (decimal megabits) when pages-per-second is absent', () => {
-    expect(parseQueryMigrate({ status: 'active', ram: { mbps: 8 } }).speedBytesPerSec).toBe(1_000_000);
+  it('takes the speed from mbps (decimal megabits), pages-per-second only without it', () => {
+    expect(
+      parseQueryMigrate({ status: 'active', ram: { mbps: 8, 'pages-per-second': 9999 } }).speedBytesPerSec,
+    ).toBe(1_000_000);
+    expect(parseQueryMigrate({ status: 'active', ram: { 'pages-per-second': 10 } }).speedBytesPerSec).toBe(
+      40960,
+    );
   });
 
   it('keeps QEMU’s reason on failure, tolerates {} and unknown statuses', () => {
