@@ -264,4 +264,31 @@ describe('live migration on real QEMU 7.2', () => {
     expect(err.message).toMatch(/cancelled by the caller/);
     expect(await status(srcObs)).toBe('running');
   });
+
+  it('switches a busy guest to post-copy after two passes and completes', async () => {
+    const { srcHv, dstHv, srcObs, dstObs, port } = await pair({ busy: true });
+    const inst: Instance = {
+      name: 'vm10',
+      hvparams: { migration_port: port, migration_bandwidth: 4, migration_caps: 'postcopy-ram' },
+    };
+    expect(await dstHv.acceptInstance(inst)).toEqual(['postcopy-ram']);
+    expect(await caps(dstObs)).toMatchObject({ 'postcopy-ram': true });
+    // Let the guest dirty its whole region, so that precopy alone cannot converge at 4 MiB/s.
+    await new Promise((r) => setTimeout(r, 1000));
+    // QEMU's own MIGRATION events (broadcast to every QMP client) prove the switch.
+    const postcopy = srcObs.waitForEvent('MIGRATION', {
+      filter: (e) => e.data.status === 'postcopy-active',
+      timeoutMs: 30_000,
+    });
+    await srcHv.migrateInstance(inst, '127.0.0.1');
+    const actions: ConvergenceAction[] = [];
+    await srcHv.waitForMigration(inst, { pollIntervalMs: 50, onAction: (a) => actions.push(a) });
+    expect(actions).toEqual([{ kind: 'postcopy', reason: 'precopy pass 2 reached' }]);
+    await postcopy.promise;
+    await srcHv.finalizeMigrationSource(inst, true);
+    await dstHv.finalizeMigrationDst(inst, true);
+    expect(await status(dstObs)).toBe('running');
+    expect(await status(srcObs)).toBe('postmigrate');
+    expect(await caps(dstObs)).toMatchObject({ 'postcopy-ram': false });
+  });
 });
