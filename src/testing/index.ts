@@ -30,3 +30,12 @@ export {
   parseHmpSize,
 } from './mock-params.js';
 export * from './stream-pair.js';
+export {
+  RecordingMonitor,
+  type Transcript,
+  type TranscriptExchange,
+  TranscriptMismatchError,
+  TranscriptMonitor,
+  type TranscriptReply,
+  type TranscriptSend,
+} from './transcript.js';
