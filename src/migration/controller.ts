@@ -78,8 +78,14 @@ export interface MigrationSession {
   readonly startedAt: number;
   /** Status from the last MIGRATION event. */
   lastEventStatus?: string;
-  /** Resolves at the next MIGRATION event or when the monitor closes. */
-  nextEvent(): Promise<void>;
+  /** How many MIGRATION/MIGRATION_PASS events (and closes) arrived so far. */
+  readonly eventCount: number;
+  /**
+   * Calls `wake` once as soon as {@link eventCount} differs from `seen` (at once if it
+   * already does, so an event that came while the caller was busy is not missed).
+   * Returns a function that cancels the call.
+   */
+  onEventAfter(seen: number, wake: () => void): () => void;
   /** Stops listening to the monitor. */
   detach(): void;
 }
@@ -93,6 +99,27 @@ const sleep = (ms: number, signal?: AbortSignal) =>
       resolve();
     }
     signal?.addEventListener('abort', done, { once: true });
+  });
+
+/** Waits `ms`, or less: until `signal` aborts or, with a session, its next event after `seen`. */
+const pause = (
+  ms: number,
+  signal: AbortSignal | undefined,
+  session: MigrationSession | undefined,
+  seen: number,
+) =>
+  new Promise<void>((resolve) => {
+    let cancelWake = () => {};
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      cancelWake();
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+    if (signal?.aborted) done();
+    else if (session) cancelWake = session.onEventAfter(seen, done);
   });
 
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -283,10 +310,8 @@ export class MigrationController {
 
     // Subscribe before anything can cause an event: MIGRATION 'setup' arrives before
     // the reply to `migrate`.
-    let wake: () => void = () => {};
-    let wakePromise = new Promise<void>((r) => {
-      wake = r;
-    });
+    const wakers = new Set<() => void>();
+    let eventCount = 0;
     const session: MigrationSession = {
       instance,
       monitor,
@@ -299,18 +324,28 @@ export class MigrationController {
       downtimeMs: plan.downtimeMs,
       uri,
       startedAt: Date.now(),
-      nextEvent: () => wakePromise,
+      get eventCount() {
+        return eventCount;
+      },
+      onEventAfter: (seen, wake) => {
+        if (eventCount !== seen) {
+          wake();
+          return () => {};
+        }
+        wakers.add(wake);
+        return () => wakers.delete(wake);
+      },
       detach: () => {
         monitor.off('event', onEvent);
         monitor.off('close', onClose);
+        wakers.clear();
       },
     };
     const fire = () => {
-      const w = wake;
-      wakePromise = new Promise<void>((r) => {
-        wake = r;
-      });
-      w();
+      eventCount++;
+      const all = [...wakers];
+      wakers.clear();
+      for (const w of all) w();
     };
     const onEvent = (ev: MonitorEvent) => {
       if (ev.event !== 'MIGRATION' && ev.event !== 'MIGRATION_PASS') return;
@@ -402,6 +437,9 @@ export class MigrationController {
     const unknownLogged = new Set<string>();
     try {
       for (;;) {
+        // Counted before the query: an event during the query or the work below ends
+        // the next pause at once instead of being missed.
+        const seen = session.eventCount;
         let p: MigrationProgress;
         try {
           p = await this.migrationStatus(instance, monitor);
@@ -492,8 +530,7 @@ export class MigrationController {
             }
           }
         }
-        const ev = session.eventsEnabled ? session.nextEvent() : new Promise<void>(() => {});
-        await Promise.race([sleep(pollMs, options.signal), ev]);
+        await pause(pollMs, options.signal, session.eventsEnabled ? session : undefined, seen);
       }
     } finally {
       session.detach();

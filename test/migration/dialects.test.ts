@@ -350,3 +350,30 @@ describe('completion numbers', () => {
     });
   });
 });
+
+describe('event-driven wait', () => {
+  it('does not miss a MIGRATION event that arrives while a status query is in flight', async () => {
+    const mock = new MockMonitor({ protocol: 'qmp', version: '7.2.0' });
+    const hv = hvWith(mock);
+    await hv.migrateInstance(inst(), '10.0.0.2');
+    let calls = 0;
+    mock.setReply('query-migrate', () => {
+      calls++;
+      if (calls === 1) {
+        // QEMU finishes (and sends its events) while this stale 'active' answer is on its way.
+        mock.completeMigration();
+        return { status: 'active', ram: { transferred: 1, remaining: 1, total: 2 } };
+      }
+      return {
+        status: 'completed',
+        'total-time': 10,
+        downtime: 1,
+        ram: { transferred: 2, remaining: 0, total: 2 },
+      };
+    });
+    // An hour between polls: only the missed-event check can end this wait in time.
+    await expect(hv.waitForMigration(inst(), { pollIntervalMs: 3_600_000 })).resolves.toMatchObject({
+      status: 'completed',
+    });
+  });
+});
