@@ -543,8 +543,8 @@ export class MigrationController {
    * for up to about 1 s until the numbers settle.
    */
   private async settle(instance: string, monitor: Monitor, p: MigrationProgress): Promise<MigrationProgress> {
-    for (let i = 0; i < 20 && !p.totalTimeMs; i++) {
-      await sleep(50);
+    for (let i = 0; i < 100 && !p.totalTimeMs; i++) {
+      await sleep(10);
       const again = await this.migrationStatus(instance, monitor).catch(() => undefined);
       if (again?.status !== 'completed') break;
       p = again;
