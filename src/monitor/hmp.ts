@@ -2,7 +2,6 @@
  * `HmpMonitor`: a client for the human monitor on a raw `-monitor unix:` socket, the
  * way Ganeti's `_CallMonitorCommand` talks to QEMU, but over one persistent connection.
  */
-import { once } from 'node:events';
 import {
   HmpError,
   MonitorClosedError,
@@ -11,8 +10,9 @@ import {
   MonitorTimeoutError,
 } from '../errors.js';
 import { parseVersion, type QemuVersion } from '../qemu/version.js';
-import { MonitorEmitter, type MonitorLogger, rejectedWaiter } from './events.js';
+import { type MonitorLogger, rejectedWaiter } from './events.js';
 import { detectHmpError, type HmpFrame, HmpParser } from './hmp-parser.js';
+import { StreamMonitor } from './stream-monitor.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
 import type { EventWaiter, Monitor, MonitorAddress, WaitForEventOptions } from './types.js';
 
@@ -58,25 +58,14 @@ interface Waiter {
  * * A command that times out rejects with `MonitorTimeoutError`; its reply, when it
  *   comes, is recognized by position and dropped, so later commands stay in step.
  */
-export class HmpMonitor extends MonitorEmitter implements Monitor {
+export class HmpMonitor extends StreamMonitor<HmpFrame, HmpParser> implements Monitor {
   /** Always `'hmp'`. */
   readonly protocol = 'hmp' as const;
   /** The banner text (`QEMU 7.2.22 monitor - type 'help' for more information`). */
   readonly banner: string;
-  /** The default per-command timeout in milliseconds. */
-  readonly timeoutMs: number;
-  /** How this monitor is named in messages. */
-  readonly description: string;
   private qemuVersion: QemuVersion;
-  private readonly stream: MonitorStream;
-  private readonly parser: HmpParser;
-  private readonly logger: MonitorLogger | undefined;
   private readonly waiters: Waiter[] = [];
   private queue: Promise<unknown> = Promise.resolve();
-  private isClosed = false;
-  private closeError: Error | undefined;
-  private readonly closedPromise: Promise<void>;
-  private resolveClosed!: () => void;
 
   private constructor(
     stream: MonitorStream,
@@ -86,27 +75,14 @@ export class HmpMonitor extends MonitorEmitter implements Monitor {
     options: HmpMonitorOptions,
     description: string,
   ) {
-    super();
-    this.stream = stream;
-    this.parser = parser;
+    super('HMP', stream, parser, options, description);
     this.banner = banner;
     this.qemuVersion = version;
-    this.timeoutMs = options.timeoutMs ?? 30_000;
-    this.logger = options.logger;
-    this.description = description;
-    this.closedPromise = new Promise((r) => {
-      this.resolveClosed = r;
-    });
   }
 
   /** The QEMU version (from the banner, else from `info version`). */
   get version(): QemuVersion {
     return this.qemuVersion;
-  }
-
-  /** True once the connection is closed (by either side). */
-  get closed(): boolean {
-    return this.isClosed;
   }
 
   /**
@@ -194,23 +170,8 @@ export class HmpMonitor extends MonitorEmitter implements Monitor {
     );
   }
 
-  /** Closes the connection. Idempotent; queued commands reject with `MonitorClosedError`. */
-  async close(): Promise<void> {
-    if (!this.isClosed) {
-      this.finish(undefined, 'closed by client');
-      this.stream.end();
-      this.stream.destroy();
-    }
-    await this.closedPromise;
-  }
-
   private async runOne(line: string, timeoutMs: number): Promise<string> {
-    if (this.isClosed) {
-      throw new MonitorClosedError(
-        `HMP monitor ${this.description} is closed; cannot run '${line}'`,
-        this.closeError ? { cause: this.closeError } : undefined,
-      );
-    }
+    if (this.closed) throw this.closedError(line);
     const text = await new Promise<string>((resolve, reject) => {
       const waiter: Waiter = { line, resolve, reject, live: true };
       const timer =
@@ -248,47 +209,7 @@ export class HmpMonitor extends MonitorEmitter implements Monitor {
     return text;
   }
 
-  private async write(data: string): Promise<void> {
-    if (this.isClosed) throw new MonitorClosedError(`HMP monitor ${this.description} is closed`);
-    if (!this.stream.write(data)) {
-      const ac = new AbortController();
-      void this.closedPromise.then(() => ac.abort());
-      try {
-        await once(this.stream, 'drain', { signal: ac.signal });
-      } catch {
-        throw new MonitorClosedError(`HMP monitor ${this.description} closed while writing`);
-      } finally {
-        ac.abort();
-      }
-    }
-  }
-
-  private attach(): void {
-    this.stream.on('data', (chunk: Buffer) => {
-      let frames: HmpFrame[];
-      try {
-        frames = this.parser.push(chunk);
-      } catch (err) {
-        this.finish(err as Error, (err as Error).message);
-        this.stream.destroy();
-        return;
-      }
-      for (const f of frames) this.route(f);
-    });
-    this.stream.on('error', (err: Error) => {
-      this.closeError ??= err;
-    });
-    this.stream.on('end', () => this.stream.destroy());
-    this.stream.on('close', () => {
-      this.finish(
-        this.closeError ?? new MonitorClosedError(`HMP monitor ${this.description} closed by peer`),
-        'connection closed',
-      );
-    });
-    this.stream.resume();
-  }
-
-  private route(f: HmpFrame): void {
+  protected route(f: HmpFrame): void {
     if (f.kind !== 'reply') {
       this.logger?.debug({ monitor: this.description, frame: f }, 'unsolicited HMP output dropped');
       return;
@@ -306,22 +227,12 @@ export class HmpMonitor extends MonitorEmitter implements Monitor {
     w.resolve(f.text);
   }
 
-  private finish(error: Error | undefined, why: string): void {
-    if (this.isClosed) return;
-    this.isClosed = true;
-    if (error) this.closeError ??= error;
+  protected rejectWaiting(closedError: (command: string) => MonitorClosedError): void {
     for (const w of this.waiters.splice(0)) {
       if (!w.live) continue;
       w.live = false;
-      w.reject(
-        new MonitorClosedError(
-          `HMP monitor ${this.description} closed (${why}) before '${w.line}' got its reply`,
-          this.closeError ? { cause: this.closeError } : undefined,
-        ),
-      );
+      w.reject(closedError(w.line));
     }
-    this.resolveClosed();
-    this.emit('close', error);
   }
 }
 

@@ -2,7 +2,6 @@
  * `QmpMonitor`: a persistent QMP client. One connection, many commands in flight, each
  * with its own id and timeout; replies matched by id, events routed to listeners.
  */
-import { once } from 'node:events';
 import {
   HmpError,
   MonitorClosedError,
@@ -12,9 +11,10 @@ import {
   QmpError,
 } from '../errors.js';
 import type { QemuVersion } from '../qemu/version.js';
-import { createEventWaiter, dispatchEvent, MonitorEmitter, type MonitorLogger } from './events.js';
+import { createEventWaiter, dispatchEvent, type MonitorLogger } from './events.js';
 import { detectHmpError } from './hmp-parser.js';
 import { type QmpGreeting, type QmpMessage, QmpParser } from './qmp-parser.js';
+import { StreamMonitor } from './stream-monitor.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
 import type { EventWaiter, Monitor, MonitorAddress, WaitForEventOptions } from './types.js';
 
@@ -72,26 +72,14 @@ const LATE_IDS_KEPT = 1024;
  * * Events go to `'event'` listeners; a throwing listener is logged and cannot block
  *   replies.
  */
-export class QmpMonitor extends MonitorEmitter implements Monitor {
+export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements Monitor {
   /** Always `'qmp'`. */
   readonly protocol = 'qmp' as const;
   /** The parsed greeting: version, package and capabilities. */
   readonly greeting: QmpGreeting;
-  /** The default per-command timeout in milliseconds. */
-  readonly timeoutMs: number;
-  /** How this monitor is named in messages (the socket path or `host:port`). */
-  readonly description: string;
-  private readonly stream: MonitorStream;
-  private readonly parser: QmpParser;
-  private readonly logger: MonitorLogger | undefined;
   private readonly pending = new Map<string, Pending>();
   private readonly lateIds = new Set<string>();
   private nextId = 1;
-  private writeChain: Promise<void> = Promise.resolve();
-  private isClosed = false;
-  private closeError: Error | undefined;
-  private readonly closedPromise: Promise<void>;
-  private resolveClosed!: () => void;
 
   private constructor(
     stream: MonitorStream,
@@ -100,26 +88,19 @@ export class QmpMonitor extends MonitorEmitter implements Monitor {
     options: QmpMonitorOptions,
     description: string,
   ) {
-    super();
-    this.stream = stream;
-    this.parser = parser;
+    super(
+      'QMP',
+      stream,
+      parser,
+      { ...options, timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS },
+      description,
+    );
     this.greeting = greeting;
-    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.logger = options.logger;
-    this.description = description;
-    this.closedPromise = new Promise((r) => {
-      this.resolveClosed = r;
-    });
   }
 
   /** The QEMU version from the greeting. */
   get version(): QemuVersion {
     return this.greeting.version;
-  }
-
-  /** True once the connection is closed (by either side). */
-  get closed(): boolean {
-    return this.isClosed;
   }
 
   /** Number of commands waiting for their reply. */
@@ -179,14 +160,7 @@ export class QmpMonitor extends MonitorEmitter implements Monitor {
     options: ExecuteOptions = {},
   ): Promise<T> {
     const cmd: QmpCommand = args === undefined ? { execute: command } : { execute: command, arguments: args };
-    if (this.isClosed) {
-      return Promise.reject(
-        new MonitorClosedError(
-          `QMP monitor ${this.description} is closed; cannot run '${command}'`,
-          this.causeOpt(),
-        ),
-      );
-    }
+    if (this.closed) return Promise.reject(this.closedError(command));
     const id = `${ID_PREFIX}${this.nextId++}`;
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     return new Promise<T>((resolve, reject) => {
@@ -241,49 +215,7 @@ export class QmpMonitor extends MonitorEmitter implements Monitor {
     return createEventWaiter(this, name, options, `QMP monitor ${this.description}`);
   }
 
-  /** Closes the connection. Idempotent; pending commands reject with `MonitorClosedError`. */
-  async close(): Promise<void> {
-    if (!this.isClosed) {
-      this.finish(undefined, 'closed by client');
-      this.stream.end();
-      this.stream.destroy();
-    }
-    await this.closedPromise;
-  }
-
-  private causeOpt(): { cause: Error } | undefined {
-    return this.closeError ? { cause: this.closeError } : undefined;
-  }
-
-  private attach(): void {
-    this.stream.on('data', (chunk: Buffer) => {
-      let messages: QmpMessage[];
-      try {
-        messages = this.parser.push(chunk);
-      } catch (err) {
-        this.logger?.warn({ monitor: this.description, err }, 'QMP framing error; closing');
-        this.finish(err as Error, (err as Error).message);
-        this.stream.destroy();
-        return;
-      }
-      for (const m of messages) this.route(m);
-    });
-    this.stream.on('error', (err: Error) => {
-      this.closeError ??= err;
-    });
-    this.stream.on('end', () => {
-      this.stream.destroy();
-    });
-    this.stream.on('close', () => {
-      this.finish(
-        this.closeError ?? new MonitorClosedError(`QMP monitor ${this.description} closed by peer`),
-        'connection closed',
-      );
-    });
-    this.stream.resume();
-  }
-
-  private route(m: QmpMessage): void {
+  protected route(m: QmpMessage): void {
     switch (m.kind) {
       case 'event':
         dispatchEvent(this, m.event, this.logger);
@@ -353,52 +285,17 @@ export class QmpMonitor extends MonitorEmitter implements Monitor {
     }
   }
 
-  private write(data: string): Promise<void> {
-    const next = this.writeChain.then(async () => {
-      if (this.isClosed) {
-        throw new MonitorClosedError(`QMP monitor ${this.description} is closed`, this.causeOpt());
-      }
-      if (!this.stream.write(data)) {
-        const ac = new AbortController();
-        const closed = this.closedPromise.then(() => ac.abort());
-        try {
-          await once(this.stream, 'drain', { signal: ac.signal });
-        } catch {
-          throw new MonitorClosedError(
-            `QMP monitor ${this.description} closed while writing`,
-            this.causeOpt(),
-          );
-        } finally {
-          ac.abort();
-          void closed;
-        }
-      }
-    });
-    this.writeChain = next.catch(() => {});
-    return next;
-  }
-
   private destroy(): void {
     this.finish(undefined, 'handshake failed');
     this.stream.destroy();
   }
 
-  private finish(error: Error | undefined, why: string): void {
-    if (this.isClosed) return;
-    this.isClosed = true;
-    if (error) this.closeError ??= error;
+  protected rejectWaiting(closedError: (command: string) => MonitorClosedError): void {
     for (const [id, entry] of this.pending) {
       if (entry.timer) clearTimeout(entry.timer);
-      entry.reject(
-        new MonitorClosedError(
-          `QMP monitor ${this.description} closed (${why}) before '${entry.command.execute}' got its reply`,
-          this.causeOpt(),
-        ),
-      );
+      entry.reject(closedError(entry.command.execute));
       this.pending.delete(id);
     }
-    this.resolveClosed();
-    this.emit('close', error);
   }
 }
 

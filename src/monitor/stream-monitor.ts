@@ -1,0 +1,161 @@
+/**
+ * The connection life cycle shared by `QmpMonitor` and `HmpMonitor`: feeding socket
+ * bytes to a pure parser, writes that respect backpressure, and one orderly close that
+ * rejects whatever still waits for a reply.
+ */
+import { once } from 'node:events';
+import { MonitorClosedError } from '../errors.js';
+import { MonitorEmitter, type MonitorLogger } from './events.js';
+import type { MonitorStream } from './transport.js';
+
+/** A pure parser: bytes in, frames out. */
+export interface FrameParser<Frame> {
+  push(chunk: Buffer): Frame[];
+}
+
+/** Options every stream monitor takes. */
+export interface StreamMonitorOptions {
+  /** Default per-command timeout in milliseconds (default 30 000). */
+  timeoutMs?: number;
+  /** Optional pino-compatible logger. */
+  logger?: MonitorLogger;
+}
+
+/** Base class of the socket monitors; subclasses route frames and own their pending commands. */
+export abstract class StreamMonitor<Frame, Parser extends FrameParser<Frame>> extends MonitorEmitter {
+  /** The default per-command timeout in milliseconds. */
+  readonly timeoutMs: number;
+  /** How this monitor is named in messages (the socket path or `host:port`). */
+  readonly description: string;
+  protected readonly stream: MonitorStream;
+  protected readonly parser: Parser;
+  protected readonly logger: MonitorLogger | undefined;
+  /** The first error seen on the connection, kept as the cause of later failures. */
+  protected closeError: Error | undefined;
+  private readonly label: string;
+  private isClosed = false;
+  private readonly closedPromise: Promise<void>;
+  private resolveClosed!: () => void;
+  private writeChain: Promise<void> = Promise.resolve();
+
+  protected constructor(
+    label: 'QMP' | 'HMP',
+    stream: MonitorStream,
+    parser: Parser,
+    options: StreamMonitorOptions,
+    description: string,
+  ) {
+    super();
+    this.label = label;
+    this.stream = stream;
+    this.parser = parser;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.logger = options.logger;
+    this.description = description;
+    this.closedPromise = new Promise((r) => {
+      this.resolveClosed = r;
+    });
+  }
+
+  /** True once the connection is closed (by either side). */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Closes the connection. Idempotent; waiting commands reject with `MonitorClosedError`. */
+  async close(): Promise<void> {
+    if (!this.isClosed) {
+      this.finish(undefined, 'closed by client');
+      this.stream.end();
+      this.stream.destroy();
+    }
+    await this.closedPromise;
+  }
+
+  /** Routes one parsed frame (a reply, an event, …). */
+  protected abstract route(frame: Frame): void;
+
+  /** Rejects every command still waiting for its reply with the error `closedError` gives. */
+  protected abstract rejectWaiting(closedError: (command: string) => MonitorClosedError): void;
+
+  /** `{ cause }` for errors raised after the connection failed. */
+  protected causeOpt(): { cause: Error } | undefined {
+    return this.closeError ? { cause: this.closeError } : undefined;
+  }
+
+  /** A `MonitorClosedError` for `what` (a command) on this closed monitor. */
+  protected closedError(what: string): MonitorClosedError {
+    return new MonitorClosedError(
+      `${this.label} monitor ${this.description} is closed; cannot run '${what}'`,
+      this.causeOpt(),
+    );
+  }
+
+  /** Starts reading: bytes go to the parser, frames to {@link route}. */
+  protected attach(): void {
+    this.stream.on('data', (chunk: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = this.parser.push(chunk);
+      } catch (err) {
+        this.logger?.warn({ monitor: this.description, err }, `${this.label} framing error; closing`);
+        this.finish(err as Error, (err as Error).message);
+        this.stream.destroy();
+        return;
+      }
+      for (const f of frames) this.route(f);
+    });
+    this.stream.on('error', (err: Error) => {
+      this.closeError ??= err;
+    });
+    this.stream.on('end', () => this.stream.destroy());
+    this.stream.on('close', () => {
+      this.finish(
+        this.closeError ?? new MonitorClosedError(`${this.label} monitor ${this.description} closed by peer`),
+        'connection closed',
+      );
+    });
+    this.stream.resume();
+  }
+
+  /** Writes in call order, waiting for `drain` when the socket buffer is full. */
+  protected write(data: string): Promise<void> {
+    const next = this.writeChain.then(async () => {
+      if (this.isClosed) {
+        throw new MonitorClosedError(`${this.label} monitor ${this.description} is closed`, this.causeOpt());
+      }
+      if (!this.stream.write(data)) {
+        const ac = new AbortController();
+        void this.closedPromise.then(() => ac.abort());
+        try {
+          await once(this.stream, 'drain', { signal: ac.signal });
+        } catch {
+          throw new MonitorClosedError(
+            `${this.label} monitor ${this.description} closed while writing`,
+            this.causeOpt(),
+          );
+        } finally {
+          ac.abort();
+        }
+      }
+    });
+    this.writeChain = next.catch(() => {});
+    return next;
+  }
+
+  /** Marks the monitor closed (once), rejects what waits, and emits `'close'`. */
+  protected finish(error: Error | undefined, why: string): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    if (error) this.closeError ??= error;
+    this.rejectWaiting(
+      (command) =>
+        new MonitorClosedError(
+          `${this.label} monitor ${this.description} closed (${why}) before '${command}' got its reply`,
+          this.causeOpt(),
+        ),
+    );
+    this.resolveClosed();
+    this.emit('close', error);
+  }
+}
