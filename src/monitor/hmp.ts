@@ -4,7 +4,7 @@
  */
 import {
   HmpError,
-  MonitorClosedError,
+  type MonitorClosedError,
   MonitorError,
   MonitorProtocolError,
   MonitorTimeoutError,
@@ -12,7 +12,7 @@ import {
 import { parseVersion, type QemuVersion } from '../qemu/version.js';
 import { type MonitorLogger, rejectedWaiter } from './events.js';
 import { detectHmpError, type HmpFrame, HmpParser } from './hmp-parser.js';
-import { StreamMonitor } from './stream-monitor.js';
+import { readHandshake, StreamMonitor } from './stream-monitor.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
 import type { EventWaiter, Monitor, MonitorAddress, WaitForEventOptions } from './types.js';
 
@@ -252,53 +252,25 @@ function readBanner(
   timeoutMs: number,
   description: string,
 ): Promise<{ text: string; version?: QemuVersion }> {
-  return new Promise((resolve, reject) => {
-    const cleanup = () => {
-      clearTimeout(timer);
-      stream.off('data', onData);
-      stream.off('close', onClose);
-      stream.off('error', onError);
-    };
-    const fail = (err: Error) => {
-      cleanup();
-      stream.destroy();
-      reject(err);
-    };
-    const timer = setTimeout(
-      () =>
-        fail(new MonitorTimeoutError(`no HMP banner and prompt from ${description} within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-    const onData = (chunk: Buffer) => {
-      let frames: HmpFrame[];
-      try {
-        frames = parser.push(chunk);
-      } catch (err) {
-        fail(err as Error);
-        return;
-      }
+  return readHandshake<HmpFrame, { text: string; version?: QemuVersion }>(
+    stream,
+    parser,
+    timeoutMs,
+    description,
+    'HMP banner and prompt',
+    (frames: HmpFrame[]) => {
       const f = frames[0];
-      if (!f) return;
+      if (!f) return undefined;
       if (f.kind === 'qmp-greeting') {
-        fail(new MonitorProtocolError('bad-greeting', `${description} is a QMP socket, not an HMP monitor`));
-        return;
+        return {
+          error: new MonitorProtocolError(
+            'bad-greeting',
+            `${description} is a QMP socket, not an HMP monitor`,
+          ),
+        };
       }
-      if (f.kind === 'banner') {
-        cleanup();
-        stream.pause();
-        resolve(f.version ? { text: f.text, version: f.version } : { text: f.text });
-      }
-    };
-    const onClose = () =>
-      fail(new MonitorClosedError(`${description} closed the connection before the HMP banner`));
-    const onError = (err: Error) =>
-      fail(
-        new MonitorError(`error on ${description} while waiting for the HMP banner: ${err.message}`, {
-          cause: err,
-        }),
-      );
-    stream.on('data', onData);
-    stream.once('close', onClose);
-    stream.once('error', onError);
-  });
+      if (f.kind !== 'banner') return undefined;
+      return { done: f.version ? { text: f.text, version: f.version } : { text: f.text } };
+    },
+  );
 }

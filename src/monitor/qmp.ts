@@ -4,7 +4,7 @@
  */
 import {
   HmpError,
-  MonitorClosedError,
+  type MonitorClosedError,
   MonitorError,
   MonitorProtocolError,
   MonitorTimeoutError,
@@ -14,7 +14,7 @@ import type { QemuVersion } from '../qemu/version.js';
 import { createEventWaiter, dispatchEvent, type MonitorLogger } from './events.js';
 import { detectHmpError } from './hmp-parser.js';
 import { type QmpGreeting, type QmpMessage, QmpParser } from './qmp-parser.js';
-import { StreamMonitor } from './stream-monitor.js';
+import { readHandshake, StreamMonitor } from './stream-monitor.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
 import type { EventWaiter, Monitor, MonitorAddress, WaitForEventOptions } from './types.js';
 
@@ -299,74 +299,35 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
   }
 }
 
-async function readGreeting(
+function readGreeting(
   stream: MonitorStream,
   parser: QmpParser,
   timeoutMs: number,
   description: string,
 ): Promise<{ greeting: QmpGreeting; rest: QmpMessage[] }> {
-  return new Promise((resolve, reject) => {
-    const cleanup = () => {
-      clearTimeout(timer);
-      stream.off('data', onData);
-      stream.off('close', onClose);
-      stream.off('error', onError);
-    };
-    const fail = (err: Error) => {
-      cleanup();
-      stream.destroy();
-      reject(err);
-    };
-    const timer = setTimeout(
-      () => fail(new MonitorTimeoutError(`no QMP greeting from ${description} within ${timeoutMs} ms`)),
-      timeoutMs,
+  let seen = '';
+  const notQmp = () =>
+    new MonitorProtocolError(
+      'bad-greeting',
+      `${description} is not a QMP monitor (wrong server greeting): ${JSON.stringify(seen.slice(0, 120))}`,
     );
-    let seen = '';
-    const onData = (chunk: Buffer) => {
+  return readHandshake<QmpMessage, { greeting: QmpGreeting; rest: QmpMessage[] }>(
+    stream,
+    parser,
+    timeoutMs,
+    description,
+    'QMP greeting',
+    (messages: QmpMessage[], chunk) => {
       if (seen.length < 200) seen += chunk.toString('utf8', 0, Math.min(chunk.length, 200));
-      let messages: QmpMessage[];
-      try {
-        messages = parser.push(chunk);
-      } catch (err) {
-        fail(err as Error);
-        return;
-      }
       for (let i = 0; i < messages.length; i++) {
         const m = messages[i]!;
         if (m.kind === 'event') continue;
-        if (m.kind === 'greeting') {
-          cleanup();
-          stream.pause();
-          resolve({ greeting: m.greeting, rest: messages.slice(i + 1) });
-          return;
-        }
-        fail(
-          new MonitorProtocolError(
-            'bad-greeting',
-            `${description} is not a QMP monitor (wrong server greeting): ${JSON.stringify(seen.slice(0, 120))}`,
-          ),
-        );
-        return;
+        if (m.kind === 'greeting') return { done: { greeting: m.greeting, rest: messages.slice(i + 1) } };
+        return { error: notQmp() };
       }
-      if (parser.bufferedBytes > 0 && !/^\s*\{/.test(seen)) {
-        fail(
-          new MonitorProtocolError(
-            'bad-greeting',
-            `${description} is not a QMP monitor (wrong server greeting): ${JSON.stringify(seen.slice(0, 120))}`,
-          ),
-        );
-      }
-    };
-    const onClose = () =>
-      fail(new MonitorClosedError(`${description} closed the connection before the QMP greeting`));
-    const onError = (err: Error) =>
-      fail(
-        new MonitorError(`error on ${description} while waiting for the QMP greeting: ${err.message}`, {
-          cause: err,
-        }),
-      );
-    stream.on('data', onData);
-    stream.once('close', onClose);
-    stream.once('error', onError);
-  });
+      // A peer that is not speaking JSON (an HMP banner, say) never ends a line QMP can use.
+      if (parser.bufferedBytes > 0 && !/^\s*\{/.test(seen)) return { error: notQmp() };
+      return undefined;
+    },
+  );
 }

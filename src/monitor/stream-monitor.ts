@@ -4,7 +4,7 @@
  * rejects whatever still waits for a reply.
  */
 import { once } from 'node:events';
-import { MonitorClosedError } from '../errors.js';
+import { MonitorClosedError, MonitorError, MonitorTimeoutError } from '../errors.js';
 import { MonitorEmitter, type MonitorLogger } from './events.js';
 import type { MonitorStream } from './transport.js';
 
@@ -158,4 +158,68 @@ export abstract class StreamMonitor<Frame, Parser extends FrameParser<Frame>> ex
     this.resolveClosed();
     this.emit('close', error);
   }
+}
+
+/** What a handshake step decided about the frames read so far. */
+export type HandshakeStep<R> = { done: R } | { error: Error } | undefined;
+
+/**
+ * Reads the first frames of a connection (QMP greeting, HMP banner) until `step`
+ * returns `{ done }`, with a timeout, and leaves the stream paused for the monitor.
+ * On a timeout, a close, a socket error or `{ error }`, the stream is destroyed and the
+ * promise rejects with an error naming `description` and `what`.
+ */
+export function readHandshake<Frame, R>(
+  stream: MonitorStream,
+  parser: FrameParser<Frame>,
+  timeoutMs: number,
+  description: string,
+  what: string,
+  step: (frames: Frame[], chunk: Buffer) => HandshakeStep<R>,
+): Promise<R> {
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('close', onClose);
+      stream.off('error', onError);
+    };
+    const fail = (err: Error) => {
+      cleanup();
+      stream.destroy();
+      reject(err);
+    };
+    const timer = setTimeout(
+      () => fail(new MonitorTimeoutError(`no ${what} from ${description} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const onData = (chunk: Buffer) => {
+      let result: HandshakeStep<R>;
+      try {
+        result = step(parser.push(chunk), chunk);
+      } catch (err) {
+        fail(err as Error);
+        return;
+      }
+      if (result === undefined) return;
+      if ('error' in result) {
+        fail(result.error);
+        return;
+      }
+      cleanup();
+      stream.pause();
+      resolve(result.done);
+    };
+    const onClose = () =>
+      fail(new MonitorClosedError(`${description} closed the connection before the ${what}`));
+    const onError = (err: Error) =>
+      fail(
+        new MonitorError(`error on ${description} while waiting for the ${what}: ${err.message}`, {
+          cause: err,
+        }),
+      );
+    stream.on('data', onData);
+    stream.once('close', onClose);
+    stream.once('error', onError);
+  });
 }
