@@ -122,7 +122,8 @@ describe('kvm-hv accept + migrate', () => {
     expect(doc.downtimeMs).toBeGreaterThanOrEqual(0);
     expect(doc.averageSpeedBytesPerSec).toBeGreaterThan(0);
 
-    expect(await vmStatus(p.dstMon)).toBe('running');
+    // Without accept --wait nothing finalizes the destination: it runs once it has loaded the VM.
+    await until('the destination runs', async () => (await vmStatus(p.dstMon)) === 'running');
     expect(await vmStatus(p.srcMon)).toBe('postmigrate');
 
     const st = await run(['status', '--qmp', p.src.qmpPath, '--json']);
@@ -154,7 +155,8 @@ describe('kvm-hv accept + migrate', () => {
     expect(mig.stdout).toMatch(/^downtime: +\d+ ms$/m);
     expect(mig.stdout).toMatch(/^bytes sent: +[\d.]+ MiB \(\d+ bytes\)$/m);
     expect(mig.stdout).toMatch(/^average speed: +[\d.]+ MiB\/s$/m);
-    expect(await vmStatus(p.dstMon)).toBe('running');
+    // Without accept --wait nothing finalizes the destination: it runs once it has loaded the VM.
+    await until('the destination runs', async () => (await vmStatus(p.dstMon)) === 'running');
     expect(await vmStatus(p.srcMon)).toBe('postmigrate');
   });
 
