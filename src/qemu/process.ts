@@ -4,7 +4,7 @@
  * so a failing test or a Ctrl-C never leaks a QEMU.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { HypervisorError } from '../errors.js';
@@ -31,7 +31,7 @@ export interface QemuVmOptions {
   paused?: boolean;
   /** Extra command-line arguments. */
   args?: string[];
-  /** How long to wait for the sockets to appear (default 10 s). */
+  /** How long to wait for the sockets to listen (default 10 s). */
   startTimeoutMs?: number;
 }
 
@@ -84,6 +84,28 @@ export function freePort(): Promise<number> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Paths of the UNIX sockets that are listening (Linux `/proc/net/unix`, flag
+ * `__SO_ACCEPTCON`). QEMU creates the socket file at bind(), before listen(): a client
+ * that connects as soon as the file exists can get ECONNREFUSED. Undefined where
+ * `/proc/net/unix` cannot be read.
+ */
+function listeningUnixSockets(): Set<string> | undefined {
+  let text: string;
+  try {
+    text = readFileSync('/proc/net/unix', 'utf8');
+  } catch {
+    return undefined;
+  }
+  const out = new Set<string>();
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    // Num RefCount Protocol Flags Type St Inode Path
+    if (f.length >= 8 && (Number.parseInt(f[3]!, 16) & 0x10000) !== 0) out.add(f.slice(7).join(' '));
+  }
+  return out;
+}
 
 /** A running local QEMU process with its monitor sockets. */
 export class QemuVm {
@@ -150,7 +172,7 @@ export class QemuVm {
 
   /**
    * Starts QEMU with TCG, no default devices and no display, and waits until its monitor
-   * sockets exist. Throws a `HypervisorError` with QEMU's stderr when it exits early.
+   * sockets listen. Throws a `HypervisorError` with QEMU's stderr when it exits early.
    */
   static async start(options: QemuVmOptions): Promise<QemuVm> {
     const binary = options.binary ?? process.env.QEMU ?? 'qemu-system-x86_64';
@@ -190,7 +212,10 @@ export class QemuVm {
     const deadline = Date.now() + (options.startTimeoutMs ?? 10_000);
     const sockets = [...qmpPaths, ...(hmpPath ? [hmpPath] : [])];
     for (;;) {
-      if (sockets.every((p) => existsSync(p))) return vm;
+      if (sockets.every((p) => existsSync(p))) {
+        const listening = listeningUnixSockets();
+        if (!listening || sockets.every((p) => listening.has(p))) return vm;
+      }
       const early = await Promise.race([spawnError, vm.exited, sleep(20).then(() => undefined)]);
       if (early instanceof Error) {
         running.delete(child);

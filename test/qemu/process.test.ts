@@ -39,6 +39,17 @@ describe('QemuVm', () => {
     expect(vm.alive).toBe(false);
   });
 
+  it('returns only once the sockets accept connections (no ECONNREFUSED right after start)', async () => {
+    for (let i = 0; i < 5; i++) {
+      const vm = await QemuVm.start({ name: `ready${i}`, dir, hmp: false });
+      try {
+        expect(await readGreeting(vm.qmpPath)).toContain('"QMP"');
+      } finally {
+        await vm.kill();
+      }
+    }
+  });
+
   it('reports QEMU stderr when start-up fails', async () => {
     await expect(QemuVm.start({ name: 'p2', dir, args: ['-no-such-option'] })).rejects.toThrow(
       /exited during start-up.*no-such-option/s,
