@@ -53,10 +53,13 @@ const TYPE_DEMANDS: Record<HvParamType, string> = {
 };
 
 /** Returns `input` as a record, or throws the "Expected dictionary" problem. */
+/** The problem reported when the hvparams are not a plain object. */
+function notADictionary(input: unknown): HvParamProblem {
+  return { param: '', message: `Expected dictionary, got ${describeType(input)}` };
+}
+
 function asRecord(input: unknown): Readonly<Record<string, unknown>> {
-  if (!isPlainObject(input)) {
-    throw new HvParamError([{ param: '', message: `Expected dictionary, got ${describeType(input)}` }]);
-  }
+  if (!isPlainObject(input)) throw new HvParamError([notADictionary(input)]);
   return input;
 }
 
@@ -98,13 +101,8 @@ function keyProblems(name: string, definition: HvParamDefinition, value: unknown
  * (each only when all the parameters it reads passed). No I/O.
  */
 export function hvParamsSyntaxProblems(filled: unknown): HvParamProblem[] {
-  let params: Readonly<Record<string, unknown>>;
-  try {
-    params = asRecord(filled);
-  } catch (error) {
-    if (error instanceof HvParamError) return error.problems;
-    throw error;
-  }
+  if (!isPlainObject(filled)) return [notADictionary(filled)];
+  const params: Readonly<Record<string, unknown>> = filled;
   const problems: HvParamProblem[] = [];
   for (const key of Object.keys(params)) {
     if (!findHvParameter(key)) problems.push(unsupportedProblem(key));
@@ -141,13 +139,8 @@ export async function hvParamsNodeProblems(
   filled: unknown,
   context: ValidationContext = {},
 ): Promise<HvParamProblem[]> {
-  let params: Readonly<Record<string, unknown>>;
-  try {
-    params = asRecord(filled);
-  } catch (error) {
-    if (error instanceof HvParamError) return error.problems;
-    throw error;
-  }
+  if (!isPlainObject(filled)) return [notADictionary(filled)];
+  const params: Readonly<Record<string, unknown>> = filled;
   const problems: HvParamProblem[] = [];
   const unusable = new Set<string>();
   const keyChecks: Promise<HvParamProblem[]>[] = [];
