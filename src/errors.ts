@@ -124,3 +124,22 @@ export class MigrationError extends HypervisorError {
     this.reason = details.reason;
   }
 }
+
+/**
+ * QEMU printed or returned something a parser does not recognise (a new `info migrate`
+ * layout, a status line it cannot read). Never turned into a default value: the caller
+ * sees the command and the raw text.
+ */
+export class UnrecognizedOutputError extends HypervisorError {
+  override name = 'UnrecognizedOutputError';
+  /** The command whose output this is (`info migrate`, `query-migrate`, …). */
+  readonly command: string;
+  /** The raw text (or JSON) that could not be read, as received. */
+  readonly text: string;
+  constructor(command: string, text: string, what = 'output') {
+    const shown = text.length > 2000 ? `${text.slice(0, 2000)}… (${text.length} characters)` : text;
+    super(`unrecognised ${what} of '${command}': ${JSON.stringify(shown)}`);
+    this.command = command;
+    this.text = text;
+  }
+}
