@@ -1,0 +1,85 @@
+/**
+ * What the real-QEMU tests are parameterised by: each QEMU release from
+ * {@link qemuReleases} and each accelerator this machine offers (TCG always, KVM where
+ * `/dev/kvm` opens read-write). `QEMU_ACCELS=tcg` or `=kvm` narrows the accelerators.
+ */
+import { closeSync, constants, openSync } from 'node:fs';
+import { describe, it } from 'vitest';
+import type { QemuVmOptions } from '../../src/qemu/process.js';
+import { parseVersion, type QemuVersion } from '../../src/qemu/version.js';
+import { type QemuRelease, qemuReleases } from './qemu-releases.js';
+
+/** A QEMU accelerator the tests run guests under. */
+export type Accel = 'tcg' | 'kvm';
+
+let kvmCache: boolean | undefined;
+
+/** True when `/dev/kvm` opens read-write for this user (QEMU needs exactly that). */
+export function kvmUsable(): boolean {
+  if (kvmCache === undefined) {
+    try {
+      closeSync(openSync('/dev/kvm', constants.O_RDWR));
+      kvmCache = true;
+    } catch {
+      kvmCache = false;
+    }
+  }
+  return kvmCache;
+}
+
+/** The accelerators to run under: `tcg`, plus `kvm` where usable; `QEMU_ACCELS` filters. */
+export function accelerators(): Accel[] {
+  const all: Accel[] = kvmUsable() ? ['tcg', 'kvm'] : ['tcg'];
+  const filter = process.env.QEMU_ACCELS?.split(',').map((s) => s.trim());
+  return filter?.length ? all.filter((a) => filter.includes(a)) : all;
+}
+
+/** The version a release's `--version` printed, as the library's {@link QemuVersion}. */
+export function versionOf(release: QemuRelease): QemuVersion {
+  const v = parseVersion(release.version);
+  if (!v) throw new Error(`QEMU release ${release.release}: unreadable version '${release.version}'`);
+  return v;
+}
+
+/** The {@link QemuVm.start} options that select a release and an accelerator. */
+export function vmOptions(
+  release: QemuRelease,
+  accel: Accel = 'tcg',
+): Pick<QemuVmOptions, 'binary' | 'args'> {
+  return { binary: release.binary, args: accel === 'kvm' ? ['-accel', 'kvm'] : [] };
+}
+
+/** One (release, accelerator) combination, with a label for test titles. */
+export interface ReleaseCase extends QemuRelease {
+  accel: Accel;
+  /** E.g. `QEMU 5.2.0 (bullseye, tcg)`. */
+  label: string;
+}
+
+/** Every release under every accelerator in `accels` (default: TCG only). */
+export function releaseCases(accels: readonly Accel[] = ['tcg']): ReleaseCase[] {
+  return qemuReleases().flatMap((r) =>
+    accels.map((accel) => ({ ...r, accel, label: `QEMU ${r.version} (${r.suite}, ${accel})` })),
+  );
+}
+
+const NO_QEMU =
+  'no QEMU release found: install qemu-system-x86 (bash scripts/setup.sh), set QEMU=…, or run scripts/qemu-matrix.sh';
+
+/**
+ * `describe.each` over `cases`, titled `<title> on <label>`; where there is no release at
+ * all, one skipped suite that says why (vitest fails a file without any suite).
+ */
+export function describeEachRelease(
+  title: string,
+  cases: readonly ReleaseCase[],
+  body: (c: ReleaseCase) => void,
+): void {
+  if (cases.length === 0) {
+    describe.skip(`${title}: ${NO_QEMU}`, () => {
+      it('needs a QEMU release', () => {});
+    });
+    return;
+  }
+  describe.each(cases.map((c) => [c.label, c] as const))(`${title} on %s`, (_label, c) => body(c));
+}
