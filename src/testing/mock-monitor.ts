@@ -382,6 +382,14 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
     }
   }
 
+  /** `quit`: QEMU exits, so the monitor closes (as by the peer) just after the reply. */
+  private quitSoon(): void {
+    this.runState = 'shutdown';
+    // Closed for every later command at once; listeners hear 'close' after the reply.
+    this.isClosed = true;
+    setImmediate(() => this.emit('close', new MonitorClosedError('mock monitor: QEMU quit')));
+  }
+
   private shutdown(error: Error | undefined): void {
     if (this.isClosed) return;
     this.isClosed = true;
@@ -672,6 +680,10 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
       case 'cont':
         this.doCont();
         return {};
+      case 'quit':
+        // QEMU answers, then exits: the connection closes right after the reply.
+        this.quitSoon();
+        return {};
       case 'query-migrate-capabilities':
         return [...this.caps].map(([capability, state]) => ({ capability, state }));
       case 'migrate-set-capabilities': {
@@ -808,6 +820,10 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
       case 'cont':
       case 'c':
         this.doCont();
+        return '';
+      case 'quit':
+      case 'q':
+        this.quitSoon();
         return '';
       case 'migrate_set_speed': {
         if (this.has(6, 0)) return unknown;
