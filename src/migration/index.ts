@@ -25,6 +25,7 @@ export {
 } from './dialect.js';
 export {
   ACTIVE_STATUSES,
+  parseHumanSize,
   parseInfoMigrate,
   parseInfoMigrateCapabilities,
   parseInfoStatus,
