@@ -9,5 +9,6 @@ export { DEFAULT_RUN_DIR, DEFAULT_STEP_TIMEOUT_MS, KVMHypervisor } from './kvm.j
 export * from './migration/index.js';
 export * from './monitor/index.js';
 export type * from './monitor/types.js';
+export * from './qemu/accel.js';
 export * from './qemu/capabilities.js';
 export * from './qemu/version.js';

@@ -26,6 +26,7 @@ export { type MigrationEnd, type RunMigrationOptions, type RunMigrationResult, r
 export { isPostcopy, type SourceObservation, type SourceVerdict, sourceVerdict } from './safety.js';
 export {
   ACTIVE_STATUSES,
+  parseHumanSize,
   parseInfoMigrate,
   parseInfoMigrateCapabilities,
   parseInfoStatus,
