@@ -230,7 +230,13 @@ describe('checks before anything is sent', () => {
   it('refuses to migrate a source that has already been migrated away', async () => {
     const mock = new MockMonitor({ protocol: 'qmp', version: '7.2.0', runState: 'postmigrate' });
     await expect(hvWith(mock).migrateInstance(inst(), '10.0.0.2')).rejects.toThrow(/already been migrated/);
-    expect(mock.sentCommands).toEqual(['query-status']);
+    // The read-only queries go out together; nothing that changes the VM follows.
+    expect(mock.sentCommands).toEqual([
+      'query-status',
+      'query-migrate',
+      'query-migrate-capabilities',
+      'query-migrate-parameters',
+    ]);
   });
 });
 
