@@ -339,9 +339,9 @@ describeEachRelease('kvm-hv', releaseCases(), (c) => {
       });
       expect(doc.guest.measuredDirtyBytesPerSec).toBeGreaterThan(4 * 1048576);
       // The demo measures for 0.5 s after the guest's first page, so the guest has dirtied
-    // at least 2 MiB of its region (> 4 MiB/s) before the migration starts; how much of the
-    // rest it reaches before the switch-over depends on the machine's load.
-    expect(doc.transferredBytes).toBeGreaterThan(2 * 1048576);
+      // at least 2 MiB of its region (> 4 MiB/s) before the migration starts; how much of the
+      // rest it reaches before the switch-over depends on the machine's load.
+      expect(doc.transferredBytes).toBeGreaterThan(2 * 1048576);
       expect(doc.totalTimeMs).toBeGreaterThan(0);
       expect(readdirSync(d)).toEqual([]);
       expect(killStrays(d)).toBe(0);

@@ -118,7 +118,7 @@ describe.skipIf(!v72 || !v52)(
           name: `nodst-${protocol}`,
           dir,
           ...vmOptions(v52!),
-          args: ['-machine', 'pc-i440fx-7.2'],
+          machine: 'pc-i440fx-7.2',
         }).catch((e) => e);
         expect(String(err?.message)).toMatch(/unsupported machine type|pc-i440fx-7\.2/i);
 

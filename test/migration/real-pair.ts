@@ -68,10 +68,7 @@ export interface Pair {
 }
 
 function vmArgs(end: EndSpec) {
-  const base = vmOptions(end.release, end.accel ?? 'tcg');
-  // A later -machine overrides QemuVm's `-machine pc` (checked on 5.2 and 7.2).
-  const machine = end.machine ? ['-machine', end.machine] : [];
-  return { binary: base.binary, args: [...(base.args ?? []), ...machine], kernel: end.kernel };
+  return { ...vmOptions(end.release, end.accel ?? 'tcg'), machine: end.machine, kernel: end.kernel };
 }
 
 function opener(protocol: MonitorProtocol, vm: QemuVm): () => Promise<Monitor> {

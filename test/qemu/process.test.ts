@@ -29,9 +29,11 @@ function readGreeting(path: string): Promise<string> {
 describeEachRelease('QemuVm', releaseCases(), (rel) => {
   const opts = vmOptions(rel, rel.accel);
   it('starts QEMU with QMP and HMP sockets and kills it', async () => {
-    const vm = await QemuVm.start({ name: `p1-${rel.release}`, dir, qmpSockets: 2, ...opts });
+    const machine = `pc-i440fx-${rel.release}`;
+    const vm = await QemuVm.start({ name: `p1-${rel.release}`, dir, qmpSockets: 2, machine, ...opts });
     try {
       expect(vm.alive).toBe(true);
+      expect(vm.argv.join(' ')).toContain(`-accel ${rel.accel} -machine ${machine} `);
       expect(await readGreeting(vm.qmpPath)).toContain('"QMP"');
       expect(await readGreeting(vm.qmpPaths[1]!)).toContain('"QMP"');
       expect(await readGreeting(vm.hmpPath!)).toContain('monitor');
@@ -58,7 +60,7 @@ describeEachRelease('QemuVm', releaseCases(), (rel) => {
         name: `p2-${rel.release}`,
         dir,
         ...opts,
-        args: [...(opts.args ?? []), '-no-such-option'],
+        args: ['-no-such-option'],
       }),
     ).rejects.toThrow(/exited during start-up.*no-such-option/s);
   });

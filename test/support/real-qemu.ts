@@ -1,37 +1,22 @@
 /**
  * What the real-QEMU tests are parameterised by: each QEMU release from
  * {@link qemuReleases} and each accelerator this machine offers (TCG always, KVM where
- * `/dev/kvm` opens read-write). `QEMU_ACCELS=tcg` or `=kvm` narrows the accelerators.
+ * `/dev/kvm` opens read-write). `KVMHV_ACCEL=tcg` or `=kvm` keeps one accelerator.
  */
-import { closeSync, constants, openSync } from 'node:fs';
 import { describe, it } from 'vitest';
+import { type Accelerator, kvmUsable } from '../../src/qemu/accel.js';
 import type { QemuVmOptions } from '../../src/qemu/process.js';
 import { parseVersion, type QemuVersion } from '../../src/qemu/version.js';
 import { type QemuRelease, qemuReleases } from './qemu-releases.js';
 
 /** A QEMU accelerator the tests run guests under. */
-export type Accel = 'tcg' | 'kvm';
+export type Accel = Accelerator;
 
-let kvmCache: boolean | undefined;
-
-/** True when `/dev/kvm` opens read-write for this user (QEMU needs exactly that). */
-export function kvmUsable(): boolean {
-  if (kvmCache === undefined) {
-    try {
-      closeSync(openSync('/dev/kvm', constants.O_RDWR));
-      kvmCache = true;
-    } catch {
-      kvmCache = false;
-    }
-  }
-  return kvmCache;
-}
-
-/** The accelerators to run under: `tcg`, plus `kvm` where usable; `QEMU_ACCELS` filters. */
+/** The accelerators to run under: `tcg`, plus `kvm` where usable; `KVMHV_ACCEL=tcg|kvm` keeps one. */
 export function accelerators(): Accel[] {
   const all: Accel[] = kvmUsable() ? ['tcg', 'kvm'] : ['tcg'];
-  const filter = process.env.QEMU_ACCELS?.split(',').map((s) => s.trim());
-  return filter?.length ? all.filter((a) => filter.includes(a)) : all;
+  const only = process.env.KVMHV_ACCEL?.trim();
+  return only === 'tcg' || only === 'kvm' ? all.filter((a) => a === only) : all;
 }
 
 /** The version a release's `--version` printed, as the library's {@link QemuVersion}. */
@@ -45,8 +30,8 @@ export function versionOf(release: QemuRelease): QemuVersion {
 export function vmOptions(
   release: QemuRelease,
   accel: Accel = 'tcg',
-): Pick<QemuVmOptions, 'binary' | 'args'> {
-  return { binary: release.binary, args: accel === 'kvm' ? ['-accel', 'kvm'] : [] };
+): Pick<QemuVmOptions, 'binary' | 'accel'> {
+  return { binary: release.binary, accel };
 }
 
 /** One (release, accelerator) combination, with a label for test titles. */
