@@ -15,7 +15,7 @@ import type { Instance } from '../../src/migration/types.js';
 import type { MonitorProtocol } from '../../src/monitor/types.js';
 import { QemuVm } from '../../src/qemu/process.js';
 import { qemuRelease } from '../support/qemu-releases.js';
-import { accelerators, vmOptions } from '../support/real-qemu.js';
+import { accelerators, migrationProtocols, vmOptions } from '../support/real-qemu.js';
 import { type Cleanup, cleanUp, guestStatus, guestSwept, runState, startPair } from './real-pair.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-xrel-'));
@@ -60,47 +60,46 @@ for (const [from, to] of upgrades) {
     `upgrade migration ${title}${missing ? ` (skipped: QEMU ${missing} not available)` : ''}`,
     () => {
       const machine = `pc-i440fx-${older?.release}`;
-      describe.each(accelerators().flatMap((accel) => protocols.map((p) => [accel, p] as const)))(
-        'under %s over %s',
-        (accel, protocol) => {
-          it(`completes with ${machine} on both ends; the guest carries on at the destination`, async () => {
-            const p = await startPair(
-              {
-                dir,
-                name: `x${++seq}`,
-                src: { release: older!, accel, machine, kernel: guest },
-                dst: { release: newer!, accel, machine, kernel: guest },
-                protocol,
-              },
-              cleanup,
-            );
-            expect(await machineType(p.srcObs)).toBe(machine);
-            expect(await machineType(p.dstObs)).toBe(machine);
-            const inst: Instance = {
-              name: `x${seq}`,
-              hvparams: { migration_port: p.port, migration_bandwidth: 64, machine_version: machine },
-            };
-            await p.dstHv.acceptInstance(inst);
-            const before = await guestSwept(p.srcObs);
-            await p.srcHv.migrateInstance(inst, '127.0.0.1', true);
-            const result = await p.srcHv.waitForMigration(inst, { pollIntervalMs: 100, timeoutMs: 60_000 });
-            expect(result.status).toBe('completed');
-            expect(result.transferredBytes).toBeGreaterThan(8 * 1024 * 1024);
-            await p.srcHv.finalizeMigrationSource(inst, true, true);
-            await p.dstHv.finalizeMigrationDst(inst, true);
-            expect(await runState(p.srcObs)).toBe('postmigrate');
-            await until('the destination to run', async () => (await runState(p.dstObs)) === 'running');
-            // The guest's own counter came along and keeps counting on the newer QEMU.
-            const arrived = await guestStatus(p.dstObs);
-            expect(arrived.running).toBe(true);
-            expect((arrived.pagesWritten - before.pagesWritten) >>> 0).toBeLessThan(2 ** 31);
-            await until(
-              'the guest to write on the destination',
-              async () => ((await guestStatus(p.dstObs)).pagesWritten - arrived.pagesWritten) >>> 0 > 0,
-            );
-          });
-        },
-      );
+      describe.each(
+        accelerators().flatMap((accel) => migrationProtocols(accel).map((p) => [accel, p] as const)),
+      )('under %s over %s', (accel, protocol) => {
+        it(`completes with ${machine} on both ends; the guest carries on at the destination`, async () => {
+          const p = await startPair(
+            {
+              dir,
+              name: `x${++seq}`,
+              src: { release: older!, accel, machine, kernel: guest },
+              dst: { release: newer!, accel, machine, kernel: guest },
+              protocol,
+            },
+            cleanup,
+          );
+          expect(await machineType(p.srcObs)).toBe(machine);
+          expect(await machineType(p.dstObs)).toBe(machine);
+          const inst: Instance = {
+            name: `x${seq}`,
+            hvparams: { migration_port: p.port, migration_bandwidth: 64, machine_version: machine },
+          };
+          await p.dstHv.acceptInstance(inst);
+          const before = await guestSwept(p.srcObs);
+          await p.srcHv.migrateInstance(inst, '127.0.0.1', true);
+          const result = await p.srcHv.waitForMigration(inst, { pollIntervalMs: 100, timeoutMs: 60_000 });
+          expect(result.status).toBe('completed');
+          expect(result.transferredBytes).toBeGreaterThan(8 * 1024 * 1024);
+          await p.srcHv.finalizeMigrationSource(inst, true, true);
+          await p.dstHv.finalizeMigrationDst(inst, true);
+          expect(await runState(p.srcObs)).toBe('postmigrate');
+          await until('the destination to run', async () => (await runState(p.dstObs)) === 'running');
+          // The guest's own counter came along and keeps counting on the newer QEMU.
+          const arrived = await guestStatus(p.dstObs);
+          expect(arrived.running).toBe(true);
+          expect((arrived.pagesWritten - before.pagesWritten) >>> 0).toBeLessThan(2 ** 31);
+          await until(
+            'the guest to write on the destination',
+            async () => ((await guestStatus(p.dstObs)).pagesWritten - arrived.pagesWritten) >>> 0 > 0,
+          );
+        });
+      });
     },
   );
 }

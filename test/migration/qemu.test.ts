@@ -1,7 +1,7 @@
 /**
  * Live migration between real QEMU processes on loopback, on every release of the suite,
  * under every accelerator this machine has (TCG, and KVM where /dev/kvm works), with the
- * library on QMP and on HMP. Each test starts its own pair of VMs (64 MiB) and kills them
+ * library on QMP and on HMP (HMP under TCG only: see `migrationProtocols`). Each test starts its own pair of VMs (64 MiB) and kills them
  * afterwards, even when it fails. Expectations follow the version QEMU reports.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,6 +17,7 @@ import { formatVersion, versionAtLeast } from '../../src/qemu/version.js';
 import {
   accelerators,
   describeEachRelease,
+  migrationProtocols,
   type ReleaseCase,
   releaseCases,
   versionOf,
@@ -45,7 +46,7 @@ let seq = 0;
 
 describeEachRelease('live migration', releaseCases(accelerators()), (rel: ReleaseCase) => {
   const version = versionOf(rel);
-  describe.each(['qmp', 'hmp'] as MonitorProtocol[])('over %s', (protocol) => {
+  describe.each(migrationProtocols(rel.accel))('over %s', (protocol: MonitorProtocol) => {
     /** A pair; a busy one once its guest has dirtied its whole region. */
     const pair = async (opts: { busy?: boolean; srcHv?: PairOptions['srcHv'] } = {}) => {
       const end = { release: rel, accel: rel.accel, kernel: opts.busy ? busyGuest : undefined };

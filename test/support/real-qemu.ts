@@ -19,6 +19,16 @@ export function accelerators(): Accel[] {
   return only === 'tcg' || only === 'kvm' ? all.filter((a) => a === only) : all;
 }
 
+/**
+ * The monitor protocols the migration tests use under `accel`: both under TCG; only QMP
+ * under KVM. The protocol code does not depend on the accelerator, and under nested KVM
+ * (CI's machines) SeaBIOS needs about 10 s to boot each guest, which over HMP too would
+ * double the longest part of the suite.
+ */
+export function migrationProtocols(accel: Accel): ('qmp' | 'hmp')[] {
+  return accel === 'kvm' ? ['qmp'] : ['qmp', 'hmp'];
+}
+
 /** The version a release's `--version` printed, as the library's {@link QemuVersion}. */
 export function versionOf(release: QemuRelease): QemuVersion {
   const v = parseVersion(release.version);
