@@ -1,8 +1,9 @@
 /**
  * Live migration between real QEMU processes on loopback, on every release of the suite,
  * under every accelerator this machine has (TCG, and KVM where /dev/kvm works), with the
- * library on QMP and on HMP (HMP under TCG only: see `migrationProtocols`). Each test starts its own pair of VMs (64 MiB) and kills them
- * afterwards, even when it fails. Expectations follow the version QEMU reports.
+ * library on QMP and on HMP (HMP under TCG only: see `migrationProtocols`). Each test
+ * starts its own pair of VMs (64 MiB) and kills them afterwards, even when it fails.
+ * Expectations follow the version QEMU reports.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
