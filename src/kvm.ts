@@ -286,10 +286,12 @@ export class KVMHypervisor {
         ? undefined
         : completionTimeoutMs(instance.memoryMiB * 2 ** 20, this.convergence));
     try {
-      return await waitForMigration(session, this.convergence, {
-        ...options,
-        ...(timeoutMs === undefined ? {} : { timeoutMs }),
-      });
+      return await waitForMigration(
+        session,
+        this.convergence,
+        { ...options, ...(timeoutMs === undefined ? {} : { timeoutMs }) },
+        (deadline) => this.channel(instance.name, deadline),
+      );
     } finally {
       session.detach();
     }

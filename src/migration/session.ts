@@ -24,6 +24,7 @@ export interface MigrationPlan {
 /** A migration started by `MigrationController.start`; pass it to `wait`/`finalizeSource`. */
 export interface MigrationSession {
   readonly instance: string;
+  /** The monitor channel in use; replaced by {@link rebind} after a reconnect. */
   readonly channel: VmChannel;
   readonly dialect: MigrationDialect;
   /** Capabilities turned on, as this QEMU names them. */
@@ -53,6 +54,8 @@ export interface MigrationSession {
    * already does). Returns a function that cancels the call.
    */
   onEventAfter(seen: number, wake: () => void): () => void;
+  /** Moves the session to a new connection to the same QEMU (after the old one was lost). */
+  rebind(channel: VmChannel): void;
   /** Stops listening to the monitor. Idempotent. */
   detach(): void;
 }
@@ -61,11 +64,17 @@ export interface MigrationSession {
 export function openSession(
   fields: Omit<
     MigrationSession,
-    'eventCount' | 'onEventAfter' | 'detach' | 'lastEventStatus' | 'stoppedByUs' | 'migrateSent' | 'startedAt'
+    | 'eventCount'
+    | 'onEventAfter'
+    | 'detach'
+    | 'rebind'
+    | 'lastEventStatus'
+    | 'stoppedByUs'
+    | 'migrateSent'
+    | 'startedAt'
   >,
 ): MigrationSession {
-  const { channel } = fields;
-  const monitor = channel.monitor;
+  let channel = fields.channel;
   const wakers = new Set<() => void>();
   let eventCount = 0;
   let attached = true;
@@ -84,8 +93,19 @@ export function openSession(
     fire();
   };
   const onClose = () => fire();
+  const attach = () => {
+    if (fields.eventsEnabled) channel.monitor.on('event', onEvent);
+    channel.monitor.on('close', onClose);
+  };
+  const release = () => {
+    channel.monitor.off('event', onEvent);
+    channel.monitor.off('close', onClose);
+  };
   const session: MigrationSession = {
     ...fields,
+    get channel() {
+      return channel;
+    },
     stoppedByUs: false,
     migrateSent: false,
     startedAt: Date.now(),
@@ -100,15 +120,18 @@ export function openSession(
       wakers.add(wake);
       return () => wakers.delete(wake);
     },
+    rebind: (next) => {
+      if (attached) release();
+      channel = next;
+      if (attached) attach();
+    },
     detach: () => {
       if (!attached) return;
       attached = false;
-      monitor.off('event', onEvent);
-      monitor.off('close', onClose);
+      release();
       wakers.clear();
     },
   };
-  if (fields.eventsEnabled) monitor.on('event', onEvent);
-  monitor.on('close', onClose);
+  attach();
   return session;
 }

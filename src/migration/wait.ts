@@ -22,6 +22,8 @@ const formatSeconds = (ms: number): string =>
 export const DEADLINE_GRACE_MS = 900;
 /** Clean-up time after the convergence policy's own completion timeout (QEMU answering). */
 const POLICY_GRACE_MS = 10_000;
+/** How often one wait reconnects a lost monitor connection. */
+const MAX_RECONNECTS = 3;
 /** One status query never waits longer than this, so five failures fit in a minute. */
 const QUERY_CAP_MS = 10_000;
 
@@ -35,8 +37,10 @@ export async function waitForMigration(
   session: MigrationSession,
   policyOptions: ConvergencePolicyOptions,
   options: WaitForMigrationOptions = {},
+  reopen?: (deadline: Deadline) => Promise<VmChannel>,
 ): Promise<MigrationResult> {
-  const ch = session.channel;
+  let ch = session.channel;
+  let reconnects = 0;
   const pollMs = options.pollIntervalMs ?? 500;
   const caller = Deadline.at(
     options.timeoutMs === undefined ? Number.POSITIVE_INFINITY : session.startedAt + options.timeoutMs,
@@ -79,6 +83,23 @@ export async function waitForMigration(
     } catch (e) {
       lastError = e;
       if (isDeadline(e) && step.over()) continue;
+      if (isMonitorGone(e, ch.monitor) && reopen && reconnects < MAX_RECONNECTS) {
+        // Only our connection may be gone (QEMU keeps migrating without it): reconnect
+        // and carry on; if QEMU itself is gone, opening fails and that is reported.
+        reconnects++;
+        try {
+          ch = await reopen(step);
+          session.rebind(ch);
+          ch.log.warn({ err: errorText(e) }, 'monitor connection lost during the migration; reconnected');
+          continue;
+        } catch (again) {
+          throw ch.error(
+            `lost the monitor during the migration (${errorText(e)}) and cannot reconnect (${errorText(again)}); QEMU may have exited or may still be migrating, so the source must not be resumed blindly`,
+            again,
+            lastStatus ? { status: lastStatus } : {},
+          );
+        }
+      }
       if (isMonitorGone(e, ch.monitor)) {
         throw ch.error(
           `lost the monitor during the migration (${errorText(e)}); QEMU may still be migrating, so the source must not be resumed blindly`,

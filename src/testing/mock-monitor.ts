@@ -247,7 +247,7 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
     });
     const reply = this.findReply(info);
     if (reply.found) return reply.value as T;
-    return this.runQmp(cmd, info) as T;
+    return this.runQmp(cmd) as T;
   }
 
   /** Runs an HMP command line (over QMP: `human-monitor-command`); error text rejects with `HmpError`. */
@@ -657,7 +657,7 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
     return undefined;
   }
 
-  private runQmp(cmd: MockQmpCommand, info: MockCommandInfo): unknown {
+  private runQmp(cmd: MockQmpCommand): unknown {
     const args = cmd.arguments ?? {};
     const notFound = () =>
       this.qmpError(`The command ${cmd.execute} has not been found`, cmd, 'CommandNotFound');

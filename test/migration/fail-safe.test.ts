@@ -327,6 +327,33 @@ function refusedFactory(): never {
   });
 }
 
+describe('a lost monitor connection', () => {
+  it('is reopened and the wait carries on while QEMU keeps migrating', async () => {
+    const first = new MockMonitor({ protocol: 'qmp', version: '7.2.22' });
+    const second = new MockMonitor({ protocol: 'qmp', version: '7.2.22' });
+    second.setReply('query-migrate', { status: 'completed', 'total-time': 1234, downtime: 12 });
+    let opened = 0;
+    const hv = new KVMHypervisor({ monitor: () => (opened++ === 0 ? first : second) });
+    await hv.migrateInstance(inst(), '10.0.0.2');
+    setTimeout(() => first.disconnect(), 20);
+    const r = await hv.waitForMigration(inst(), { pollIntervalMs: 10 });
+    expect(r).toMatchObject({ status: 'completed', totalTimeMs: 1234, downtimeMs: 12 });
+    expect(opened).toBe(2);
+  });
+
+  it('says so, without resuming, when QEMU itself is gone', async () => {
+    const first = new MockMonitor({ protocol: 'qmp', version: '7.2.22' });
+    let opened = 0;
+    const hv = new KVMHypervisor({ monitor: () => (opened++ === 0 ? first : refusedFactory()) });
+    await hv.migrateInstance(inst(), '10.0.0.2');
+    setTimeout(() => first.disconnect(), 20);
+    const err = await hv.waitForMigration(inst(), { pollIntervalMs: 10 }).catch((e) => e);
+    expect(err).toBeInstanceOf(MigrationError);
+    expect(err.message).toMatch(/cannot reconnect.*ECONNREFUSED/);
+    expect(first.sentCommands).not.toContain('cont');
+  });
+});
+
 describe('double calls', () => {
   it('a second migrateInstance is refused without disturbing the first', async () => {
     const mock = new MockMonitor({ protocol: 'qmp', version: '7.2.22' });
