@@ -71,7 +71,8 @@ async function guestStatus(qmp: RawQmp): Promise<GuestStatus> {
   return parseGuestStatus(parseXpWords(await qmp.hmp(`xp /4wx 0x${GUEST_STATUS_ADDRESS.toString(16)}`)));
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 10_000) {
+// Generous: under nested KVM (CI's machines) SeaBIOS alone takes 8–12 s to boot a guest.
+async function waitFor<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 45_000) {
   const deadline = Date.now() + timeoutMs;
   let last: T = await fn();
   while (!ok(last)) {

@@ -148,8 +148,9 @@ export async function guestStatus(m: QmpMonitor): Promise<GuestStatus> {
 /**
  * Waits until the dirtying guest has swept its whole region at least `sweeps` times, so a
  * migration started now has dirty memory to chase (a just-booted guest has none yet).
+ * Generous deadline: under nested KVM SeaBIOS alone takes 8–12 s.
  */
-export async function guestSwept(m: QmpMonitor, sweeps = 1, timeoutMs = 20_000): Promise<GuestStatus> {
+export async function guestSwept(m: QmpMonitor, sweeps = 1, timeoutMs = 45_000): Promise<GuestStatus> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const s = await guestStatus(m);
