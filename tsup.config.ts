@@ -1,6 +1,6 @@
 import { defineConfig, type Options } from 'tsup';
 
-/** Library entries: built as ESM and CJS, each with its own declarations (.d.ts / .d.cts). */
+/** Library entries: built as ESM and CJS (their .d.ts / .d.cts come from scripts/build-types.ts). */
 const libraryEntries = {
   index: 'src/index.ts',
   'testing/index': 'src/testing/index.ts',
@@ -9,9 +9,6 @@ const libraryEntries = {
 const shared: Options = {
   target: 'node20',
   platform: 'node',
-  // The package's `build` script empties dist/ once; the two configs build in parallel, so
-  // neither may clean (one would delete the other's output).
-  clean: false,
   splitting: true,
   // Without it esbuild (and tsup's CJS chunk rewrite) renames classes that refer to
   // themselves: `HvParamError.name` was `_class2` in CJS, `KVMHypervisor.name` was
@@ -33,12 +30,17 @@ export default defineConfig([
   {
     ...shared,
     format: ['esm'],
+    // The two configs build in parallel: each empties dist/ of everything but the other's
+    // output (tsup's `clean` list adds exclusions to `**/*`). Declarations are rewritten
+    // by scripts/build-types.ts afterwards.
+    clean: ['!**/*.cjs', '!**/*.cjs.map'],
     entry: { ...libraryEntries, 'cli/main': 'src/cli/main.ts' },
   },
   // CJS: the library only; nothing points at a CJS CLI.
   {
     ...shared,
     format: ['cjs'],
+    clean: ['!**/*.js', '!**/*.js.map'],
     entry: libraryEntries,
   },
 ]);

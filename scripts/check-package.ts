@@ -13,7 +13,8 @@
  *    `kvm-hypervisor/testing`, checks class names, parses and checks hvparams and
  *    constructs a KVMHypervisor.
  *
- * Prints `package check: N passed, 0 failed` and exits 0, or lists what failed and exits 1.
+ * Prints `package check: PASS (N checks)` and exits 0, or `package check: FAIL …` with what
+ * failed and exits 1.
  */
 import { execFile as execFileCb, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -250,9 +251,11 @@ async function main(): Promise<void> {
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
-  console.log(`package check: ${passed} passed, ${failures.length} failed`);
-  if (failures.length > 0) {
-    console.log(`failed:\n${failures.map((f) => `  - ${f.split('\n')[0]}`).join('\n')}`);
+  if (failures.length === 0) {
+    console.log(`package check: PASS (${passed} checks)`);
+  } else {
+    console.log(`package check: FAIL (${failures.length} of ${passed + failures.length} checks)`);
+    console.log(failures.map((f) => `  - ${f.split('\n')[0]}`).join('\n'));
     process.exitCode = 1;
   }
 }
