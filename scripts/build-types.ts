@@ -40,7 +40,7 @@ const bundle = await rollup({
   plugins: [
     {
       name: 'typebox-types',
-      resolveId: (id) => (id === 'typebox' ? TYPEBOX_TYPES : null),
+      resolveId: (id) => (id === 'typebox' || id.startsWith('typebox/') ? TYPEBOX_TYPES : null),
     },
     dts({
       respectExternal: true,

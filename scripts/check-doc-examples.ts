@@ -42,15 +42,17 @@ export interface DocBlock {
 export function extractTsBlocks(file: string, markdown: string): DocBlock[] {
   const blocks: DocBlock[] = [];
   const lines = markdown.split('\n');
-  let open: { info: string; line: number; code: string[] } | undefined;
+  let open: { fence: string; info: string; line: number; code: string[] } | undefined;
   for (const [i, text] of lines.entries()) {
-    const fence = /^\s*```(.*)$/.exec(text);
-    if (!fence) {
-      open?.code.push(text);
+    // A CommonMark backtick fence: up to 3 spaces, 3+ backticks, an info string without
+    // backticks; it is closed by a fence at least as long with no info string.
+    const fence = /^ {0,3}(`{3,})([^`]*)$/.exec(text);
+    if (!open) {
+      if (fence) open = { fence: fence[1] as string, info: (fence[2] ?? '').trim(), line: i + 2, code: [] };
       continue;
     }
-    if (!open) {
-      open = { info: (fence[1] ?? '').trim(), line: i + 2, code: [] };
+    if (!fence || (fence[1] as string).length < open.fence.length || (fence[2] ?? '').trim() !== '') {
+      open.code.push(text);
       continue;
     }
     const [lang, ...flags] = open.info.split(/\s+/);
