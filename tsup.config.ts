@@ -6,6 +6,9 @@ const libraryEntries = {
   'testing/index': 'src/testing/index.ts',
 };
 
+/** Left to scripts/build-types.ts by tsup's `clean`. */
+const DECLARATIONS = ['!**/*.d.ts', '!**/*.d.cts'];
+
 const shared: Options = {
   target: 'node20',
   platform: 'node',
@@ -31,16 +34,16 @@ export default defineConfig([
     ...shared,
     format: ['esm'],
     // The two configs build in parallel: each empties dist/ of everything but the other's
-    // output (tsup's `clean` list adds exclusions to `**/*`). Declarations are rewritten
-    // by scripts/build-types.ts afterwards.
-    clean: ['!**/*.cjs', '!**/*.cjs.map'],
+    // output and the declarations, which scripts/build-types.ts replaces (tsup's `clean`
+    // list adds exclusions to `**/*`).
+    clean: ['!**/*.cjs', '!**/*.cjs.map', ...DECLARATIONS],
     entry: { ...libraryEntries, 'cli/main': 'src/cli/main.ts' },
   },
   // CJS: the library only; nothing points at a CJS CLI.
   {
     ...shared,
     format: ['cjs'],
-    clean: ['!**/*.js', '!**/*.js.map'],
+    clean: ['!**/*.js', '!**/*.js.map', ...DECLARATIONS],
     entry: libraryEntries,
   },
 ]);

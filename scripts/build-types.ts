@@ -12,7 +12,7 @@
  * modules. typebox is bundled into the JavaScript (tsup `noExternal`), hence a devDependency.
  */
 
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { rollup } from 'rollup';
@@ -34,6 +34,10 @@ function isExternal(id: string): boolean {
 }
 
 const started = Date.now();
+// Declarations of an earlier build (chunk names carry a hash); tsup's clean leaves them.
+for (const file of readdirSync(`${ROOT}dist`, { recursive: true, encoding: 'utf8' })) {
+  if (/\.d\.c?ts$/.test(file)) rmSync(`${ROOT}dist/${file}`);
+}
 const bundle = await rollup({
   input: { index: 'src/index.ts', 'testing/index': 'src/testing/index.ts' },
   external: isExternal,
