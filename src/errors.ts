@@ -128,9 +128,12 @@ export interface FinalizeOutcome {
   side: 'source' | 'destination';
   /**
    * What was done. Source: `stopped-after-completion`, `paused` (completed, left paused),
-   * `resumed`, `already-running`, `force-resumed`. Destination: `running` (finalized, runs
-   * the VM), `resumed`, `quit`, `already-gone`, `kept-running` (it already ran the VM, so it
-   * was not stopped after a failure report).
+   * `resumed`, `already-running`, `left-paused`, `force-resumed`; `untouched` (from
+   * `runMigration`, when the source was never changed). Destination: `running` (finalized,
+   * runs the VM), `resumed`, `quit`, `already-gone`, `kept-running` (it already ran the VM,
+   * so it was not stopped after a failure report), `resumed-after-completion` (its incoming
+   * migration completed, so it holds the VM and is resumed), `kept-paused` (paused and its
+   * incoming state unknown: left for the operator).
    */
   action: string;
   /** The VM run state seen last, when it could be read. */
