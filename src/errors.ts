@@ -85,6 +85,20 @@ export class QmpError extends HypervisorError {
   }
 }
 
+/**
+ * A QMP command that cannot be sent: its arguments have no JSON form (a `BigInt`, a cycle,
+ * a `toJSON` that throws). Raised before anything is written or waits for a reply.
+ */
+export class QmpArgumentsError extends HypervisorError {
+  override name = 'QmpArgumentsError';
+  /** The QMP command (`execute`) whose arguments were refused. */
+  readonly command: string;
+  constructor(command: string, message: string, options?: { cause: unknown }) {
+    super(message, options);
+    this.command = command;
+  }
+}
+
 /** QEMU answered an HMP command with error text (`unknown command: …`, `Error: …`, …). */
 export class HmpError extends HypervisorError {
   override name = 'HmpError';
