@@ -123,6 +123,28 @@ describe('QmpParser properties', () => {
   });
 });
 
+describe('QmpParser memory', () => {
+  it('streaming 256 MiB of messages keeps the buffered bytes and Buffer memory bounded', () => {
+    const parser = new QmpParser();
+    const line = Buffer.from(`${JSON.stringify({ return: 'z'.repeat(MiB - 40), id: 'kvmhv-1' })}\r\n`);
+    const baseline = process.memoryUsage().arrayBuffers;
+    let peak = 0;
+    let messages = 0;
+    let maxBuffered = 0;
+    const size = 64 * 1024 + 3;
+    for (let r = 0; r < 256; r++) {
+      for (let at = 0; at < line.length; at += size) {
+        messages += parser.push(Buffer.from(line.subarray(at, at + size))).length;
+        maxBuffered = Math.max(maxBuffered, parser.bufferedBytes);
+      }
+      peak = Math.max(peak, process.memoryUsage().arrayBuffers - baseline);
+    }
+    expect(messages).toBe(256);
+    expect(maxBuffered).toBeLessThanOrEqual(MiB);
+    expect(peak).toBeLessThan(128 * MiB);
+  });
+});
+
 /** A reply line: any text without `\n`, `\r` or ESC (the reader removes those). */
 const replyLine = fc
   .string({ unit: 'binary', maxLength: 60 })
