@@ -1,0 +1,185 @@
+/**
+ * Fault matrix, part 2: the paths around QEMU break. The library's monitor connection is
+ * cut while QEMU keeps migrating, the migration port is held by a foreign server that
+ * answers with garbage, another client holds the only monitor socket, and the destination
+ * was started with a different memory size. Real QEMU, over QMP and HMP; the verdict
+ * comes from observer QMP sockets.
+ */
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { MigrationError, MonitorError } from '../../src/errors.js';
+import { KVMHypervisor, runMigration } from '../../src/index.js';
+import { HmpMonitor } from '../../src/monitor/hmp.js';
+import { QmpMonitor } from '../../src/monitor/qmp.js';
+import {
+  expectRunsExactlyOnce,
+  FaultLab,
+  fullText,
+  GUEST_MIB,
+  migrationState,
+  onceMigrating,
+  PROTOCOLS,
+  type Protocol,
+  rejectsIn,
+  runState,
+  settledMigrationState,
+  settles,
+} from './harness.js';
+import { GarbageServer, MonitorProxy } from './proxies.js';
+
+const lab = new FaultLab('mon');
+afterEach(() => lab.cleanup());
+afterAll(() => lab.dispose());
+
+const RUN_MS = 20_000;
+const STEP_MS = 10_000;
+
+/** The socket the library uses for `protocol` on a VM. */
+const librarySocket = (vm: { qmpPath: string; hmpPath: string | undefined }, protocol: Protocol) =>
+  protocol === 'qmp' ? vm.qmpPath : vm.hmpPath!;
+
+/** Opens the library's monitor through a proxy path. */
+const viaProxy = (path: string, protocol: Protocol) =>
+  protocol === 'qmp'
+    ? QmpMonitor.connect({ path }, { timeoutMs: 10_000, greetingTimeoutMs: 5000 })
+    : HmpMonitor.connect({ path }, { timeoutMs: 10_000, greetingTimeoutMs: 5000 });
+
+describe.each(PROTOCOLS)('monitor and network faults over %s', (protocol) => {
+  it('monitor connection cut while QEMU keeps migrating (non-live): the VM ends up running once', async () => {
+    let proxy: MonitorProxy | undefined;
+    const p = await lab.pair({
+      protocol,
+      hvparams: { migration_bandwidth: 8 },
+      srcMonitor: () => viaProxy(proxy!.path, protocol),
+    });
+    proxy = await MonitorProxy.start(join(lab.dir, `${p.inst.name}.proxy`), librarySocket(p.src, protocol));
+    lab.defer(() => proxy!.kill());
+    const run = await settles(
+      'runMigration',
+      runMigration({
+        source: { hypervisor: p.srcHv, instance: p.inst },
+        destination: { hypervisor: p.dstHv, instance: p.inst },
+        target: p.target,
+        live: false,
+        timeoutMs: RUN_MS,
+        // The non-live transfer takes ~2 s at 8 MiB/s: QEMU finishes it while the library is blind.
+        onProgress: onceMigrating(() => proxy!.cut()),
+      }),
+      RUN_MS,
+    );
+    // Success (the library reconnected and saw completion) or a failure with a full
+    // recovery: either way QEMU must end with one running copy.
+    const where = await expectRunsExactlyOnce(p);
+    if (run.ok) expect(where).toBe('dst');
+    else {
+      expect(run.error).toBeInstanceOf(MigrationError);
+      if (where === 'dst') expect(await runState(p.src, p.srcObs)).toBe('postmigrate');
+    }
+  });
+
+  it('monitor unreachable for good during a live migration: bounded, never resumed blindly, runs once', async () => {
+    let proxy: MonitorProxy | undefined;
+    const p = await lab.pair({ protocol, srcMonitor: () => viaProxy(proxy!.path, protocol) });
+    proxy = await MonitorProxy.start(join(lab.dir, `${p.inst.name}.proxy`), librarySocket(p.src, protocol));
+    lab.defer(() => proxy!.kill());
+    const err = await rejectsIn(
+      'runMigration',
+      runMigration({
+        source: { hypervisor: p.srcHv, instance: p.inst },
+        destination: { hypervisor: p.dstHv, instance: p.inst },
+        target: p.target,
+        live: true,
+        timeoutMs: RUN_MS,
+        onProgress: onceMigrating(() => void proxy!.kill()),
+      }),
+      RUN_MS,
+    );
+    expect(err).toBeInstanceOf(MigrationError);
+    expect(fullText(err)).toMatch(/monitor|connect|closed|ENOENT|ECONNREFUSED/i);
+    // The source side's state could not be read: the recovery must not claim to have resumed it.
+    const src = err.recovery?.source;
+    if (src && !('error' in src)) expect(src.action).not.toMatch(/resumed/);
+    expect(await expectRunsExactlyOnce(p)).toBe('src');
+  });
+
+  it('migration port held by a non-QEMU server sending garbage (non-live): failed with QEMU’s reason, source resumed', async () => {
+    const garbage = await GarbageServer.start();
+    lab.defer(() => garbage.close());
+    const p = await lab.pair({ protocol });
+    const inst = { ...p.inst, hvparams: { ...p.inst.hvparams, migration_port: garbage.port } };
+    await p.srcHv.migrateInstance(inst, '127.0.0.1', false);
+    const err = await rejectsIn(
+      'waitForMigration',
+      p.srcHv.waitForMigration(inst, { timeoutMs: RUN_MS, pollIntervalMs: 100 }),
+      RUN_MS,
+    );
+    expect(garbage.received).toBeGreaterThan(0);
+    expect(err).toBeInstanceOf(MigrationError);
+    expect(err.status).toBe('failed');
+    expect(err.reason).toMatch(/socket|pipe|reset|connection/i);
+    expect(err.message).toContain(err.reason);
+    const fin = await settles(
+      'finalizeMigrationSource',
+      p.srcHv.finalizeMigrationSource(inst, false, { timeoutMs: STEP_MS }),
+      STEP_MS,
+    );
+    expect(fin.ok, fin.ok ? '' : fullText(fin.error)).toBe(true);
+    if (fin.ok) expect(fin.value.action).toBe('resumed');
+    // The incoming QEMU of the pair was never touched and never runs.
+    expect(await runState(p.dst, p.dstObs)).toBe('inmigrate');
+    expect(await expectRunsExactlyOnce(p)).toBe('src');
+  });
+
+  it('another client holds the only monitor socket: the call fails in time naming the socket, VM untouched', async () => {
+    const name = lab.nextName();
+    const vm = await lab.vm({ name, dir: lab.dir, qmpSockets: 2, memoryMiB: GUEST_MIB });
+    const observer = await QmpMonitor.connect({ path: vm.qmpPaths[1]! });
+    lab.defer(() => observer.close());
+    const socketPath = librarySocket(vm, protocol);
+    // The foreign client: connected first, reads the greeting, never lets go.
+    const holder: Socket = connect(socketPath);
+    holder.on('error', () => {});
+    lab.defer(async () => holder.destroy());
+    await new Promise((resolve) => holder.once('data', resolve));
+
+    const hv = new KVMHypervisor({
+      monitor: () =>
+        protocol === 'qmp'
+          ? QmpMonitor.connect({ path: socketPath }, { greetingTimeoutMs: 3000 })
+          : HmpMonitor.connect({ path: socketPath }, { greetingTimeoutMs: 3000 }),
+    });
+    lab.defer(() => hv.close());
+    const inst = { name, hvparams: { migration_port: 1 } };
+    const err = await rejectsIn('migrateInstance', hv.migrateInstance(inst, '127.0.0.1', false), 3000);
+    expect(err).toBeInstanceOf(MonitorError);
+    expect(err.message).toContain(socketPath);
+    const accept = await rejectsIn('acceptInstance', hv.acceptInstance(inst, { timeoutMs: 3000 }), 3000);
+    expect(accept).toBeInstanceOf(Error);
+    // Nothing reached QEMU: still running, no migration, not stopped for the non-live attempt.
+    expect(await runState(vm, observer)).toBe('running');
+    expect(await migrationState(vm, observer)).toBe('none');
+  });
+
+  it('destination started with a different -m: the destination’s reason reaches the caller, source runs', async () => {
+    const p = await lab.pair({ protocol, guest: 'idle', dstMemoryMiB: GUEST_MIB * 2 });
+    const err = await rejectsIn(
+      'runMigration',
+      runMigration({
+        source: { hypervisor: p.srcHv, instance: p.inst },
+        destination: { hypervisor: p.dstHv, instance: p.inst },
+        target: p.target,
+        live: true,
+        timeoutMs: RUN_MS,
+      }),
+      RUN_MS,
+    );
+    expect(err).toBeInstanceOf(MigrationError);
+    // QEMU's destination says why: "Length mismatch: pc.ram: 0x4000000 in != 0x8000000" /
+    // "error while loading state for instance 0x0 of device 'ram'". The source alone only
+    // knows "Connection reset by peer".
+    expect(fullText(err)).toMatch(/error while loading state|Length mismatch/);
+    expect(await settledMigrationState(p.src, p.srcObs)).toMatch(/^(failed|cancelled)$/);
+    expect(await expectRunsExactlyOnce(p)).toBe('src');
+  });
+});

@@ -1,0 +1,91 @@
+/**
+ * Fault matrix, part 4: two "hosts" (network namespaces joined by a veth pair), the source
+ * QEMU in one and the destination in the other. The link is cut mid-migration, or made
+ * slow and lossy. Skipped, with the reason in the test name, where namespaces cannot be made.
+ */
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { MigrationError } from '../../src/errors.js';
+import { runMigration } from '../../src/index.js';
+import {
+  expectRunsExactlyOnce,
+  FaultLab,
+  fullText,
+  onceMigrating,
+  PROTOCOLS,
+  rejectsIn,
+  runState,
+  settledMigrationState,
+  settles,
+} from './harness.js';
+import { TwoHosts } from './netns.js';
+
+const hosts = TwoHosts.create();
+const skipReason = typeof hosts === 'string' ? ` (skipped: ${hosts})` : '';
+const lab = new FaultLab('2host');
+afterEach(async () => {
+  await lab.cleanup();
+  if (typeof hosts !== 'string') hosts.heal();
+});
+afterAll(() => {
+  lab.dispose();
+  if (typeof hosts !== 'string') hosts.destroy();
+});
+
+const RUN_MS = 8000;
+
+describe.skipIf(typeof hosts === 'string')(`two hosts joined by a veth pair${skipReason}`, () => {
+  const h = hosts as TwoHosts;
+  const twoHostPair = (protocol: 'qmp' | 'hmp', guest: 'busy' | 'idle', bandwidth: number) =>
+    lab.pair({
+      protocol,
+      guest,
+      hvparams: { migration_bandwidth: bandwidth },
+      listenHost: h.addrB,
+      srcStart: h.starter(h.nsA),
+      dstStart: h.starter(h.nsB),
+    });
+
+  it.each(PROTOCOLS)(
+    'link cut mid-migration over %s: bounded by the deadline, source runs, destination quit',
+    async (protocol) => {
+      const p = await twoHostPair(protocol, 'busy', 8);
+      const err = await rejectsIn(
+        'runMigration',
+        runMigration({
+          source: { hypervisor: p.srcHv, instance: p.inst },
+          destination: { hypervisor: p.dstHv, instance: p.inst },
+          target: p.target,
+          live: true,
+          timeoutMs: RUN_MS,
+          onProgress: onceMigrating(() => h.cut()),
+        }),
+        RUN_MS,
+      );
+      expect(err).toBeInstanceOf(MigrationError);
+      // TCP never reports a pulled cable quickly: the library's own deadline must end it.
+      expect(fullText(err)).toMatch(/within|timed out|timeout|deadline/i);
+      expect(await settledMigrationState(p.src, p.srcObs)).toMatch(/^(cancelled|failed)$/);
+      expect(await runState(p.dst, p.dstObs)).not.toBe('running');
+      expect(await expectRunsExactlyOnce(p)).toBe('src');
+    },
+  );
+
+  it.each(PROTOCOLS)('slow lossy link over %s: completes, runs once on the destination', async (protocol) => {
+    const kind = h.slowLossyLink();
+    const p = await twoHostPair(protocol, 'idle', 32);
+    const run = await settles(
+      `runMigration over ${kind}`,
+      runMigration({
+        source: { hypervisor: p.srcHv, instance: p.inst },
+        destination: { hypervisor: p.dstHv, instance: p.inst },
+        target: p.target,
+        live: true,
+        timeoutMs: 60_000,
+      }),
+      60_000,
+    );
+    expect(run.ok, run.ok ? '' : fullText(run.error)).toBe(true);
+    expect(await runState(p.src, p.srcObs)).toBe('postmigrate');
+    expect(await expectRunsExactlyOnce(p)).toBe('dst');
+  });
+});
