@@ -26,10 +26,13 @@ afterAll(() => lab.dispose());
 const RUN_MS = 20_000;
 const STEP_MS = 10_000;
 
-/** Runs a non-live migration of the busy guest (~1 s at 16 MiB/s) to completion. */
-async function completed(p: Pair): Promise<void> {
+/**
+ * Runs a migration to completion: non-live with the busy guest (~1 s at 16 MiB/s), or live
+ * with an idle one (which converges at once).
+ */
+async function completed(p: Pair, live = false): Promise<void> {
   await resolvesIn('acceptInstance', p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS }), STEP_MS);
-  await p.srcHv.migrateInstance(p.inst, p.target, false);
+  await p.srcHv.migrateInstance(p.inst, p.target, live);
   await resolvesIn(
     'waitForMigration',
     p.srcHv.waitForMigration(p.inst, { timeoutMs: RUN_MS, pollIntervalMs: 100 }),
@@ -130,37 +133,46 @@ describe.each(PROTOCOLS)('calls in the wrong order over %s', (protocol) => {
     expect(await expectRunsExactlyOnce(p)).toBe('src');
   });
 
-  it('finalize(false) after completion does not resume the source; only forceResume does', async () => {
-    const p = await lab.pair({ protocol, hvparams: { migration_bandwidth: 16 } });
-    await completed(p);
-    // The caller wrongly reports a failure on both ends.
-    const s = await settles(
-      'finalizeMigrationSource(false) after completion',
-      p.srcHv.finalizeMigrationSource(p.inst, false, { timeoutMs: STEP_MS }),
-      STEP_MS,
-    );
-    if (s.ok) expect(s.value.action).not.toMatch(/resumed|already-running/);
-    else expect(fullText(s.error)).toMatch(/completed|postmigrate/);
-    const d = await resolvesIn(
-      'finalizeMigrationDst(false) after completion',
-      p.dstHv.finalizeMigrationDst(p.inst, false, { timeoutMs: STEP_MS }),
-      STEP_MS,
-    );
-    expect(d.action).toBe('kept-running');
-    expect(await runState(p.src, p.srcObs)).toBe('postmigrate');
-    expect(await expectRunsExactlyOnce(p)).toBe('dst');
+  it.each([true, false])(
+    'finalize(false) after completion (live=%s) does not resume the source; only forceResume does',
+    async (live) => {
+      const p = await lab.pair({
+        protocol,
+        guest: live ? 'idle' : 'busy',
+        hvparams: { migration_bandwidth: 16 },
+      });
+      await completed(p, live);
+      // The caller wrongly reports a failure on both ends.
+      const s = await settles(
+        'finalizeMigrationSource(false) after completion',
+        p.srcHv.finalizeMigrationSource(p.inst, false, { timeoutMs: STEP_MS }),
+        STEP_MS,
+      );
+      if (s.ok) expect(s.value.action).not.toMatch(/resumed|already-running/);
+      else expect(fullText(s.error)).toMatch(/completed|postmigrate/);
+      const d = await resolvesIn(
+        'finalizeMigrationDst(false) after completion',
+        p.dstHv.finalizeMigrationDst(p.inst, false, { timeoutMs: STEP_MS }),
+        STEP_MS,
+      );
+      // The destination holds the only copy of the VM now: it is kept, never quit. After a
+      // non-live migration it is still paused; "never nowhere" means it must be running.
+      expect(d.action).toMatch(/^(kept-running|resumed|running)$/);
+      expect(await runState(p.src, p.srcObs)).toBe('postmigrate');
+      expect(await expectRunsExactlyOnce(p)).toBe('dst');
 
-    // The operator override, explicitly asked for, does resume it (now two copies run:
-    // that is the operator's call, after making sure the destination is stopped).
-    await p.dstObs.execute('stop');
-    const forced = await resolvesIn(
-      'finalizeMigrationSource(false, forceResume)',
-      p.srcHv.finalizeMigrationSource(p.inst, false, { timeoutMs: STEP_MS, forceResume: true }),
-      STEP_MS,
-    );
-    expect(forced.action).toMatch(/resumed/);
-    expect(await expectRunsExactlyOnce(p)).toBe('src');
-  });
+      // The operator override, explicitly asked for, does resume it (now two copies run:
+      // that is the operator's call, after making sure the destination is stopped).
+      await p.dstObs.execute('stop');
+      const forced = await resolvesIn(
+        'finalizeMigrationSource(false, forceResume)',
+        p.srcHv.finalizeMigrationSource(p.inst, false, { timeoutMs: STEP_MS, forceResume: true }),
+        STEP_MS,
+      );
+      expect(forced.action).toMatch(/resumed/);
+      expect(await expectRunsExactlyOnce(p)).toBe('src');
+    },
+  );
 
   it('cancel then wait: the wait reports cancelled at once, the source runs, no migration continues', async () => {
     const p = await lab.pair({ protocol });

@@ -21,8 +21,15 @@ export class MonitorProxy {
     this.server = server;
   }
 
-  /** Listens on `path` and forwards each connection to `upstream`. */
-  static async start(path: string, upstream: string): Promise<MonitorProxy> {
+  /**
+   * Listens on `path` and forwards each connection to `upstream`. `rewrite`, when given,
+   * edits what QEMU sends (chunk by chunk: QEMU writes each HMP line in one go).
+   */
+  static async start(
+    path: string,
+    upstream: string,
+    rewrite?: (text: string) => string,
+  ): Promise<MonitorProxy> {
     rmSync(path, { force: true });
     const server = createServer();
     const proxy = new MonitorProxy(path, server);
@@ -35,7 +42,8 @@ export class MonitorProxy {
         s.on('error', () => {});
       }
       client.pipe(qemu);
-      qemu.pipe(client);
+      if (rewrite) qemu.on('data', (d: Buffer) => client.write(rewrite(d.toString('latin1')), 'latin1'));
+      else qemu.pipe(client);
       client.on('close', () => qemu.destroy());
       qemu.on('close', () => client.destroy());
     });
