@@ -101,7 +101,8 @@ describe.each(PROTOCOLS)('calls in the wrong order over %s', (protocol) => {
   it('finalize(false) twice on both ends after a failure: the destination quits once, the source runs', async () => {
     const p = await lab.pair({ protocol });
     await p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS });
-    await p.srcHv.migrateInstance(p.inst, p.target, false);
+    // Live at 8 MiB/s the busy guest never converges: the wait's deadline ends it.
+    await p.srcHv.migrateInstance(p.inst, p.target, true);
     await rejectsIn(
       'waitForMigration',
       p.srcHv.waitForMigration(p.inst, { timeoutMs: 1500, pollIntervalMs: 100 }),
@@ -127,8 +128,7 @@ describe.each(PROTOCOLS)('calls in the wrong order over %s', (protocol) => {
     }
     expect(dstActions[0]).toMatch(/^(quit|already-gone)$/);
     expect(dstActions[1]).toBe('already-gone');
-    // Non-live: the timeout's cancel already resumed the source, or the first finalize did.
-    expect(srcActions[0]).toMatch(/^(resumed|already-running)$/);
+    expect(srcActions[0]).toBe('already-running');
     expect(srcActions[1]).toBe('already-running');
     expect(await expectRunsExactlyOnce(p)).toBe('src');
   });
