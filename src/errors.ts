@@ -109,6 +109,38 @@ export interface MigrationErrorDetails {
   reason?: string;
   /** The error that caused this one (a monitor error, usually). */
   cause?: unknown;
+  /** True when a monitor did not answer before the deadline (QEMU frozen or overloaded). */
+  unresponsive?: boolean;
+  /** The destination QEMU's own reason, when it gave one. */
+  destinationReason?: string;
+  /** What the recovery did on each end (set by `runMigration`). */
+  recovery?: MigrationRecovery;
+  /**
+   * False when the migration was refused before anything was sent that changes the VM
+   * (bad request, unsupported capability, VM in the wrong state); true once set-up began.
+   */
+  changedVm?: boolean;
+}
+
+/** What happened to one end while finalizing a migration. */
+export interface FinalizeOutcome {
+  /** Which end. */
+  side: 'source' | 'destination';
+  /**
+   * What was done. Source: `stopped-after-completion`, `paused` (completed, left paused),
+   * `resumed`, `already-running`, `force-resumed`. Destination: `running` (finalized, runs
+   * the VM), `resumed`, `quit`, `already-gone`, `kept-running` (it already ran the VM, so it
+   * was not stopped after a failure report).
+   */
+  action: string;
+  /** The VM run state seen last, when it could be read. */
+  status?: string;
+}
+
+/** The outcome of both ends after a failed `runMigration`: an outcome, or the error that step raised. */
+export interface MigrationRecovery {
+  source: FinalizeOutcome | { error: Error };
+  destination: FinalizeOutcome | { error: Error };
 }
 
 /** A migration could not be set up, failed, was cancelled or timed out. */
@@ -117,11 +149,23 @@ export class MigrationError extends HypervisorError {
   readonly instance: string | undefined;
   readonly status: string | undefined;
   readonly reason: string | undefined;
+  /** True when a monitor did not answer in time: the state it reports may be stale. */
+  readonly unresponsive: boolean;
+  /** The destination QEMU's own reason, when it gave one. */
+  readonly destinationReason: string | undefined;
+  /** What the recovery did on each end (from `runMigration`). */
+  readonly recovery: MigrationRecovery | undefined;
+  /** Whether anything that changes the VM had been sent (undefined when not known). */
+  readonly changedVm: boolean | undefined;
   constructor(message: string, details: MigrationErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.instance = details.instance;
     this.status = details.status;
     this.reason = details.reason;
+    this.unresponsive = details.unresponsive === true;
+    this.destinationReason = details.destinationReason;
+    this.recovery = details.recovery;
+    this.changedVm = details.changedVm;
   }
 }
 

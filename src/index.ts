@@ -5,9 +5,10 @@
  */
 export * from './errors.js';
 export * from './hvparams/index.js';
-export { DEFAULT_RUN_DIR, KVMHypervisor } from './kvm.js';
+export { DEFAULT_RUN_DIR, DEFAULT_STEP_TIMEOUT_MS, KVMHypervisor } from './kvm.js';
 export * from './migration/index.js';
 export * from './monitor/index.js';
 export type * from './monitor/types.js';
+export * from './qemu/accel.js';
 export * from './qemu/capabilities.js';
 export * from './qemu/version.js';

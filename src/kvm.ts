@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { type Logger, pino } from 'pino';
 // HvParamError is named for TSDoc links.
-import { type HvParamError, MigrationError } from './errors.js';
+import { type FinalizeOutcome, type HvParamError, MigrationError } from './errors.js';
 import {
   assessHvParams,
   checkHvParamsNotGlobal,
@@ -20,19 +20,33 @@ import {
   type ValidationContext,
   validateHvParams,
 } from './hvparams/index.js';
-import { MigrationController, type MigrationPlan, type MigrationSession } from './migration/controller.js';
+import { errorText, isMonitorGone, VmChannel } from './migration/channel.js';
 import { type ConvergencePolicyOptions, completionTimeoutMs } from './migration/convergence.js';
+import { Deadline, DeadlineError } from './migration/deadline.js';
+import { type AcceptedMigration, acceptMigration, finalizeDestination } from './migration/destination.js';
+import type { MigrationPlan, MigrationSession } from './migration/session.js';
+import { cancelMigration, finalizeSource, precheck, startMigration } from './migration/source.js';
 import type {
+  FinalizeMigrationDstOptions,
+  FinalizeMigrationSourceOptions,
   Instance,
   KVMHypervisorOptions,
   MigrationProgress,
   MigrationResult,
+  MigrationStepOptions,
   MonitorFactory,
   WaitForMigrationOptions,
 } from './migration/types.js';
+import { waitForMigration } from './migration/wait.js';
 import { QmpMonitor } from './monitor/qmp.js';
 import type { Monitor } from './monitor/types.js';
 import { formatVersion } from './qemu/version.js';
+
+/** Default limit of finalize, cancel, accept and status steps (ms). */
+export const DEFAULT_STEP_TIMEOUT_MS = 30_000;
+
+const stepDeadline = (o: MigrationStepOptions): Deadline =>
+  Deadline.after(o.timeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, o.signal);
 
 /** Where Ganeti keeps the QMP sockets of its KVM instances (`<RUN_DIR>/kvm-hypervisor/ctrl`). */
 export const DEFAULT_RUN_DIR = '/var/run/ganeti/kvm-hypervisor/ctrl';
@@ -106,9 +120,9 @@ export class KVMHypervisor {
 
   private readonly factory: MonitorFactory;
   private readonly log: Logger;
-  private readonly controller: MigrationController;
   private readonly monitors = new Map<string, Promise<Monitor>>();
   private readonly sessions = new Map<string, MigrationSession>();
+  private readonly accepted = new Map<string, AcceptedMigration>();
   private readonly convergence: ConvergencePolicyOptions;
 
   /**
@@ -123,32 +137,40 @@ export class KVMHypervisor {
       options.monitor ??
       ((name) => QmpMonitor.connect({ path: join(runDir, `${name}.qmp`) }, { logger: this.log }));
     this.convergence = options.convergence ?? {};
-    this.controller = new MigrationController(this.log, this.convergence);
   }
 
   /**
    * The monitor of an instance: at most one is open per instance; a closed one is
    * replaced on the next call.
    */
-  async monitorFor(instanceName: string): Promise<Monitor> {
+  async monitorFor(instanceName: string, deadline?: Deadline): Promise<Monitor> {
     const cached = this.monitors.get(instanceName);
     if (cached) {
-      const m = await cached.catch(() => undefined);
+      const m = await (deadline ? deadline.race(cached, 'opening the monitor') : cached).catch(
+        (e: unknown) => {
+          if (e instanceof DeadlineError) throw e;
+          return undefined;
+        },
+      );
       if (m && !m.closed) return m;
     }
     const opening = Promise.resolve().then(() => this.factory(instanceName));
     this.monitors.set(instanceName, opening);
-    try {
-      const monitor = await opening;
-      this.log.debug(
-        { instance: instanceName, protocol: monitor.protocol, qemu: formatVersion(monitor.version) },
-        'monitor open',
-      );
-      return monitor;
-    } catch (e) {
-      this.monitors.delete(instanceName);
-      throw e;
-    }
+    opening.catch(() => {
+      if (this.monitors.get(instanceName) === opening) this.monitors.delete(instanceName);
+    });
+    const monitor = await (deadline
+      ? deadline.race(opening, `opening the monitor of '${instanceName}'`)
+      : opening);
+    this.log.debug(
+      { instance: instanceName, protocol: monitor.protocol, qemu: formatVersion(monitor.version) },
+      'monitor open',
+    );
+    return monitor;
+  }
+
+  private async channel(instanceName: string, deadline: Deadline): Promise<VmChannel> {
+    return new VmChannel(instanceName, await this.monitorFor(instanceName, deadline), this.log);
   }
 
   /** Coerces, fills and checks an instance's hvparams; throws `HvParamError` with every problem. */
@@ -173,42 +195,77 @@ export class KVMHypervisor {
    * Destination side, before `migrateInstance` runs on the source: checks that the
    * destination QEMU (started with `-incoming tcp:HOST:migration_port`) waits for the
    * VM, and turns on the capabilities that must be on at both ends (`postcopy-ram`,
-   * `multifd`, …). Returns those capabilities as QEMU names them.
+   * `multifd`, …). Returns those capabilities as QEMU names them. Settles within
+   * `timeoutMs` (default 30 s).
    */
-  async acceptInstance(instance: Instance): Promise<string[]> {
+  async acceptInstance(instance: Instance, options: MigrationStepOptions = {}): Promise<string[]> {
     const plan = this.plan(instance);
-    return this.controller.accept(instance.name, await this.monitorFor(instance.name), plan.capabilities);
+    const deadline = stepDeadline(options);
+    const ch = await this.stepChannel(instance.name, deadline, 'accepting the migration');
+    const accepted = await this.controllerStep(ch, () => acceptMigration(ch, plan.capabilities, deadline));
+    this.accepted.set(instance.name, accepted);
+    return accepted.capabilities;
   }
 
   /**
    * Source side: sets the bandwidth (`migration_bandwidth`, MiB/s) and the downtime
    * (`migration_downtime`, ms), applies every capability of `migration_caps`, and starts
    * the migration to `tcp:target:migration_port`, in the dialect of the monitor's
-   * protocol and QEMU version. Returns as soon as QEMU migrates in the background; then
-   * call {@link waitForMigration}. `live` defaults to `migration_mode`. Throws
-   * `HvParamError` or `MigrationError` (after rolling back) and leaves the VM running.
+   * protocol and QEMU version. The settings it changes are snapshotted first and put back
+   * by `finalizeMigrationSource`. Returns as soon as QEMU migrates in the background;
+   * then call {@link waitForMigration}. `live` defaults to `migration_mode`. Throws
+   * `HvParamError` or `MigrationError` (`changedVm` says whether anything was changed;
+   * a failed set-up is rolled back). A second call while this object's migration of the
+   * instance has not been finalized is refused without touching it.
    */
-  async migrateInstance(instance: Instance, target: string, live?: boolean): Promise<void> {
+  async migrateInstance(
+    instance: Instance,
+    target: string,
+    live?: boolean,
+    options: MigrationStepOptions = {},
+  ): Promise<void> {
     const plan = this.plan(instance, live);
     // Every check without I/O first: nothing is sent for a bad target.
-    this.controller.precheck(instance.name, plan, target);
-    const monitor = await this.monitorFor(instance.name);
-    this.sessions.get(instance.name)?.detach();
-    const session = await this.controller.start(instance.name, monitor, plan, target);
-    this.sessions.set(instance.name, session);
+    precheck(instance.name, plan, target);
+    if (this.sessions.has(instance.name)) {
+      throw new MigrationError(
+        `instance '${instance.name}': a migration started by this object has not been finalized; call finalizeMigrationSource first`,
+        { instance: instance.name, changedVm: false },
+      );
+    }
+    const deadline = stepDeadline(options);
+    const ch = await this.stepChannel(instance.name, deadline, 'starting the migration');
+    await startMigration(ch, plan, target, deadline, (session) => this.sessions.set(instance.name, session));
   }
 
   /** One progress snapshot of the instance's migration (status `none` before any). */
-  async getMigrationStatus(instance: Instance): Promise<MigrationProgress> {
-    return this.controller.migrationStatus(instance.name, await this.monitorFor(instance.name));
+  async getMigrationStatus(
+    instance: Instance,
+    options: MigrationStepOptions = {},
+  ): Promise<MigrationProgress> {
+    const deadline = stepDeadline(options);
+    const ch = await this.stepChannel(instance.name, deadline, 'reading the migration status');
+    return ch.mustMigrationStatus(deadline);
+  }
+
+  /**
+   * Destination side: the incoming migration as the destination QEMU sees it, with
+   * QEMU's reason (`errorDesc`) where the version reports one.
+   */
+  async getIncomingMigrationStatus(
+    instance: Instance,
+    options: MigrationStepOptions = {},
+  ): Promise<MigrationProgress> {
+    return this.getMigrationStatus(instance, options);
   }
 
   /**
    * Waits for the migration started by {@link migrateInstance}: resolves on `completed`;
    * rejects with `MigrationError` carrying the status and QEMU's reason on `failed`,
-   * `cancelled`, a lost monitor, an abort (`signal`) or the completion timeout (both
-   * send `migrate_cancel` and leave the source running). The convergence policy raises
-   * the downtime or switches to post-copy while it waits.
+   * `cancelled`, a lost or unresponsive monitor, unreadable status, an abort (`signal`)
+   * or the timeout. Abort and timeout send `migrate_cancel` and settle within about a
+   * second even when QEMU is frozen; a source is resumed only where the fail-safe rule
+   * allows. The convergence policy raises the downtime or switches to post-copy meanwhile.
    */
   async waitForMigration(
     instance: Instance,
@@ -229,50 +286,121 @@ export class KVMHypervisor {
         ? undefined
         : completionTimeoutMs(instance.memoryMiB * 2 ** 20, this.convergence));
     try {
-      return await this.controller.wait(session, {
-        ...options,
-        ...(timeoutMs === undefined ? {} : { timeoutMs }),
-      });
+      return await waitForMigration(
+        session,
+        this.convergence,
+        { ...options, ...(timeoutMs === undefined ? {} : { timeoutMs }) },
+        (deadline) => this.channel(instance.name, deadline),
+      );
     } finally {
-      if (this.sessions.get(instance.name) === session) this.sessions.delete(instance.name);
+      session.detach();
     }
   }
 
   /** Cancels the instance's running migration (`migrate_cancel`); refused during post-copy. */
-  async cancelMigration(instance: Instance): Promise<void> {
-    await this.controller.cancel(instance.name, await this.monitorFor(instance.name));
+  async cancelMigration(instance: Instance, options: MigrationStepOptions = {}): Promise<void> {
+    const deadline = stepDeadline(options);
+    const ch = await this.stepChannel(instance.name, deadline, 'cancelling the migration');
+    await this.controllerStep(ch, () => cancelMigration(ch, deadline));
   }
 
   /**
    * Source side, after the migration. `success`: checks QEMU reports `completed` and
-   * that the source is paused (`postmigrate`). Failure: cancels a migration still
-   * running, resumes the VM (`cont`) and clears the capabilities; it refuses to resume a
-   * source whose migration completed, so that the VM never runs twice.
+   * that the source is paused (`postmigrate`); a running source is stopped. Failure:
+   * cancels a migration still running and resumes the VM (`cont`) only when the
+   * fail-safe rule allows it: never when its run state is `postmigrate`, its migration
+   * completed or is in post-copy, or its state cannot be read; then it throws
+   * `MigrationError` saying why, and only `forceResume: true` (an operator override)
+   * resumes it. Settings changed by `migrateInstance` are put back.
    */
-  async finalizeMigrationSource(instance: Instance, success: boolean, _live?: boolean): Promise<void> {
+  async finalizeMigrationSource(
+    instance: Instance,
+    success: boolean,
+    options: FinalizeMigrationSourceOptions | boolean = {},
+  ): Promise<FinalizeOutcome> {
+    // A boolean third argument is Ganeti's `live` flag, accepted and ignored.
+    const opts = typeof options === 'boolean' ? {} : options;
     const plan = this.plan(instance);
-    this.sessions.get(instance.name)?.detach();
-    this.sessions.delete(instance.name);
-    await this.controller.finalizeSource(
-      instance.name,
-      await this.monitorFor(instance.name),
-      success,
-      plan.capabilities,
+    const session = this.sessions.get(instance.name);
+    session?.detach();
+    const deadline = stepDeadline(opts);
+    let ch: VmChannel;
+    try {
+      ch = await this.stepChannel(instance.name, deadline, 'finalizing the source');
+    } catch (e) {
+      if (session && !isMonitorGone(e)) throw e;
+      this.sessions.delete(instance.name);
+      throw e;
+    }
+    const outcome = await this.controllerStep(ch, () =>
+      finalizeSource(ch, success, {
+        capabilities: plan.capabilities,
+        session,
+        ...(opts.forceResume === undefined ? {} : { forceResume: opts.forceResume }),
+        deadline,
+      }),
     );
+    this.sessions.delete(instance.name);
+    return outcome;
   }
 
   /**
-   * Destination side, after the migration. `success`: clears the capabilities and makes
-   * sure the VM runs. Failure: quits the incoming QEMU, unless it already runs the VM.
+   * Destination side, after the migration. `success`: waits until the VM is loaded, puts
+   * the capabilities back and makes sure the VM runs. Failure: quits the incoming QEMU
+   * unless it already holds the VM; a destination QEMU that is already gone counts as
+   * done (`action: 'already-gone'`).
    */
-  async finalizeMigrationDst(instance: Instance, success: boolean): Promise<void> {
+  async finalizeMigrationDst(
+    instance: Instance,
+    success: boolean,
+    options: FinalizeMigrationDstOptions = {},
+  ): Promise<FinalizeOutcome> {
     const plan = this.plan(instance);
-    await this.controller.finalizeDestination(
-      instance.name,
-      await this.monitorFor(instance.name),
-      success,
-      plan.capabilities,
+    const deadline = stepDeadline(options);
+    let ch: VmChannel;
+    try {
+      ch = await this.stepChannel(instance.name, deadline, 'finalizing the destination');
+    } catch (e) {
+      if (!success && isMonitorGone(e)) {
+        this.log.info({ instance: instance.name, err: errorText(e) }, 'the incoming QEMU is already gone');
+        this.accepted.delete(instance.name);
+        return { side: 'destination', action: 'already-gone' };
+      }
+      throw e;
+    }
+    const outcome = await this.controllerStep(ch, () =>
+      finalizeDestination(ch, success, {
+        capabilities: plan.capabilities,
+        accepted: this.accepted.get(instance.name),
+        incomingGraceMs: options.incomingGraceMs ?? 30_000,
+        deadline,
+      }),
     );
+    this.accepted.delete(instance.name);
+    return outcome;
+  }
+
+  /** Opens the channel within the deadline; a deadline or connect failure becomes a `MigrationError`. */
+  private async stepChannel(name: string, deadline: Deadline, what: string): Promise<VmChannel> {
+    try {
+      return await this.channel(name, deadline);
+    } catch (e) {
+      throw new MigrationError(`instance '${name}': ${what}: cannot open the monitor: ${errorText(e)}`, {
+        instance: name,
+        cause: e,
+        unresponsive: e instanceof DeadlineError && e.deadlineCause === 'timeout',
+      });
+    }
+  }
+
+  /** Runs a step; a bare deadline error becomes a `MigrationError` that says the monitor was unresponsive. */
+  private async controllerStep<T>(ch: VmChannel, step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (e) {
+      if (e instanceof DeadlineError) throw ch.error(`the monitor did not answer in time: ${e.message}`, e);
+      throw e;
+    }
   }
 
   /** Closes every monitor this object opened. */

@@ -22,6 +22,12 @@ import { KVMHypervisor } from '../kvm.js';
 import type { Instance } from '../migration/types.js';
 import { QmpMonitor } from '../monitor/qmp.js';
 import type { Monitor } from '../monitor/types.js';
+import {
+  type Accelerator,
+  type AcceleratorChoice,
+  queryAccelerator,
+  resolveAccelerator,
+} from '../qemu/accel.js';
 import { findQemuBinary, freePort, QemuVm } from '../qemu/process.js';
 import { InterruptedError, UsageError } from './errors.js';
 import { coercedHvParams } from './hvparams.js';
@@ -47,9 +53,13 @@ export interface DemoOptions {
   downtime: number;
   /** Give up after this many seconds. */
   timeout: number;
+  /** Accelerator: `kvm`, `tcg` or `auto` (KVM when /dev/kvm opens read-write; default). */
+  accel?: AcceleratorChoice;
   /** One JSON document on stdout. */
   json?: boolean;
 }
+
+const ACCEL_NAMES: Record<Accelerator, string> = { kvm: 'KVM', tcg: 'TCG' };
 
 /** Default values of the demo options: converges in a few seconds on two TCG cores. */
 export const DEMO_DEFAULTS = {
@@ -92,6 +102,9 @@ export function checkDemoOptions(o: DemoOptions): void {
   if (!Number.isInteger(o.bandwidth))
     throw new UsageError(`--bandwidth must be an integer, got ${o.bandwidth}`);
   if (!Number.isInteger(o.downtime)) throw new UsageError(`--downtime must be an integer, got ${o.downtime}`);
+  if (o.accel !== undefined && !['kvm', 'tcg', 'auto'].includes(o.accel)) {
+    throw new UsageError(`--accel must be kvm, tcg or auto, got '${o.accel}'`);
+  }
 }
 
 /** Everything the demo started, so that cleanup can undo exactly that. */
@@ -150,8 +163,11 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     KVMHypervisor.checkParameterSyntax(KVMHypervisor.fillDefaults(hvparams));
     const instance: Instance = { name: 'demo', hvparams, memoryMiB: o.memory };
 
-    step(`starting the destination QEMU (${o.memory} MiB, -incoming tcp:127.0.0.1:${port})`);
-    const common = { dir: res.dir, binary, memoryMiB: o.memory, hmp: false };
+    const accel = resolveAccelerator(o.accel ?? 'auto');
+    step(
+      `starting the destination QEMU (${ACCEL_NAMES[accel]}, ${o.memory} MiB, -incoming tcp:127.0.0.1:${port})`,
+    );
+    const common = { dir: res.dir, binary, memoryMiB: o.memory, hmp: false, accel };
     const dst = await QemuVm.start({ ...common, name: 'demo-dst', incoming: `tcp:127.0.0.1:${port}` });
     res.vms.push(dst);
     checkAbort();
@@ -163,6 +179,13 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     res.monitors.push(srcMon);
     const dstMon = await QmpMonitor.connect({ path: dst.qmpPath }, { logger });
     res.monitors.push(dstMon);
+    // QEMU got exactly one -accel; confirm that the guest really runs under it.
+    const running = await queryAccelerator(srcMon);
+    if (running !== accel) {
+      throw new HypervisorError(
+        `the source QEMU runs with ${ACCEL_NAMES[running]}, not ${ACCEL_NAMES[accel]}`,
+      );
+    }
     const hvSrc = new KVMHypervisor({ monitor: () => srcMon, logger });
     const hvDst = new KVMHypervisor({ monitor: () => dstMon, logger });
     res.hypervisors.push(hvSrc, hvDst);
@@ -218,6 +241,7 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     const report = {
       ...summary,
       demoTimeMs: Math.round(performance.now() - started),
+      accelerator: accel,
       guest: {
         memoryMiB: o.memory,
         dirtyMiB: o.dirty,
@@ -287,6 +311,11 @@ export function registerDemoCommand(program: Command): void {
       DEMO_DEFAULTS.downtime,
     )
     .option('--timeout <seconds>', 'give up after this long', numberArg('--timeout'), DEMO_DEFAULTS.timeout)
+    .option(
+      '--accel <kvm|tcg|auto>',
+      'accelerator; auto = KVM when /dev/kvm opens read-write, else TCG',
+      'auto',
+    )
     .option('--json', 'print one JSON document on stdout (no progress bar)')
     .addHelpText(
       'after',

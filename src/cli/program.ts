@@ -147,6 +147,53 @@ function registerCancelCommand(program: Command): void {
     });
 }
 
+interface ResumeOptions extends VmOptions {
+  hvparams?: string[];
+  forceResume?: boolean;
+  timeout?: number;
+}
+
+/** Printed on stderr before an operator override resumes a source. */
+export const FORCE_RESUME_WARNING =
+  'kvm-hv: WARNING: --force-resume resumes the source even if the migration may have completed. ' +
+  'If the VM also runs on the destination, it now runs twice and its disks will be corrupted. ' +
+  'Use it only after checking that the destination QEMU does not run the VM.';
+
+function registerResumeCommand(program: Command): void {
+  monitorOptions(program.command('resume'))
+    .description(
+      'finalize the source of a failed migration: cancel what still runs, resume the VM when that is safe, restore the migration settings',
+    )
+    .addOption(hvOption())
+    .option(
+      '--force-resume',
+      'operator override: resume even when the VM may run on the destination (postmigrate, completed, or state unreadable)',
+    )
+    .option('--timeout <seconds>', 'give up after this many seconds (default 30)', numberArg('--timeout'))
+    .option('--json', 'print one JSON document on stdout')
+    .addHelpText(
+      'after',
+      '\nWithout --force-resume a source whose migration completed (or whose state cannot be read)\n' +
+        'is never resumed: the command fails with exit 1 and says why.',
+    )
+    .action(async (opts: ResumeOptions, cmd: Command) => {
+      const logger = loggerFor(cmd);
+      const instance = checkedInstance(instanceName(opts), opts.hvparams ?? []);
+      if (opts.forceResume) process.stderr.write(`${FORCE_RESUME_WARNING}\n`);
+      await withHypervisor(opts, logger, async (hv) => {
+        const outcome = await hv.finalizeMigrationSource(instance, false, {
+          ...(opts.forceResume ? { forceResume: true } : {}),
+          ...(opts.timeout === undefined ? {} : { timeoutMs: opts.timeout * 1000 }),
+        });
+        if (opts.json) printJson({ instance: instance.name, ...outcome });
+        else
+          print(
+            `source '${instance.name}': ${outcome.action}${outcome.status ? ` (VM status ${outcome.status})` : ''}`,
+          );
+      });
+    });
+}
+
 interface AcceptOptions extends VmOptions {
   hvparams?: string[];
   wait?: boolean;
@@ -354,6 +401,7 @@ export function buildProgram(): Command {
   registerMigrateCommand(program);
   registerStatusCommand(program);
   registerCancelCommand(program);
+  registerResumeCommand(program);
   registerDemoCommand(program);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput(OUTPUT);
   return program;

@@ -4,7 +4,6 @@
  * @packageDocumentation
  */
 
-export { MigrationController, type MigrationPlan, type MigrationSession } from './controller.js';
 export {
   ConvergencePolicy,
   type ConvergencePolicyOptions,
@@ -23,8 +22,11 @@ export {
   parameterCommands,
   resolveCapabilities,
 } from './dialect.js';
+export { type MigrationEnd, type RunMigrationOptions, type RunMigrationResult, runMigration } from './run.js';
+export { isPostcopy, type SourceObservation, type SourceVerdict, sourceVerdict } from './safety.js';
 export {
   ACTIVE_STATUSES,
+  parseHumanSize,
   parseInfoMigrate,
   parseInfoMigrateCapabilities,
   parseInfoStatus,

@@ -58,15 +58,47 @@ export type ConvergenceAction =
   | { kind: 'postcopy'; reason: string }
   | { kind: 'cancel'; reason: string };
 
+/**
+ * Bounds of one migration step. The step settles within `timeoutMs` (plus about a second
+ * of clean-up) even when QEMU is frozen or gone; aborting `signal` ends it early. Monitor
+ * commands still in flight are abandoned.
+ */
+export interface MigrationStepOptions {
+  /** Limit in ms (default 30 000 for finalize, cancel and accept). */
+  timeoutMs?: number;
+  /** Ends the step early. */
+  signal?: AbortSignal;
+}
+
+/** Options of `finalizeMigrationSource`. */
+export interface FinalizeMigrationSourceOptions extends MigrationStepOptions {
+  /**
+   * Operator override: resume the source even where the fail-safe rule forbids it (run
+   * state `postmigrate`, migration `completed` or in post-copy, or state unreadable).
+   * Only for an operator who has checked that the VM does not run on the destination.
+   */
+  forceResume?: boolean;
+}
+
+/** Options of `finalizeMigrationDst`. */
+export interface FinalizeMigrationDstOptions extends MigrationStepOptions {
+  /** Success only: how long to wait for the VM to finish loading (ms, default 30 000). */
+  incomingGraceMs?: number;
+}
+
 /** Options of `waitForMigration`. */
 export interface WaitForMigrationOptions {
-  /** Overall limit in ms; default: scaled by guest memory (see docs/migration.md). */
+  /**
+   * Overall limit in ms, counted from `migrateInstance`; default: scaled by guest memory
+   * (see docs/migration.md). At the limit `migrate_cancel` is sent and the wait settles
+   * within about a second, even when QEMU is frozen.
+   */
   timeoutMs?: number;
   /** Called with each new progress snapshot. */
   onProgress?: (progress: MigrationProgress) => void;
   /** Called when the convergence policy acts. */
   onAction?: (action: ConvergenceAction) => void;
-  /** Cancels the migration (`migrate_cancel`) when aborted. */
+  /** Cancels the migration (`migrate_cancel`) when aborted; settles within about a second. */
   signal?: AbortSignal;
   /** Statistics poll interval in ms (default 500). Completion itself is event-driven. */
   pollIntervalMs?: number;

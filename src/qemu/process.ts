@@ -8,6 +8,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { HypervisorError } from '../errors.js';
+import { type Accelerator, type AcceleratorChoice, resolveAccelerator } from './accel.js';
 
 /** Options for {@link QemuVm.start}. */
 export interface QemuVmOptions {
@@ -17,6 +18,12 @@ export interface QemuVmOptions {
   dir: string;
   /** QEMU binary; default `$QEMU` or `qemu-system-x86_64` on the PATH. */
   binary?: string;
+  /**
+   * Accelerator: `kvm`, `tcg`, or `auto` (KVM when `/dev/kvm` opens read-write, else
+   * TCG). Default: `$KVMHV_ACCEL`, else `auto`. QEMU gets exactly one `-accel`, so a VM
+   * never falls back silently: {@link QemuVm.accel} is what it runs with.
+   */
+  accel?: AcceleratorChoice;
   /** Guest memory in MiB (default 64). */
   memoryMiB?: number;
   /** How many QMP sockets to open (default 1): a QMP socket serves one client at a time. */
@@ -119,6 +126,8 @@ export class QemuVm {
   readonly exited: Promise<QemuExit>;
   /** The full command line, for logs and error messages. */
   readonly argv: string[];
+  /** The accelerator QEMU was started with (`-accel`). */
+  readonly accel: Accelerator;
   private readonly child: ChildProcess;
   private stderrText = '';
   private exitInfo: QemuExit | undefined;
@@ -127,10 +136,12 @@ export class QemuVm {
     name: string,
     child: ChildProcess,
     argv: string[],
+    accel: Accelerator,
     qmpPaths: string[],
     hmpPath?: string,
   ) {
     this.name = name;
+    this.accel = accel;
     this.child = child;
     this.argv = argv;
     this.qmpPaths = qmpPaths;
@@ -171,11 +182,13 @@ export class QemuVm {
   }
 
   /**
-   * Starts QEMU with TCG, no default devices and no display, and waits until its monitor
-   * sockets listen. Throws a `HypervisorError` with QEMU's stderr when it exits early.
+   * Starts QEMU with KVM or TCG (see {@link QemuVmOptions.accel}), no default devices and
+   * no display, and waits until its monitor sockets listen. Throws a `HypervisorError`
+   * with QEMU's stderr when it exits early.
    */
   static async start(options: QemuVmOptions): Promise<QemuVm> {
     const binary = options.binary ?? process.env.QEMU ?? 'qemu-system-x86_64';
+    const accel = resolveAccelerator(options.accel);
     const qmpCount = options.qmpSockets ?? 1;
     const qmpPaths = Array.from({ length: qmpCount }, (_, i) =>
       join(options.dir, i === 0 ? `${options.name}.qmp` : `${options.name}.qmp${i + 1}`),
@@ -185,7 +198,7 @@ export class QemuVm {
       '-name',
       options.name,
       '-accel',
-      'tcg',
+      accel,
       '-machine',
       'pc',
       '-nodefaults',
@@ -206,7 +219,7 @@ export class QemuVm {
     installExitHook();
     const child = spawn(binary, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     running.add(child);
-    const vm = new QemuVm(options.name, child, [binary, ...argv], qmpPaths, hmpPath);
+    const vm = new QemuVm(options.name, child, [binary, ...argv], accel, qmpPaths, hmpPath);
     const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
 
     const deadline = Date.now() + (options.startTimeoutMs ?? 10_000);

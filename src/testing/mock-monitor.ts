@@ -100,6 +100,9 @@ export interface MockMigrationProgress {
 
 const PAGE = 4096;
 
+const isThenable = (v: unknown): v is PromiseLike<unknown> =>
+  typeof (v as PromiseLike<unknown> | null)?.then === 'function';
+
 /** The simulated migration of a {@link MockMonitor}; drive it from tests. */
 export class MockMigration {
   /** Current status; `undefined` before the first `migrate`. */
@@ -244,7 +247,7 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
     });
     const reply = this.findReply(info);
     if (reply.found) return reply.value as T;
-    return this.runQmp(cmd, info) as T;
+    return this.runQmp(cmd) as T;
   }
 
   /** Runs an HMP command line (over QMP: `human-monitor-command`); error text rejects with `HmpError`. */
@@ -264,7 +267,8 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
     await Promise.resolve();
     this.checkOpen(commandLine);
     const info: MockCommandInfo = { protocol: 'hmp', name: hmpName(commandLine), line: commandLine };
-    const text = this.hmpText(info);
+    const scripted = this.hmpText(info);
+    const text = typeof scripted === 'string' ? scripted : String((await scripted) ?? '');
     const err = detectHmpError(text);
     if (err !== undefined) throw new HmpError(commandLine, err);
     return text;
@@ -380,6 +384,14 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
       else if (p.status === 'failed') this.failMigration(m.errorDesc);
       else this.setStatus(p.status);
     }
+  }
+
+  /** `quit`: QEMU exits, so the monitor closes (as by the peer) just after the reply. */
+  private quitSoon(): void {
+    this.runState = 'shutdown';
+    // Closed for every later command at once; listeners hear 'close' after the reply.
+    this.isClosed = true;
+    setImmediate(() => this.emit('close', new MonitorClosedError('mock monitor: QEMU quit')));
   }
 
   private shutdown(error: Error | undefined): void {
@@ -645,7 +657,7 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
     return undefined;
   }
 
-  private runQmp(cmd: MockQmpCommand, info: MockCommandInfo): unknown {
+  private runQmp(cmd: MockQmpCommand): unknown {
     const args = cmd.arguments ?? {};
     const notFound = () =>
       this.qmpError(`The command ${cmd.execute} has not been found`, cmd, 'CommandNotFound');
@@ -671,6 +683,10 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
         return {};
       case 'cont':
         this.doCont();
+        return {};
+      case 'quit':
+        // QEMU answers, then exits: the connection closes right after the reply.
+        this.quitSoon();
         return {};
       case 'query-migrate-capabilities':
         return [...this.caps].map(([capability, state]) => ({ capability, state }));
@@ -752,10 +768,7 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
       case 'human-monitor-command': {
         if (typeof args['command-line'] !== 'string')
           return this.qmpError("Parameter 'command-line' is missing", cmd);
-        const text = this.hmpText(
-          { ...info, line: args['command-line'], name: hmpName(args['command-line']) },
-          true,
-        );
+        const text = this.runHmp(args['command-line']);
         return text === '' ? '' : `${text.replace(/\n/g, '\r\n')}`;
       }
       default:
@@ -777,14 +790,15 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
   }
 
   /** Runs an HMP line (failures and replies applied) and returns its text. */
-  private hmpText(info: MockCommandInfo, viaQmp = false): string {
+  private hmpText(info: MockCommandInfo, viaQmp = false): string | PromiseLike<unknown> {
     const line = info.line ?? '';
     if (!viaQmp) {
       this.applyFailure(info, () => {
         throw new HmpError(line, 'scripted failure');
       });
       const reply = this.findReply(info);
-      if (reply.found) return String(reply.value ?? '');
+      // A promise (e.g. one that never settles, to imitate a frozen QEMU) is awaited.
+      if (reply.found) return isThenable(reply.value) ? reply.value : String(reply.value ?? '');
     }
     return this.runHmp(line);
   }
@@ -808,6 +822,10 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
       case 'cont':
       case 'c':
         this.doCont();
+        return '';
+      case 'quit':
+      case 'q':
+        this.quitSoon();
         return '';
       case 'migrate_set_speed': {
         if (this.has(6, 0)) return unknown;

@@ -25,7 +25,7 @@ describe('kvm-hv help and usage', () => {
   it('lists every command in the top-level help', async () => {
     const r = await run(['--help']);
     expect(r.code).toBe(0);
-    for (const cmd of ['params', 'accept', 'migrate', 'status', 'cancel', 'demo'])
+    for (const cmd of ['params', 'accept', 'migrate', 'status', 'cancel', 'resume', 'demo'])
       expect(r.stdout).toContain(cmd);
   });
 

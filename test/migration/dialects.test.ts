@@ -44,7 +44,9 @@ describe('HMP dialects', () => {
   it('QEMU 2.8 over HMP: migrate_set_parameter with an explicit MiB suffix', async () => {
     const mock = new MockMonitor({ protocol: 'hmp', version: '2.8.0' });
     const sent = await migrateCommands(mock, inst({ migration_caps: 'postcopy-ram' }));
-    expect(sent.slice(3)).toEqual([
+    // The fourth read-only command snapshots the parameters, to restore them afterwards.
+    expect(sent[3]).toBe('info migrate_parameters');
+    expect(sent.slice(4)).toEqual([
       'migrate_set_parameter max-bandwidth 32M',
       'migrate_set_parameter downtime-limit 30',
       'migrate_set_capability postcopy-ram on',
@@ -57,7 +59,8 @@ describe('HMP dialects', () => {
     const mock = new MockMonitor({ protocol: 'hmp', version: '7.2.22' });
     const sent = await migrateCommands(mock, inst({ migration_caps: 'x-postcopy-ram' }));
     expect(sent).not.toContain('migrate_set_speed 32m');
-    expect(sent.slice(3)).toEqual([
+    expect(sent[3]).toBe('info migrate_parameters');
+    expect(sent.slice(4)).toEqual([
       'migrate_set_parameter max-bandwidth 32M',
       'migrate_set_parameter downtime-limit 30',
       'migrate_set_parameter max-postcopy-bandwidth 32M',
@@ -112,7 +115,8 @@ describe('QMP dialects', () => {
   it('QEMU 2.8 over QMP: one migrate-set-parameters without max-postcopy-bandwidth', async () => {
     const mock = new MockMonitor({ protocol: 'qmp', version: '2.8.0' });
     const sent = await migrateCommands(mock, inst());
-    expect(sent.slice(3)).toEqual([
+    expect(sent[3]).toEqual({ execute: 'query-migrate-parameters' });
+    expect(sent.slice(4)).toEqual([
       { execute: 'migrate-set-parameters', arguments: { 'max-bandwidth': 33554432, 'downtime-limit': 30 } },
       {
         execute: 'migrate-set-capabilities',
@@ -125,7 +129,8 @@ describe('QMP dialects', () => {
   it('QEMU 3.0 over QMP: adds max-postcopy-bandwidth, x-multifd by its 3.0 name', async () => {
     const mock = new MockMonitor({ protocol: 'qmp', version: '3.0.0' });
     const sent = await migrateCommands(mock, inst({ migration_caps: 'multifd' }), false);
-    expect(sent.slice(3)).toEqual([
+    expect(sent[3]).toEqual({ execute: 'query-migrate-parameters' });
+    expect(sent.slice(4)).toEqual([
       { execute: 'stop' },
       {
         execute: 'migrate-set-parameters',
@@ -151,7 +156,7 @@ describe('QMP dialects', () => {
       capabilities: { 'auto-converge': true },
     });
     const sent = await migrateCommands(mock, inst({ migration_caps: 'xbzrle' }));
-    expect(sent[4]).toEqual({
+    expect(sent[5]).toEqual({
       execute: 'migrate-set-capabilities',
       arguments: {
         capabilities: [
@@ -225,7 +230,13 @@ describe('checks before anything is sent', () => {
   it('refuses to migrate a source that has already been migrated away', async () => {
     const mock = new MockMonitor({ protocol: 'qmp', version: '7.2.0', runState: 'postmigrate' });
     await expect(hvWith(mock).migrateInstance(inst(), '10.0.0.2')).rejects.toThrow(/already been migrated/);
-    expect(mock.sentCommands).toEqual(['query-status']);
+    // The read-only queries go out together; nothing that changes the VM follows.
+    expect(mock.sentCommands).toEqual([
+      'query-status',
+      'query-migrate',
+      'query-migrate-capabilities',
+      'query-migrate-parameters',
+    ]);
   });
 });
 
@@ -286,9 +297,13 @@ describe('failures are caught, reported and rolled back', () => {
     expect(mock.sentCommands).not.toContain('cont');
   });
 
-  it('refuses to quit a destination that already runs the VM', async () => {
+  it('keeps a destination that already runs the VM after a failure report', async () => {
     const mock = new MockMonitor({ protocol: 'qmp', version: '7.2.0', runState: 'running' });
-    await expect(hvWith(mock).finalizeMigrationDst(inst(), false)).rejects.toThrow(/not stopping it/);
+    await expect(hvWith(mock).finalizeMigrationDst(inst(), false)).resolves.toEqual({
+      side: 'destination',
+      action: 'kept-running',
+      status: 'running',
+    });
     expect(mock.sentCommands).not.toContain('quit');
   });
 

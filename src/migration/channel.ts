@@ -1,0 +1,160 @@
+/**
+ * One VM's monitor as the migration engine uses it: the instance name, the monitor and a
+ * logger bound once, every command raced against a {@link Deadline}, and the read-only
+ * queries of each protocol (run state, migration status, capability list) with their
+ * parsers.
+ */
+import type { Logger } from 'pino';
+import { HypervisorError, MigrationError, MonitorClosedError, UnrecognizedOutputError } from '../errors.js';
+import type { Monitor } from '../monitor/types.js';
+import { Deadline, DeadlineError } from './deadline.js';
+import { describeCommand, type MonitorCommand, simpleCommand } from './dialect.js';
+import {
+  parseInfoMigrate,
+  parseInfoMigrateCapabilities,
+  parseInfoStatus,
+  parseQueryMigrate,
+} from './status.js';
+import type { MigrationProgress } from './types.js';
+
+/** The VM run state as QMP names it (`running`, `paused`, `inmigrate`, `postmigrate`, …). */
+export interface VmRunState {
+  running: boolean;
+  status: string;
+}
+
+/** The message of any thrown value. */
+export const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/** True when `e` says the monitor connection is gone (closed, refused, missing socket). */
+export function isMonitorGone(e: unknown, monitor?: Monitor): boolean {
+  if (monitor?.closed) return true;
+  for (let c: unknown = e; c instanceof Error; c = c.cause) {
+    if (c instanceof MonitorClosedError) return true;
+    const code = (c as NodeJS.ErrnoException).code;
+    if (code === 'ECONNREFUSED' || code === 'ENOENT' || code === 'ECONNRESET' || code === 'EPIPE')
+      return true;
+  }
+  return false;
+}
+
+/** True when `e` (or its cause) is a deadline that cut a call short. */
+export function isDeadline(e: unknown): e is DeadlineError {
+  for (let c: unknown = e; c instanceof Error; c = c.cause) if (c instanceof DeadlineError) return true;
+  return false;
+}
+
+/** A monitor bound to an instance, with deadline-bounded commands and parsed queries. */
+export class VmChannel {
+  readonly instance: string;
+  readonly monitor: Monitor;
+  readonly log: Logger;
+
+  constructor(instance: string, monitor: Monitor, log: Logger) {
+    this.instance = instance;
+    this.monitor = monitor;
+    this.log = log.child({ instance });
+  }
+
+  /** Sends one command within `deadline`; QEMU's refusal or a `DeadlineError` is what it throws. */
+  send(cmd: MonitorCommand, deadline: Deadline = Deadline.after(undefined)): Promise<unknown> {
+    this.log.debug({ command: describeCommand(cmd) }, 'monitor command');
+    const p =
+      cmd.kind === 'qmp'
+        ? this.monitor.execute(cmd.execute, cmd.arguments)
+        : this.monitor.humanCommand(cmd.line);
+    return deadline.race(p, `'${describeCommand(cmd)}'`);
+  }
+
+  /** Like {@link send}, but a failure becomes a `MigrationError` naming the step and the command. */
+  async must(cmd: MonitorCommand, what: string, deadline?: Deadline): Promise<unknown> {
+    try {
+      return await this.send(cmd, deadline);
+    } catch (e) {
+      throw this.error(`${what} failed: '${describeCommand(cmd)}': ${errorText(e)}`, e);
+    }
+  }
+
+  /** A `MigrationError` about this instance; `unresponsive` is set when a deadline cut the call. */
+  error(message: string, cause?: unknown, extra: { status?: string; reason?: string } = {}): MigrationError {
+    return new MigrationError(`instance '${this.instance}': ${message}`, {
+      instance: this.instance,
+      ...extra,
+      ...(cause === undefined ? {} : { cause }),
+      unresponsive: isDeadline(cause) && cause.deadlineCause === 'timeout',
+    });
+  }
+
+  /** The VM run state; an answer the parser cannot read is an `UnrecognizedOutputError`. */
+  async vmStatus(deadline?: Deadline): Promise<VmRunState> {
+    if (this.monitor.protocol === 'qmp') {
+      const cmd = simpleCommand('qmp', 'query-status');
+      const r = await this.must(cmd, 'reading the VM status', deadline);
+      const o = r as { running?: unknown; status?: unknown } | null;
+      if (!o || typeof o !== 'object' || typeof o.status !== 'string' || typeof o.running !== 'boolean') {
+        throw this.error(
+          'reading the VM status failed',
+          new UnrecognizedOutputError('query-status', JSON.stringify(r), 'reply'),
+        );
+      }
+      return { running: o.running, status: o.status };
+    }
+    const text = String(
+      await this.must({ kind: 'hmp', line: 'info status' }, 'reading the VM status', deadline),
+    );
+    try {
+      return parseInfoStatus(text);
+    } catch (e) {
+      throw this.error(`reading the VM status failed: ${errorText(e)}`, e);
+    }
+  }
+
+  /** One migration snapshot (`query-migrate` / `info migrate`); unreadable output throws. */
+  async migrationStatus(deadline?: Deadline): Promise<MigrationProgress> {
+    if (this.monitor.protocol === 'qmp') {
+      return parseQueryMigrate(await this.send(simpleCommand('qmp', 'query-migrate'), deadline));
+    }
+    return parseInfoMigrate(String(await this.send({ kind: 'hmp', line: 'info migrate' }, deadline)));
+  }
+
+  /** Like {@link migrationStatus}, with failures wrapped in a `MigrationError`. */
+  async mustMigrationStatus(deadline?: Deadline): Promise<MigrationProgress> {
+    try {
+      return await this.migrationStatus(deadline);
+    } catch (e) {
+      throw this.error(`reading the migration status failed: ${errorText(e)}`, e);
+    }
+  }
+
+  /**
+   * QEMU's capability list with current states, or undefined when this QEMU cannot list
+   * them (then the version catalogue decides). A lost monitor or a deadline is rethrown.
+   */
+  async listCapabilities(deadline?: Deadline): Promise<Map<string, boolean> | undefined> {
+    try {
+      if (this.monitor.protocol === 'qmp') {
+        const list = await this.send(simpleCommand('qmp', 'query-migrate-capabilities'), deadline);
+        if (!Array.isArray(list)) {
+          throw new UnrecognizedOutputError('query-migrate-capabilities', JSON.stringify(list), 'reply');
+        }
+        return new Map(
+          list.map((c: { capability?: unknown; state?: unknown }) => {
+            if (typeof c?.capability !== 'string') {
+              throw new UnrecognizedOutputError('query-migrate-capabilities', JSON.stringify(list), 'reply');
+            }
+            return [c.capability, c.state === true];
+          }),
+        );
+      }
+      const text = String(await this.send({ kind: 'hmp', line: 'info migrate_capabilities' }, deadline));
+      const map = parseInfoMigrateCapabilities(text);
+      return map.size > 0 ? map : undefined;
+    } catch (e) {
+      if (isMonitorGone(e, this.monitor) || isDeadline(e) || e instanceof UnrecognizedOutputError) throw e;
+      if (!(e instanceof HypervisorError)) throw e;
+      // Only "this QEMU cannot list them" (command unknown) falls back to the catalogue.
+      this.log.warn({ err: errorText(e) }, 'cannot list migration capabilities; using the version table');
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * The destination side of a migration: `accept` before the source starts, the incoming
+ * status (QEMU's reason when loading fails, where the version reports it), and
+ * `finalizeDestination`, which never stops a destination that already holds the VM.
+ */
+import type { FinalizeOutcome } from '../errors.js';
+import { findCapability } from '../qemu/capabilities.js';
+import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
+import type { Deadline } from './deadline.js';
+import { capabilityCommands, resolveCapabilities, simpleCommand } from './dialect.js';
+import type { SettingsSnapshot } from './parameters.js';
+import { clearCapabilities, restoreSettings } from './source.js';
+import type { MigrationProgress } from './types.js';
+
+/** What `accept` changed on the destination, to be put back by `finalizeDestination`. */
+export interface AcceptedMigration {
+  /** Capabilities turned on, as this QEMU names them. */
+  capabilities: string[];
+  /** Their states before. */
+  snapshot: SettingsSnapshot;
+}
+
+/**
+ * Destination side, before the source starts: the VM must wait for an incoming
+ * migration; the capabilities that must be on at both ends are set.
+ */
+export async function acceptMigration(
+  ch: VmChannel,
+  capabilities: readonly string[],
+  deadline: Deadline,
+): Promise<AcceptedMigration> {
+  const vm = await ch.vmStatus(deadline);
+  if (vm.status !== 'inmigrate') {
+    throw ch.error(
+      `the destination is not waiting for an incoming migration (VM status '${vm.status}')`,
+      undefined,
+      {
+        status: vm.status,
+      },
+    );
+  }
+  const listed = await ch.listCapabilities(deadline);
+  const wire = resolveCapabilities(capabilities, ch.monitor.version, listed, ch.instance).filter(
+    (n) => findCapability(n)?.scope !== 'source',
+  );
+  const snapshot: SettingsSnapshot = {
+    capabilities: wire.filter((n) => listed?.get(n) !== true).map((n) => [n, false]),
+  };
+  for (const cmd of capabilityCommands(
+    ch.monitor.protocol,
+    wire.map((n) => [n, true] as const),
+  )) {
+    await ch.must(cmd, 'setting destination capabilities', deadline);
+  }
+  ch.log.info({ capabilities: wire }, 'destination ready for the incoming migration');
+  return { capabilities: wire, snapshot };
+}
+
+/**
+ * The incoming migration as the destination sees it (`query-migrate` / `info migrate`):
+ * its status and, where QEMU reports it, the reason loading failed.
+ */
+export function incomingStatus(ch: VmChannel, deadline: Deadline): Promise<MigrationProgress> {
+  return ch.mustMigrationStatus(deadline);
+}
+
+/** Options of {@link finalizeDestination}. */
+export interface FinalizeDestinationOptions {
+  /** What `migration_caps` asked for (cleared when `accepted` is not known). */
+  capabilities: readonly string[];
+  /** What `accept` changed, when this object accepted the migration. */
+  accepted?: AcceptedMigration | undefined;
+  /** How long a successful finalize waits for the VM to finish loading (ms). */
+  incomingGraceMs: number;
+  deadline: Deadline;
+}
+
+/**
+ * Destination side, after the migration. Success: waits until the VM has been loaded,
+ * puts the capabilities back and makes sure the VM runs. Failure: quits the incoming
+ * QEMU unless it already holds the VM (running, or its incoming migration completed);
+ * a destination QEMU that is already gone is a success (nothing to quit).
+ */
+export async function finalizeDestination(
+  ch: VmChannel,
+  success: boolean,
+  options: FinalizeDestinationOptions,
+): Promise<FinalizeOutcome> {
+  const { deadline } = options;
+  const protocol = ch.monitor.protocol;
+  if (success) {
+    // The source reports `completed` once it has sent everything; the destination may
+    // still be loading the device state for a moment.
+    let vm = await ch.vmStatus(deadline);
+    const until = Math.min(deadline.at, Date.now() + options.incomingGraceMs);
+    while (vm.status === 'inmigrate' && Date.now() < until) {
+      await deadline.sleep(Math.min(50, Math.max(0, until - Date.now())));
+      vm = await ch.vmStatus(deadline);
+    }
+    if (vm.status === 'inmigrate') {
+      throw ch.error(
+        `the destination has not finished receiving the VM after ${options.incomingGraceMs} ms`,
+        undefined,
+        { status: vm.status },
+      );
+    }
+    await restore(ch, options);
+    if (!vm.running) {
+      // After a non-live migration the destination inherits the paused state.
+      ch.log.info({ status: vm.status }, 'resuming the destination VM');
+      await ch.must(simpleCommand(protocol, 'cont'), 'resuming the destination VM', deadline);
+      ch.log.info('destination finalized; the VM runs here');
+      return { side: 'destination', action: 'resumed', status: 'running' };
+    }
+    ch.log.info('destination finalized; the VM runs here');
+    return { side: 'destination', action: 'running', status: vm.status };
+  }
+
+  let vm: VmRunState;
+  try {
+    vm = await ch.vmStatus(deadline);
+  } catch (e) {
+    if (isMonitorGone(e, ch.monitor)) {
+      ch.log.info('the incoming QEMU is already gone');
+      return { side: 'destination', action: 'already-gone' };
+    }
+    throw ch.error(`cannot read the destination's state: ${errorText(e)}`, e);
+  }
+  if (vm.running || vm.status === 'postmigrate') {
+    ch.log.error(
+      { status: vm.status },
+      'the destination runs the VM; not stopping it after a failure report',
+    );
+    return { side: 'destination', action: 'kept-running', status: vm.status };
+  }
+  if (vm.status !== 'inmigrate') {
+    // Paused: after a non-live migration that completed, this is the VM. Quit only when
+    // QEMU says the incoming migration did not complete.
+    let incoming: MigrationProgress | undefined;
+    try {
+      incoming = await ch.migrationStatus(deadline);
+    } catch (e) {
+      if (isDeadline(e)) throw ch.error(`cannot read the destination's incoming status: ${errorText(e)}`, e);
+      ch.log.error({ err: errorText(e) }, 'cannot read the incoming status; keeping the paused destination');
+    }
+    if (!incoming || incoming.status === 'completed' || incoming.status === 'none') {
+      ch.log.error(
+        { status: vm.status, incoming: incoming?.status },
+        'the destination may hold the VM; not quitting it after a failure report',
+      );
+      return { side: 'destination', action: 'kept-paused', status: vm.status };
+    }
+  }
+  ch.log.info('quitting the incoming QEMU after a failed migration');
+  try {
+    await ch.send(simpleCommand(protocol, 'quit', 'quit'), deadline);
+  } catch (e) {
+    // `quit` closes the socket; a closed connection is the expected outcome.
+    if (!isMonitorGone(e, ch.monitor))
+      throw ch.error(`quitting the incoming QEMU failed: ${errorText(e)}`, e);
+  }
+  return { side: 'destination', action: 'quit', status: vm.status };
+}
+
+async function restore(ch: VmChannel, options: FinalizeDestinationOptions): Promise<void> {
+  if (options.accepted) {
+    await restoreSettings(ch, options.accepted.snapshot, options.deadline);
+    return;
+  }
+  await clearCapabilities(ch, options.capabilities, options.deadline).catch((e: unknown) =>
+    ch.log.error({ err: errorText(e) }, 'clearing migration capabilities failed'),
+  );
+}

@@ -1,0 +1,28 @@
+/**
+ * Finishing touches shared by the QMP and HMP status parsers: the percentage and the
+ * removal of fields QEMU did not report.
+ */
+import type { MigrationProgress } from './types.js';
+
+/** Sets `percent` (100 once completed) and drops every field left `undefined`. */
+export function finishProgress(p: MigrationProgress): MigrationProgress {
+  if (p.status === 'completed') p.percent = 100;
+  else if (p.remainingBytes !== undefined && p.totalBytes) {
+    // Like Nova: the share of guest RAM not left to send. `transferred / total` (Ganeti)
+    // climbs past 100 % as soon as pages are sent twice (Ganeti issue #950).
+    p.percent = Math.min(100, Math.max(0, (100 * (p.totalBytes - p.remainingBytes)) / p.totalBytes));
+  } else if (p.transferredBytes !== undefined && p.totalBytes) {
+    p.percent = Math.min(100, (100 * p.transferredBytes) / p.totalBytes);
+  }
+  for (const k of Object.keys(p) as (keyof MigrationProgress)[]) if (p[k] === undefined) delete p[k];
+  return p;
+}
+
+/**
+ * Transfer speed in bytes/s: `mbps` (decimal megabits) is what went over the wire;
+ * pages-per-second also counts zero pages, which cost almost nothing to send, so it is
+ * only the fallback.
+ */
+export function speedBytesPerSec(mbps: number | undefined, pps: number | undefined, pageSize: number) {
+  return mbps !== undefined ? (mbps * 1e6) / 8 : pps !== undefined ? pps * pageSize : undefined;
+}

@@ -1,0 +1,154 @@
+/**
+ * One call for a whole migration between two hypervisor objects (source and destination
+ * node), with the recovery that keeps the VM in exactly one place: accept, migrate, wait,
+ * finalize both; on any failure, finalize the destination and then the source as failed,
+ * each even when the other fails, and report what each end did and why QEMU failed.
+ */
+import { type FinalizeOutcome, MigrationError, type MigrationRecovery } from '../errors.js';
+import type { KVMHypervisor } from '../kvm.js';
+import { errorText } from './channel.js';
+import type {
+  ConvergenceAction,
+  Instance,
+  MigrationProgress,
+  MigrationResult,
+  MigrationStepOptions,
+} from './types.js';
+
+/** One end of a {@link runMigration}: the hypervisor object of that node and the instance there. */
+export interface MigrationEnd {
+  hypervisor: KVMHypervisor;
+  instance: Instance;
+}
+
+/** Options of {@link runMigration}. */
+export interface RunMigrationOptions {
+  source: MigrationEnd;
+  destination: MigrationEnd;
+  /** Host name or address of the destination node (the port is `migration_port`). */
+  target: string;
+  /** Live (default: `migration_mode`) or stop-and-copy. */
+  live?: boolean;
+  /** Limit of the migration itself, ms (default: scaled by guest memory). */
+  timeoutMs?: number;
+  /** Aborting cancels the migration; recovery still runs. */
+  signal?: AbortSignal;
+  /** Limit of each accept/finalize step, ms (default 30 000). */
+  stepTimeoutMs?: number;
+  onProgress?: (progress: MigrationProgress) => void;
+  onAction?: (action: ConvergenceAction) => void;
+  pollIntervalMs?: number;
+}
+
+/** A completed {@link runMigration}: the result and what each end did when finalized. */
+export interface RunMigrationResult extends MigrationResult {
+  source: FinalizeOutcome;
+  destination: FinalizeOutcome;
+}
+
+const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
+
+/**
+ * Runs a whole migration. Resolves when the VM runs on the destination and the source is
+ * paused after switchover. Throws `MigrationError` otherwise, after recovery: `recovery`
+ * says what each end did (or the error it raised), `reason` and `destinationReason` carry
+ * QEMU's reasons from both ends, and the message says where the VM runs.
+ */
+export async function runMigration(options: RunMigrationOptions): Promise<RunMigrationResult> {
+  const { source, destination } = options;
+  const step: MigrationStepOptions =
+    options.stepTimeoutMs === undefined ? {} : { timeoutMs: options.stepTimeoutMs };
+  let result: MigrationResult;
+  let sourceTouched = false;
+  try {
+    await destination.hypervisor.acceptInstance(destination.instance, step);
+    try {
+      await source.hypervisor.migrateInstance(source.instance, options.target, options.live, step);
+    } catch (e) {
+      // Refused before anything changed on the source: only the destination needs undoing.
+      sourceTouched = !(e instanceof MigrationError && e.changedVm === false);
+      throw e;
+    }
+    sourceTouched = true;
+    result = await source.hypervisor.waitForMigration(source.instance, {
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      ...(options.onAction ? { onAction: options.onAction } : {}),
+      ...(options.pollIntervalMs === undefined ? {} : { pollIntervalMs: options.pollIntervalMs }),
+    });
+  } catch (e) {
+    throw await recover(options, step, e, sourceTouched);
+  }
+  // Completed: the source stays paused, the destination runs the VM.
+  const finalize = await Promise.allSettled([
+    source.hypervisor.finalizeMigrationSource(source.instance, true, step),
+    destination.hypervisor.finalizeMigrationDst(destination.instance, true, step),
+  ]);
+  const [src, dst] = finalize;
+  if (src.status === 'fulfilled' && dst.status === 'fulfilled') {
+    return { ...result, source: src.value, destination: dst.value };
+  }
+  const recovery: MigrationRecovery = {
+    source: src.status === 'fulfilled' ? src.value : { error: asError(src.reason) },
+    destination: dst.status === 'fulfilled' ? dst.value : { error: asError(dst.reason) },
+  };
+  const name = source.instance.name;
+  throw new MigrationError(
+    `instance '${name}': the migration completed, but finalizing failed (${describe(recovery)}). ` +
+      'The source stays paused after switchover; if the destination VM is lost, an operator may resume the source with finalizeMigrationSource(instance, false, { forceResume: true })',
+    { instance: name, status: 'completed', recovery, changedVm: true },
+  );
+}
+
+async function recover(
+  options: RunMigrationOptions,
+  step: MigrationStepOptions,
+  error: unknown,
+  sourceTouched: boolean,
+): Promise<MigrationError> {
+  const { source, destination } = options;
+  const name = source.instance.name;
+  // The destination's own reason, before it is quit (where QEMU reports one).
+  let destinationReason: string | undefined;
+  try {
+    const incoming = await destination.hypervisor.getIncomingMigrationStatus(destination.instance, {
+      timeoutMs: Math.min(step.timeoutMs ?? 5000, 5000),
+    });
+    destinationReason = incoming.errorDesc;
+  } catch (e) {
+    destinationReason = `the destination cannot be asked (${errorText(e)})`;
+  }
+  const recovery: MigrationRecovery = {
+    destination: await destination.hypervisor
+      .finalizeMigrationDst(destination.instance, false, step)
+      .catch((e: unknown) => ({ error: asError(e) })),
+    source: sourceTouched
+      ? await source.hypervisor
+          .finalizeMigrationSource(source.instance, false, step)
+          .catch((e: unknown) => ({ error: asError(e) }))
+      : { side: 'source', action: 'untouched' },
+  };
+  const cause = error instanceof MigrationError ? error : undefined;
+  return new MigrationError(
+    `instance '${name}': ${errorText(error).replace(/^instance '[^']*': /, '')}` +
+      `${destinationReason && !destinationReason.startsWith('the destination cannot') ? `; destination: ${destinationReason}` : ''}` +
+      `. Recovery: ${describe(recovery)}`,
+    {
+      instance: name,
+      ...(cause?.status === undefined ? {} : { status: cause.status }),
+      ...(cause?.reason === undefined ? {} : { reason: cause.reason }),
+      ...(destinationReason === undefined ? {} : { destinationReason }),
+      unresponsive: cause?.unresponsive === true,
+      changedVm: cause?.changedVm ?? true,
+      recovery,
+      cause: error,
+    },
+  );
+}
+
+function describe(r: MigrationRecovery): string {
+  const one = (o: FinalizeOutcome | { error: Error }) =>
+    'error' in o ? `failed: ${o.error.message}` : `${o.action}${o.status ? ` (${o.status})` : ''}`;
+  return `destination ${one(r.destination)}; source ${one(r.source)}`;
+}
