@@ -14,7 +14,9 @@ import {
   PROTOCOLS,
   rejectsIn,
   resolvesIn,
+  runDeadline,
   runState,
+  STEP_MS,
   settledMigrationState,
   settles,
 } from './harness.js';
@@ -24,7 +26,6 @@ afterEach(() => lab.cleanup());
 afterAll(() => lab.dispose());
 
 const RUN_MS = 20_000;
-const STEP_MS = 10_000;
 
 /**
  * Runs a migration to completion: non-live with the busy guest (~1 s at 16 MiB/s), or live

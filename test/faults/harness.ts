@@ -38,6 +38,15 @@ export const PROTOCOLS: Protocol[] = ['qmp', 'hmp'];
  */
 export const HANG_MARGIN_MS = 5000;
 
+/** Deadline of each accept / finalize / cancel step in the matrix (`timeoutMs`, `stepTimeoutMs`). */
+export const STEP_MS = 10_000;
+
+/**
+ * The deadline `runMigration` promises: its own `timeoutMs` for the wait plus one step
+ * deadline for each of accept, migrate and the two finalizes.
+ */
+export const runDeadline = (timeoutMs: number): number => timeoutMs + 4 * STEP_MS;
+
 /** Migration bandwidth (MiB/s) of fault cases: far below the busy guest's dirty rate, so they never converge. */
 export const SLOW_MIBPS = 8;
 

@@ -17,7 +17,9 @@ import {
   fullText,
   rejectsIn,
   resolvesIn,
+  runDeadline,
   runState,
+  STEP_MS,
   settles,
 } from './harness.js';
 import { MonitorProxy } from './proxies.js';
@@ -58,8 +60,10 @@ describe('info migrate in a layout the parser has never seen', () => {
         target: p.target,
         live: true,
         timeoutMs: RUN_MS,
+        stepTimeoutMs: STEP_MS,
+        pollIntervalMs: 100,
       }),
-      RUN_MS,
+      runDeadline(RUN_MS),
     );
     expect(err).toBeInstanceOf(MigrationError);
     expect(hasUnrecognized(err) || /unrecognised/i.test(fullText(err)), fullText(err)).toBe(true);
@@ -93,8 +97,10 @@ describe.skipIf(!r11)(`QEMU ${r11?.version ?? '11.x'} over HMP${skip11}`, () => 
         target: p.target,
         live: true,
         timeoutMs: RUN_MS,
+        stepTimeoutMs: STEP_MS,
+        pollIntervalMs: 100,
       }),
-      RUN_MS,
+      runDeadline(RUN_MS),
     );
     // Whatever the parser makes of 11.x, the VM must end up in exactly one place…
     const where = await expectRunsExactlyOnce(p);
@@ -119,8 +125,10 @@ describe.skipIf(!r11)(`QEMU ${r11?.version ?? '11.x'} over HMP${skip11}`, () => 
         target: p.target,
         live: false,
         timeoutMs: RUN_MS,
+        stepTimeoutMs: STEP_MS,
+        pollIntervalMs: 100,
       }),
-      RUN_MS,
+      runDeadline(RUN_MS),
     );
     expect(await runState(p.src, p.srcObs)).toBe('postmigrate');
     expect(await expectRunsExactlyOnce(p)).toBe('dst');

@@ -22,7 +22,9 @@ import {
   PROTOCOLS,
   type Protocol,
   rejectsIn,
+  runDeadline,
   runState,
+  STEP_MS,
   settledMigrationState,
   settles,
 } from './harness.js';
@@ -33,7 +35,6 @@ afterEach(() => lab.cleanup());
 afterAll(() => lab.dispose());
 
 const RUN_MS = 20_000;
-const STEP_MS = 10_000;
 
 /** The socket the library uses for `protocol` on a VM. */
 const librarySocket = (vm: { qmpPath: string; hmpPath: string | undefined }, protocol: Protocol) =>
@@ -63,10 +64,12 @@ describe.each(PROTOCOLS)('monitor and network faults over %s', (protocol) => {
         target: p.target,
         live: false,
         timeoutMs: RUN_MS,
+        stepTimeoutMs: STEP_MS,
+        pollIntervalMs: 100,
         // The non-live transfer takes ~2 s at 8 MiB/s: QEMU finishes it while the library is blind.
         onProgress: onceMigrating(() => proxy!.cut()),
       }),
-      RUN_MS,
+      runDeadline(RUN_MS),
     );
     // Success (the library reconnected and saw completion) or a failure with a full
     // recovery: either way QEMU must end with one running copy.
@@ -91,9 +94,11 @@ describe.each(PROTOCOLS)('monitor and network faults over %s', (protocol) => {
         target: p.target,
         live: true,
         timeoutMs: RUN_MS,
+        stepTimeoutMs: STEP_MS,
+        pollIntervalMs: 100,
         onProgress: onceMigrating(() => void proxy!.kill()),
       }),
-      RUN_MS,
+      runDeadline(RUN_MS),
     );
     expect(err).toBeInstanceOf(MigrationError);
     expect(fullText(err)).toMatch(/monitor|connect|closed|ENOENT|ECONNREFUSED/i);
@@ -171,8 +176,10 @@ describe.each(PROTOCOLS)('monitor and network faults over %s', (protocol) => {
         target: p.target,
         live: true,
         timeoutMs: RUN_MS,
+        stepTimeoutMs: STEP_MS,
+        pollIntervalMs: 100,
       }),
-      RUN_MS,
+      runDeadline(RUN_MS),
     );
     expect(err).toBeInstanceOf(MigrationError);
     // QEMU's destination says why: "Size mismatch: pc.ram: 0x4000000 != 0x8000000" (7.2;

@@ -16,7 +16,9 @@ import {
   onceMigrating,
   PROTOCOLS,
   rejectsIn,
+  runDeadline,
   runState,
+  STEP_MS,
   settledMigrationState,
   settles,
   signal,
@@ -31,7 +33,6 @@ const RUN_MS = 20_000;
 /** The deadline of calls made while QEMU is frozen. */
 const FROZEN_MS = 3000;
 /** Deadline of recovery calls once QEMU answers again. */
-const STEP_MS = 10_000;
 
 describe.each(PROTOCOLS)('process faults over %s', (protocol) => {
   it.each([true, false])('destination SIGKILL mid-migration (live=%s): failed, source runs', async (live) => {
@@ -44,9 +45,11 @@ describe.each(PROTOCOLS)('process faults over %s', (protocol) => {
         target: p.target,
         live,
         timeoutMs: RUN_MS,
+        stepTimeoutMs: STEP_MS,
+        pollIntervalMs: 100,
         onProgress: onceMigrating(() => signal(p.dst, 'SIGKILL')),
       }),
-      RUN_MS,
+      runDeadline(RUN_MS),
     );
     expect(err).toBeInstanceOf(MigrationError);
     expect(err.status).toBe('failed');
@@ -69,9 +72,11 @@ describe.each(PROTOCOLS)('process faults over %s', (protocol) => {
         target: p.target,
         live: true,
         timeoutMs: RUN_MS,
+        stepTimeoutMs: STEP_MS,
+        pollIntervalMs: 100,
         onProgress: onceMigrating(() => signal(p.src, 'SIGKILL')),
       }),
-      RUN_MS,
+      runDeadline(RUN_MS),
     );
     expect(err).toBeInstanceOf(MigrationError);
     expect(fullText(err)).toMatch(/gone|lost|closed|exited|refused|ENOENT/i);

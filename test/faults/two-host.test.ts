@@ -13,7 +13,9 @@ import {
   onceMigrating,
   PROTOCOLS,
   rejectsIn,
+  runDeadline,
   runState,
+  STEP_MS,
   settledMigrationState,
   settles,
 } from './harness.js';
@@ -57,9 +59,11 @@ describe.skipIf(typeof hosts === 'string')(`two hosts joined by a veth pair${ski
           target: p.target,
           live: true,
           timeoutMs: RUN_MS,
+          stepTimeoutMs: STEP_MS,
+          pollIntervalMs: 100,
           onProgress: onceMigrating(() => h.cut()),
         }),
-        RUN_MS,
+        runDeadline(RUN_MS),
       );
       expect(err).toBeInstanceOf(MigrationError);
       // TCP never reports a pulled cable quickly: the library's own deadline must end it.
@@ -81,8 +85,10 @@ describe.skipIf(typeof hosts === 'string')(`two hosts joined by a veth pair${ski
         target: p.target,
         live: true,
         timeoutMs: 60_000,
+        stepTimeoutMs: STEP_MS,
+        pollIntervalMs: 100,
       }),
-      60_000,
+      runDeadline(60_000),
     );
     expect(run.ok, run.ok ? '' : fullText(run.error)).toBe(true);
     expect(await runState(p.src, p.srcObs)).toBe('postmigrate');
