@@ -15,6 +15,7 @@ import {
   expectRunsExactlyOnce,
   FaultLab,
   fullText,
+  hasCause,
   rejectsIn,
   resolvesIn,
   runDeadline,
@@ -29,14 +30,6 @@ afterEach(() => lab.cleanup());
 afterAll(() => lab.dispose());
 
 const RUN_MS = 20_000;
-
-/** True when `e` or one of its causes is an `UnrecognizedOutputError`. */
-function hasUnrecognized(e: unknown): boolean {
-  for (let c: unknown = e, i = 0; c instanceof Error && i < 6; c = c.cause, i++) {
-    if (c instanceof UnrecognizedOutputError) return true;
-  }
-  return false;
-}
 
 describe('info migrate in a layout the parser has never seen', () => {
   it('is an error quoting the text, and the source is never resumed; the VM runs once', async () => {
@@ -66,7 +59,9 @@ describe('info migrate in a layout the parser has never seen', () => {
       runDeadline(RUN_MS),
     );
     expect(err).toBeInstanceOf(MigrationError);
-    expect(hasUnrecognized(err) || /unrecognised/i.test(fullText(err)), fullText(err)).toBe(true);
+    expect(hasCause(err, UnrecognizedOutputError) || /unrecognised/i.test(fullText(err)), fullText(err)).toBe(
+      true,
+    );
     expect(fullText(err)).toContain('Zustand');
     const src = err.recovery?.source;
     if (src && !('error' in src)) expect(src.action).not.toMatch(/resumed/);

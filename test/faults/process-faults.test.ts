@@ -121,7 +121,7 @@ describe.each(PROTOCOLS)('process faults over %s', (protocol) => {
         FROZEN_MS,
       );
       if (frozen.ok) expect(frozen.value.action).not.toMatch(/resumed/);
-      else expect((frozen.error as MigrationError).unresponsive).toBe(true);
+      else expect((frozen.error as MigrationError).unresponsive, fullText(frozen.error)).toBe(true);
 
       signal(p.src, 'SIGCONT');
       await settles(
@@ -164,7 +164,8 @@ describe.each(PROTOCOLS)('process faults over %s', (protocol) => {
       p.dstHv.finalizeMigrationDst(p.inst, false, { timeoutMs: FROZEN_MS }),
       FROZEN_MS,
     );
-    if (!dstFinal.ok) expect((dstFinal.error as MigrationError).unresponsive).toBe(true);
+    if (!dstFinal.ok)
+      expect((dstFinal.error as MigrationError).unresponsive, fullText(dstFinal.error)).toBe(true);
     const srcFinal = await settles(
       'finalizeMigrationSource',
       p.srcHv.finalizeMigrationSource(p.inst, false, { timeoutMs: STEP_MS }),
