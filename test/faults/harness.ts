@@ -216,9 +216,9 @@ export class FaultLab {
 
   /** Starts a VM that clean-up kills. */
   async vm(options: QemuVmOptions, start: VmStarter = (o) => QemuVm.start(o)): Promise<VmProcess> {
-    // TCG always: on this machine kind the dirtying guest does not start under KVM (the
-    // VM reports `running`, the guest's status block stays empty), so a migration would
-    // have nothing to copy and end before any fault could be injected.
+    // TCG always: under nested KVM (this machine kind) SeaBIOS takes 8-12 s before the
+    // dirtying guest starts, so a migration right after start-up would copy an idle VM
+    // and end before any fault could be injected.
     const vm = await start({ accel: 'tcg', ...options });
     this.vms.push(vm);
     return vm;
