@@ -1,8 +1,14 @@
 /**
- * Records the source side of real live migrations on the local QEMU as transcripts:
- * `npx tsx scripts/record-transcripts.ts` writes
- * `test/fixtures/transcripts/qemu-<version>-{qmp,hmp}-live.json`, which the unit tests
- * replay with `TranscriptMonitor`. Re-run it when the migration code changes what it sends.
+ * Records the source side of real live migrations as transcripts, over QMP and HMP:
+ *
+ *   npx tsx scripts/record-transcripts.ts               # the host's QEMU (or $QEMU)
+ *   npx tsx scripts/record-transcripts.ts --all         # every release of the QEMU matrix
+ *   QEMU_RELEASES=5.2,11.1 npx tsx scripts/record-transcripts.ts --all
+ *   npx tsx scripts/record-transcripts.ts /path/to/qemu-system-x86_64 …
+ *
+ * Each writes `test/fixtures/transcripts/qemu-<version>-{qmp,hmp}-live.json`, which the
+ * unit tests replay with `TranscriptMonitor`. Re-run it (with `--all` after
+ * `bash scripts/qemu-matrix.sh`) when the migration code changes what it sends.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +20,7 @@ import type { Monitor } from '../src/monitor/types.js';
 import { freePort, QemuVm } from '../src/qemu/process.js';
 import { formatVersion } from '../src/qemu/version.js';
 import { RecordingMonitor } from '../src/testing/transcript.js';
+import { qemuReleases } from '../test/support/qemu-releases.js';
 
 /** What a fixture replays: the scenario and the conversation. */
 export interface TranscriptScenario {
@@ -23,12 +30,13 @@ export interface TranscriptScenario {
   outcome: 'completed' | 'failed';
 }
 
-async function record(protocol: 'qmp' | 'hmp', dir: string): Promise<void> {
+async function record(binary: string, protocol: 'qmp' | 'hmp', dir: string): Promise<void> {
   const port = await freePort();
-  const src = await QemuVm.start({ name: `rec-${protocol}-src`, dir, memoryMiB: 64 });
+  const src = await QemuVm.start({ name: `rec-${protocol}-src`, dir, binary, memoryMiB: 64 });
   const dst = await QemuVm.start({
     name: `rec-${protocol}-dst`,
     dir,
+    binary,
     memoryMiB: 64,
     incoming: `tcp:127.0.0.1:${port}`,
   });
@@ -40,7 +48,7 @@ async function record(protocol: 'qmp' | 'hmp', dir: string): Promise<void> {
     const recorder = new RecordingMonitor(
       inner,
       `source side of a live migration with xbzrle over ${protocol.toUpperCase()}`,
-      `recorded from qemu-system-x86_64 ${formatVersion(inner.version)} (TCG, -m 64) by scripts/record-transcripts.ts`,
+      `recorded from qemu-system-x86_64 ${formatVersion(inner.version)} (${src.accel.toUpperCase()}, -m 64) by scripts/record-transcripts.ts`,
     );
     const scenario: TranscriptScenario = {
       hvparams: {
@@ -75,10 +83,18 @@ async function record(protocol: 'qmp' | 'hmp', dir: string): Promise<void> {
   }
 }
 
+const args = process.argv.slice(2);
+const binaries = args.includes('--all')
+  ? qemuReleases().map((r) => r.binary)
+  : args.length > 0
+    ? args
+    : [process.env.QEMU || 'qemu-system-x86_64'];
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-rec-'));
 try {
-  await record('qmp', dir);
-  await record('hmp', dir);
+  for (const binary of binaries) {
+    await record(binary, 'qmp', dir);
+    await record(binary, 'hmp', dir);
+  }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

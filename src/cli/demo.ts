@@ -80,6 +80,9 @@ export const QEMU_INSTALL_HINT =
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How long the demo waits for the guest kernel to run (BIOS boot included). */
+const GUEST_BOOT_TIMEOUT_MS = 60_000;
+
 /** Reads the guest's status block through a monitor (`xp`). */
 export async function readGuestStatus(monitor: Monitor): Promise<GuestStatus> {
   const text = await monitor.humanCommand(`xp /4wx 0x${GUEST_STATUS_ADDRESS.toString(16)}`);
@@ -191,11 +194,15 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     res.hypervisors.push(hvSrc, hvDst);
 
     // Wait until the guest runs, then measure what it really dirties.
-    const bootDeadline = Date.now() + 15_000;
+    // SeaBIOS needs ~0.2 s under TCG but 8-12 s under nested KVM (every port access is a
+    // costly VM exit), so the limit is generous.
+    const bootDeadline = Date.now() + GUEST_BOOT_TIMEOUT_MS;
     let before = await readGuestStatus(srcMon);
     while (!before.running || before.pagesWritten === 0) {
       checkAbort();
-      if (Date.now() > bootDeadline) throw new HypervisorError('the demo guest did not start within 15 s');
+      if (Date.now() > bootDeadline) {
+        throw new HypervisorError(`the demo guest did not start within ${GUEST_BOOT_TIMEOUT_MS / 1000} s`);
+      }
       await sleep(50);
       before = await readGuestStatus(srcMon);
     }

@@ -56,7 +56,9 @@ export function parseQueryMigrate(reply: unknown): MigrationProgress {
   p.speedBytesPerSec = speedBytesPerSec(num(ram.mbps), num(ram['pages-per-second']), pageSize);
   const dirty = num(ram['dirty-pages-rate']);
   p.dirtyRateBytesPerSec = dirty === undefined ? undefined : dirty * pageSize;
-  p.expectedDowntimeMs = num(r['expected-downtime']);
+  // QEMU 11 reports INT64_MAX ("no bandwidth measured yet") between passes: not an estimate.
+  const expected = num(r['expected-downtime']);
+  p.expectedDowntimeMs = expected !== undefined && Number.isSafeInteger(expected) ? expected : undefined;
   p.downtimeMs = num(r.downtime);
   p.totalTimeMs = num(r['total-time']);
   p.pass = num(ram['dirty-sync-count']);

@@ -318,6 +318,13 @@ describe('parseQueryMigrate strictness', () => {
     expect(() => parseQueryMigrate({ status: null })).toThrow(UnrecognizedOutputError);
   });
 
+  it('QEMU 11’s INT64_MAX expected downtime (no bandwidth measured yet) is no estimate', () => {
+    // JSON.parse of 9223372036854775807, as the 11.1.3 transcript has it.
+    const p = parseQueryMigrate(JSON.parse('{"status":"active","expected-downtime":9223372036854775807}'));
+    expect(p.expectedDowntimeMs).toBeUndefined();
+    expect(parseQueryMigrate({ status: 'active', 'expected-downtime': 300 }).expectedDowntimeMs).toBe(300);
+  });
+
   it('random JSON never throws anything but UnrecognizedOutputError', () => {
     fc.assert(
       fc.property(fc.jsonValue(), (reply) => {

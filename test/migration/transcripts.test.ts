@@ -1,7 +1,8 @@
 /**
- * Replays monitor transcripts (test/fixtures/transcripts): recorded from the real QEMU
- * 7.2 on this machine, and written from the sources of QEMU 1.7, 2.4 and 2.8 for the
- * dialects no current QEMU speaks. Each replay asserts every command, in order, with its
+ * Replays every monitor transcript in test/fixtures/transcripts: recorded from real QEMU
+ * 5.2, 7.2, 10.0 and 11.1 (`scripts/record-transcripts.ts --all` on the QEMU matrix), and
+ * written from the sources of QEMU 1.7, 2.4 and 2.8 for the dialects no current QEMU
+ * speaks (their `origin` says so). Each replay asserts every command, in order, with its
  * arguments, and feeds the code that version's exact answers.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -31,17 +32,25 @@ const fixtures = readdirSync(dir)
   .map((f) => [f, JSON.parse(readFileSync(join(dir, f), 'utf8')) as Fixture] as const);
 
 describe('monitor transcripts', () => {
-  it('covers the old dialects and the real QEMU 7.2', () => {
+  it('covers the old dialects and the real QEMU 5.2, 7.2, 10.0 and 11.1 over QMP and HMP', () => {
     const names = fixtures.map(([f]) => f);
+    const real = ['5.2.0', '7.2.22', '10.0.13', '11.1.3'].flatMap((v) =>
+      ['qmp', 'hmp'].map((p) => `qemu-${v}-${p}-live.json`),
+    );
     expect(names).toEqual(
       expect.arrayContaining([
         'qemu-1.7.0-hmp-live.json',
         'qemu-1.7.0-qmp-live.json',
         'qemu-2.8.0-hmp-postcopy.json',
-        'qemu-7.2.22-qmp-live.json',
-        'qemu-7.2.22-hmp-live.json',
+        ...real,
       ]),
     );
+  });
+
+  it('says where each transcript comes from: recorded from a real QEMU, or written from sources', () => {
+    for (const [file, { transcript }] of fixtures) {
+      expect(transcript.origin, file).toMatch(/^(recorded from qemu-system-x86_64 |written from QEMU )/);
+    }
   });
 
   it.each(fixtures)('%s replays exactly', async (_file, { scenario, transcript }) => {

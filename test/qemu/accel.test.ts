@@ -111,7 +111,8 @@ describe.skipIf(!hasQemu)('a real QEMU', () => {
       const { vm, mon } = await start('kvm', kernel);
       expect(vm.accel).toBe('kvm');
       let s = await readGuestStatus(mon);
-      for (let i = 0; i < 300 && (!s.running || s.pagesWritten === 0); i++) {
+      // SeaBIOS takes 8-12 s under nested KVM before the kernel runs.
+      for (let i = 0; i < 1200 && (!s.running || s.pagesWritten === 0); i++) {
         await sleep(50);
         s = await readGuestStatus(mon);
       }
