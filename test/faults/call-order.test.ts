@@ -32,7 +32,11 @@ const RUN_MS = 20_000;
  */
 async function completed(p: Pair, live = false): Promise<void> {
   await resolvesIn('acceptInstance', p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS }), STEP_MS);
-  await p.srcHv.migrateInstance(p.inst, p.target, live);
+  await resolvesIn(
+    'migrateInstance',
+    p.srcHv.migrateInstance(p.inst, p.target, live, { timeoutMs: STEP_MS }),
+    STEP_MS,
+  );
   await resolvesIn(
     'waitForMigration',
     p.srcHv.waitForMigration(p.inst, { timeoutMs: RUN_MS, pollIntervalMs: 100 }),
@@ -43,8 +47,12 @@ async function completed(p: Pair, live = false): Promise<void> {
 describe.each(PROTOCOLS)('calls in the wrong order over %s', (protocol) => {
   it('a second migrateInstance is refused and leaves the running migration alone', async () => {
     const p = await lab.pair({ protocol, hvparams: { migration_bandwidth: 8 } });
-    await p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS });
-    await p.srcHv.migrateInstance(p.inst, p.target, false);
+    await resolvesIn('acceptInstance', p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS }), STEP_MS);
+    await resolvesIn(
+      'migrateInstance',
+      p.srcHv.migrateInstance(p.inst, p.target, false, { timeoutMs: STEP_MS }),
+      STEP_MS,
+    );
     const second = await rejectsIn(
       'second migrateInstance',
       p.srcHv.migrateInstance(p.inst, p.target, false),
@@ -100,9 +108,13 @@ describe.each(PROTOCOLS)('calls in the wrong order over %s', (protocol) => {
 
   it('finalize(false) twice on both ends after a failure: the destination quits once, the source runs', async () => {
     const p = await lab.pair({ protocol });
-    await p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS });
+    await resolvesIn('acceptInstance', p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS }), STEP_MS);
     // Live at 8 MiB/s the busy guest never converges: the wait's deadline ends it.
-    await p.srcHv.migrateInstance(p.inst, p.target, true);
+    await resolvesIn(
+      'migrateInstance',
+      p.srcHv.migrateInstance(p.inst, p.target, true, { timeoutMs: STEP_MS }),
+      STEP_MS,
+    );
     await rejectsIn(
       'waitForMigration',
       p.srcHv.waitForMigration(p.inst, { timeoutMs: 1500, pollIntervalMs: 100 }),
@@ -176,8 +188,12 @@ describe.each(PROTOCOLS)('calls in the wrong order over %s', (protocol) => {
 
   it('cancel then wait: the wait reports cancelled at once, the source runs, no migration continues', async () => {
     const p = await lab.pair({ protocol });
-    await p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS });
-    await p.srcHv.migrateInstance(p.inst, p.target, true);
+    await resolvesIn('acceptInstance', p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS }), STEP_MS);
+    await resolvesIn(
+      'migrateInstance',
+      p.srcHv.migrateInstance(p.inst, p.target, true, { timeoutMs: STEP_MS }),
+      STEP_MS,
+    );
     await resolvesIn('cancelMigration', p.srcHv.cancelMigration(p.inst, { timeoutMs: STEP_MS }), STEP_MS);
     const err = await rejectsIn(
       'waitForMigration',

@@ -16,6 +16,7 @@ import {
   onceMigrating,
   PROTOCOLS,
   rejectsIn,
+  resolvesIn,
   runDeadline,
   runState,
   STEP_MS,
@@ -94,7 +95,11 @@ describe.each(PROTOCOLS)('process faults over %s', (protocol) => {
     async (bound) => {
       const p = await lab.pair({ protocol });
       await settles('acceptInstance', p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS }), STEP_MS);
-      await p.srcHv.migrateInstance(p.inst, p.target, true);
+      await resolvesIn(
+        'migrateInstance',
+        p.srcHv.migrateInstance(p.inst, p.target, true, { timeoutMs: STEP_MS }),
+        STEP_MS,
+      );
       const abort = new AbortController();
       const err = await rejectsIn(
         'waitForMigration',
@@ -142,8 +147,12 @@ describe.each(PROTOCOLS)('process faults over %s', (protocol) => {
 
   it('destination SIGSTOP mid-migration: the wait times out, the source runs, finalize settles', async () => {
     const p = await lab.pair({ protocol });
-    await p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS });
-    await p.srcHv.migrateInstance(p.inst, p.target, true);
+    await resolvesIn('acceptInstance', p.dstHv.acceptInstance(p.inst, { timeoutMs: STEP_MS }), STEP_MS);
+    await resolvesIn(
+      'migrateInstance',
+      p.srcHv.migrateInstance(p.inst, p.target, true, { timeoutMs: STEP_MS }),
+      STEP_MS,
+    );
     const err = await rejectsIn(
       'waitForMigration',
       p.srcHv.waitForMigration(p.inst, {
