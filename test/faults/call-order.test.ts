@@ -167,10 +167,12 @@ describe.each(PROTOCOLS)('calls in the wrong order over %s', (protocol) => {
         p.dstHv.finalizeMigrationDst(p.inst, false, { timeoutMs: STEP_MS }),
         STEP_MS,
       );
-      // The destination holds the only copy of the VM now: it is kept, never quit. After a
-      // non-live migration it is still paused; "never nowhere" means it must be running.
-      expect(d.action).toMatch(/^(kept-running|resumed|running)$/);
+      // The destination holds the only copy of the VM now: it is kept, never quit.
+      expect(d.action).toMatch(/^(kept-|resumed$|running$)/);
       expect(await runState(p.src, p.srcObs)).toBe('postmigrate');
+      // KNOWN FAILURE on main (non-live): the destination of a completed non-live migration
+      // is `kept-paused`, the source is refused: the VM then runs nowhere. "Never nowhere"
+      // asks the failure finalize to start the destination that holds the only copy.
       expect(await expectRunsExactlyOnce(p)).toBe('dst');
 
       // The operator override, explicitly asked for, does resume it (now two copies run:
