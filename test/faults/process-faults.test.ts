@@ -125,6 +125,10 @@ describe.each(PROTOCOLS)('process faults over %s', (protocol) => {
         p.srcHv.finalizeMigrationSource(p.inst, false, { timeoutMs: FROZEN_MS }),
         FROZEN_MS,
       );
+      // KNOWN FAILURE on main: the frozen finalize settles in time and refuses to resume,
+      // but its MigrationError ("not resuming the source: its run state cannot be read (…
+      // no answer within the 3000 ms deadline)") has `unresponsive: false`; the API
+      // promises `unresponsive: true` whenever QEMU did not answer in time.
       if (frozen.ok) expect(frozen.value.action).not.toMatch(/resumed/);
       else expect((frozen.error as MigrationError).unresponsive, fullText(frozen.error)).toBe(true);
 
@@ -173,6 +177,8 @@ describe.each(PROTOCOLS)('process faults over %s', (protocol) => {
       p.dstHv.finalizeMigrationDst(p.inst, false, { timeoutMs: FROZEN_MS }),
       FROZEN_MS,
     );
+    // KNOWN FAILURE on main: "cannot read the destination's state: … no answer within the
+    // 3000 ms deadline" arrives in time but with `unresponsive: false`.
     if (!dstFinal.ok)
       expect((dstFinal.error as MigrationError).unresponsive, fullText(dstFinal.error)).toBe(true);
     const srcFinal = await settles(
