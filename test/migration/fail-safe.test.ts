@@ -38,6 +38,12 @@ describe('the resume verdict (safety.ts)', () => {
     ['postmigrate with an unreadable status', post, { error: new Error('x') }, 'refuse'],
     ['postmigrate with status none (the 11.x HMP case)', post, { status: 'none' }, 'refuse'],
     ['completed', paused, { status: 'completed' }, 'refuse'],
+    [
+      'finish-migrate (11.1 right after completed)',
+      { running: false, status: 'finish-migrate' },
+      { status: 'failed' },
+      'refuse',
+    ],
     ['post-copy', paused, { status: 'postcopy-active' }, 'refuse'],
     ['an unknown status', paused, { status: 'colo-future' }, 'refuse'],
     ['unreadable run state', { error: new Error('x') }, { status: 'failed' }, 'refuse'],
