@@ -15,6 +15,18 @@ const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', '
 const inNs = (ns: string, ...cmd: string[]) =>
   execFileSync('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] });
 
+/** `iptables-legacy` (the kernel's ip_tables) or `iptables`, whichever is installed. */
+function iptablesBinary(): string | undefined {
+  return ['iptables-legacy', 'iptables'].find((bin) => {
+    try {
+      execFileSync(bin, ['--version'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** Two namespaces `a` (source side) and `b` (destination side) joined by a veth pair. */
 export class TwoHosts {
   readonly nsA: string;
@@ -89,6 +101,26 @@ export class TwoHosts {
   }
 
   /**
+   * Why {@link slowLossyLink} cannot work here (no `tc`, neither netem nor iptables), or
+   * undefined when it can. Probes netem on the namespace's loopback, not on the link.
+   */
+  lossyLinkUnavailable(): string | undefined {
+    try {
+      execFileSync('tc', ['-V'], { stdio: 'ignore' });
+    } catch {
+      return "iproute2's `tc` is not installed";
+    }
+    try {
+      inNs(this.nsA, 'tc', 'qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'delay', '1ms');
+      inNs(this.nsA, 'tc', 'qdisc', 'del', 'dev', 'lo', 'root');
+      return undefined;
+    } catch {
+      // no netem: iptables must do the dropping
+    }
+    return iptablesBinary() ? undefined : 'the kernel has no tc netem and iptables is not installed';
+  }
+
+  /**
    * Makes the link slow and lossy in both directions: `netem delay 50ms loss 2%` where the
    * kernel has netem; otherwise a 40 Mbit/s token bucket plus 2 % random drops
    * (`iptables -m statistic`). Throws when neither can be made.
@@ -107,14 +139,7 @@ export class TwoHosts {
     } catch {
       // This kernel has no sch_netem: rate-limit with tbf and drop with iptables instead.
     }
-    const iptables = ['iptables-legacy', 'iptables'].find((bin) => {
-      try {
-        execFileSync(bin, ['--version'], { stdio: 'ignore' });
-        return true;
-      } catch {
-        return false;
-      }
-    });
+    const iptables = iptablesBinary();
     if (!iptables) throw new Error('neither tc netem nor iptables is available to make a lossy link');
     for (const [ns, dev] of ends) {
       inNs(

@@ -74,24 +74,29 @@ describe.skipIf(typeof hosts === 'string')(`two hosts joined by a veth pair${ski
     },
   );
 
-  it.each(PROTOCOLS)('slow lossy link over %s: completes, runs once on the destination', async (protocol) => {
-    const kind = h.slowLossyLink();
-    const p = await twoHostPair(protocol, 'idle', 32);
-    const run = await settles(
-      `runMigration over ${kind}`,
-      runMigration({
-        source: { hypervisor: p.srcHv, instance: p.inst },
-        destination: { hypervisor: p.dstHv, instance: p.inst },
-        target: p.target,
-        live: true,
-        timeoutMs: 60_000,
-        stepTimeoutMs: STEP_MS,
-        pollIntervalMs: 100,
-      }),
-      runDeadline(60_000),
-    );
-    expect(run.ok, run.ok ? '' : fullText(run.error)).toBe(true);
-    expect(await runState(p.src, p.srcObs)).toBe('postmigrate');
-    expect(await expectRunsExactlyOnce(p)).toBe('dst');
-  });
+  const noLossyLink = h.lossyLinkUnavailable?.();
+  it.skipIf(noLossyLink !== undefined).each(PROTOCOLS)(
+    `slow lossy link over %s: completes, runs once on the destination${noLossyLink ? ` (skipped: ${noLossyLink})` : ''}`,
+    async (protocol) => {
+      const kind = h.slowLossyLink();
+      // Non-live, so the ~16 MiB the guest dirtied cross the bad link once and the copy ends.
+      const p = await twoHostPair(protocol, 'busy', 32);
+      const run = await settles(
+        `runMigration over ${kind}`,
+        runMigration({
+          source: { hypervisor: p.srcHv, instance: p.inst },
+          destination: { hypervisor: p.dstHv, instance: p.inst },
+          target: p.target,
+          live: false,
+          timeoutMs: 60_000,
+          stepTimeoutMs: STEP_MS,
+          pollIntervalMs: 100,
+        }),
+        runDeadline(60_000),
+      );
+      expect(run.ok, run.ok ? '' : fullText(run.error)).toBe(true);
+      expect(await runState(p.src, p.srcObs)).toBe('postmigrate');
+      expect(await expectRunsExactlyOnce(p)).toBe('dst');
+    },
+  );
 });
