@@ -4,7 +4,7 @@
  * completed (it must not resume; only `forceResume` does), and cancel then wait. Real
  * QEMU, over QMP and HMP; the verdict comes from observer QMP sockets.
  */
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
 import {
   expectRunsExactlyOnce,
@@ -20,6 +20,8 @@ import {
   settles,
 } from './harness.js';
 
+// A hung runMigration may take its whole budget (wait + four steps + margin) to be reported.
+vi.setConfig({ testTimeout: 120_000 });
 const lab = new FaultLab('order');
 afterEach(() => lab.cleanup());
 afterAll(() => lab.dispose());

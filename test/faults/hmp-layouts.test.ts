@@ -6,7 +6,7 @@
  * matrix; skipped with the reason when the matrix has no 11.x).
  */
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { MigrationError, UnrecognizedOutputError } from '../../src/errors.js';
 import { runMigration } from '../../src/index.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
@@ -25,6 +25,8 @@ import {
 } from './harness.js';
 import { MonitorProxy } from './proxies.js';
 
+// A hung runMigration may take its whole budget (wait + four steps + margin) to be reported.
+vi.setConfig({ testTimeout: 120_000 });
 const lab = new FaultLab('layout');
 afterEach(() => lab.cleanup());
 afterAll(() => lab.dispose());

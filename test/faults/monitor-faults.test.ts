@@ -7,7 +7,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { HypervisorError, MigrationError } from '../../src/errors.js';
 import { KVMHypervisor, runMigration } from '../../src/index.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
@@ -31,6 +31,8 @@ import {
 } from './harness.js';
 import { GarbageServer, MonitorProxy } from './proxies.js';
 
+// A hung runMigration may take its whole budget (wait + four steps + margin) to be reported.
+vi.setConfig({ testTimeout: 120_000 });
 const lab = new FaultLab('mon');
 afterEach(() => lab.cleanup());
 afterAll(() => lab.dispose());

@@ -5,7 +5,7 @@
  * killed, with an error that says so), that every library call settled within its
  * deadline (+ a hang margin), and that QEMU's reason reached the caller.
  */
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
 import { runMigration } from '../../src/index.js';
 import {
@@ -25,6 +25,8 @@ import {
   signal,
 } from './harness.js';
 
+// A hung runMigration may take its whole budget (wait + four steps + margin) to be reported.
+vi.setConfig({ testTimeout: 120_000 });
 const lab = new FaultLab('proc');
 afterEach(() => lab.cleanup());
 afterAll(() => lab.dispose());

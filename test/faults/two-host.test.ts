@@ -3,7 +3,7 @@
  * QEMU in one and the destination in the other. The link is cut mid-migration, or made
  * slow and lossy. Skipped, with the reason in the test name, where namespaces cannot be made.
  */
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
 import { runMigration } from '../../src/index.js';
 import {
@@ -23,6 +23,8 @@ import { TwoHosts } from './netns.js';
 
 const hosts = TwoHosts.create();
 const skipReason = typeof hosts === 'string' ? ` (skipped: ${hosts})` : '';
+// A hung runMigration may take its whole budget (wait + four steps + margin) to be reported.
+vi.setConfig({ testTimeout: 120_000 });
 const lab = new FaultLab('2host');
 afterEach(async () => {
   await lab.cleanup();
