@@ -105,6 +105,7 @@ describe.each(PROTOCOLS)('monitor and network faults over %s', (protocol) => {
     );
     expect(err).toBeInstanceOf(MigrationError);
     expect(fullText(err)).toMatch(/monitor|connect|closed|ENOENT|ECONNREFUSED/i);
+    expect(err.message).toMatch(/not be resumed|not resuming/);
     // The source side's state could not be read: the recovery must not claim to have resumed it.
     const src = err.recovery?.source;
     if (src && !('error' in src)) expect(src.action).not.toMatch(/resumed/);
