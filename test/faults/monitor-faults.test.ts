@@ -193,7 +193,8 @@ describe.each(PROTOCOLS)('monitor and network faults over %s', (protocol) => {
       'runMigration',
       runMigration({
         source: { hypervisor: p.srcHv, instance: p.inst },
-        destination: { hypervisor: p.dstHv, instance: p.inst },
+        // QEMU started with -incoming tcp: exits on a load error and says why only on stderr.
+        destination: { hypervisor: p.dstHv, instance: p.inst, diagnostics: () => p.dst.stderr },
         target: p.target,
         live: true,
         timeoutMs: RUN_MS,
@@ -203,6 +204,7 @@ describe.each(PROTOCOLS)('monitor and network faults over %s', (protocol) => {
       runDeadline(RUN_MS),
     );
     expect(err).toBeInstanceOf(MigrationError);
+    expect(err.destinationReason).toMatch(/error while loading state|Length mismatch|Size mismatch/);
     // QEMU's destination says why: "Size mismatch: pc.ram: 0x4000000 != 0x8000000" (7.2;
     // "Length mismatch" in other releases) and "error while loading state for instance 0x0
     // of device 'ram'". The source alone only knows "Unable to write to socket: Broken
