@@ -47,12 +47,15 @@ export class MonitorTimeoutError extends MonitorError {
   override name = 'MonitorTimeoutError';
 }
 
-/** Why a {@link MonitorProtocolError} was raised. */
+/**
+ * Why a {@link MonitorProtocolError} was raised. `line-too-long`: a QMP line or an HMP reply
+ * passed the reader's limit (`maxLineBytes` / `maxReplyBytes`, 64 MiB by default).
+ */
 export type MonitorProtocolErrorReason = 'line-too-long' | 'server-parse-error' | 'bad-greeting';
 
 /**
- * The monitor broke the wire protocol: a line longer than the client accepts, a
- * greeting that is not QEMU's, or an error reply without `id` that cannot be matched.
+ * The monitor broke the wire protocol: a QMP line or HMP reply longer than the client
+ * accepts, a greeting that is not QEMU's, or an error reply without `id` that cannot be matched.
  */
 export class MonitorProtocolError extends MonitorError {
   override name = 'MonitorProtocolError';
@@ -81,6 +84,20 @@ export class QmpError extends HypervisorError {
     super(`QMP command '${command.execute}' failed: ${desc} (${errorClass})`);
     this.errorClass = errorClass;
     this.desc = desc;
+    this.command = command;
+  }
+}
+
+/**
+ * A QMP command that cannot be sent: its arguments have no JSON form (a `BigInt`, a cycle,
+ * a `toJSON` that throws). Raised before anything is written or waits for a reply.
+ */
+export class QmpArgumentsError extends HypervisorError {
+  override name = 'QmpArgumentsError';
+  /** The QMP command (`execute`) whose arguments were refused. */
+  readonly command: string;
+  constructor(command: string, message: string, options?: { cause: unknown }) {
+    super(message, options);
     this.command = command;
   }
 }
@@ -128,9 +145,12 @@ export interface FinalizeOutcome {
   side: 'source' | 'destination';
   /**
    * What was done. Source: `stopped-after-completion`, `paused` (completed, left paused),
-   * `resumed`, `already-running`, `force-resumed`. Destination: `running` (finalized, runs
-   * the VM), `resumed`, `quit`, `already-gone`, `kept-running` (it already ran the VM, so it
-   * was not stopped after a failure report).
+   * `resumed`, `already-running`, `left-paused`, `force-resumed`; `untouched` (from
+   * `runMigration`, when the source was never changed). Destination: `running` (finalized,
+   * runs the VM), `resumed`, `quit`, `already-gone`, `kept-running` (it already ran the VM,
+   * so it was not stopped after a failure report), `resumed-after-completion` (its incoming
+   * migration completed, so it holds the VM and is resumed), `kept-paused` (paused and its
+   * incoming state unknown: left for the operator).
    */
   action: string;
   /** The VM run state seen last, when it could be read. */

@@ -2,7 +2,7 @@
  * The `-H hypervisor:key=value,…` option of Ganeti's command line (`_SplitIdentKeyVal` and
  * `_SplitKeyVal`).
  */
-import { HypervisorError } from '../errors.js';
+import { HvParamError } from '../errors.js';
 import { displayValue } from './messages.js';
 
 /** A parsed `-H` option: values are still raw (strings, `true`, `false`, `null`). */
@@ -14,6 +14,11 @@ export interface HvParamsSpec {
 }
 
 const NO_PREFIX = 'no_';
+
+/** An `HvParamError` with one problem; `param` is the key concerned, `''` for the whole option. */
+function specError(message: string, param = ''): HvParamError {
+  return new HvParamError([{ param, message }]);
+}
 const UNSET_PREFIX = '-';
 
 /** Splits on `,` unless escaped as `\,`; `\\` stands for one backslash. */
@@ -41,21 +46,21 @@ function splitItems(text: string): string[] {
  * Parses a `-H` value such as `kvm:migration_caps=xbzrle:auto-converge,acpi,no_vnc_tls`.
  * The hypervisor name ends at the first `:`, so values may contain `:`; items are separated
  * by `,` (`\,` for a literal comma). `kvm` alone gives no parameters. Throws
- * {@link HypervisorError} naming the offending part: an empty or prefixed hypervisor name,
+ * {@link HvParamError} (one problem) naming the offending part: an empty or prefixed hypervisor name,
  * an empty item or key, or a key given twice.
  */
 export function parseHvParams(spec: string): HvParamsSpec {
   if (typeof spec !== 'string') {
-    throw new HypervisorError(`Invalid hypervisor parameters '${displayValue(spec)}': expected a string`);
+    throw specError(`Invalid hypervisor parameters '${displayValue(spec)}': expected a string`);
   }
   const colon = spec.indexOf(':');
   const hypervisor = colon === -1 ? spec : spec.slice(0, colon);
   const rest = colon === -1 ? '' : spec.slice(colon + 1);
   if (hypervisor.trim() === '') {
-    throw new HypervisorError(`Invalid hypervisor parameters '${spec}': the hypervisor name is empty`);
+    throw specError(`Invalid hypervisor parameters '${spec}': the hypervisor name is empty`);
   }
   if (hypervisor.startsWith(NO_PREFIX) || hypervisor.startsWith(UNSET_PREFIX)) {
-    throw new HypervisorError(
+    throw specError(
       `Invalid hypervisor parameters '${spec}': resetting a whole hypervisor ('${hypervisor}') is not supported here`,
     );
   }
@@ -79,12 +84,10 @@ export function parseHvParams(spec: string): HvParamsSpec {
       value = true;
     }
     if (key === '') {
-      throw new HypervisorError(
-        `Invalid item '${item}' in hypervisor parameters '${spec}': the key is empty`,
-      );
+      throw specError(`Invalid item '${item}' in hypervisor parameters '${spec}': the key is empty`);
     }
     if (Object.hasOwn(params, key)) {
-      throw new HypervisorError(`Key '${key}' is given twice in hypervisor parameters '${spec}'`);
+      throw specError(`Key '${key}' is given twice in hypervisor parameters '${spec}'`, key);
     }
     Object.defineProperty(params, key, { value, enumerable: true, writable: true, configurable: true });
   }

@@ -14,7 +14,14 @@ export {
 } from './check.js';
 export { type HvParamsSpec, parseHvParams } from './cli-spec.js';
 export { type CoerceOptions, coerceHvParams, forceDictType, HV_PARAMETER_TYPES } from './coerce.js';
-export { type CpuMaskEntry, CpuMaskError, parseCpuMask, parseMultiCpuMask } from './cpu-mask.js';
+export {
+  type CpuMaskEntry,
+  CpuMaskError,
+  MAX_CPU_MASK_TOTAL,
+  MAX_CPU_NUMBER,
+  parseCpuMask,
+  parseMultiCpuMask,
+} from './cpu-mask.js';
 export {
   CROSS_PARAMETER_RULES,
   type CrossParameterRule,

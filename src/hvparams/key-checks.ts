@@ -121,21 +121,26 @@ export const MIGRATION_MODE_CHECK = predicateCheck<string>(
   'invalid migration mode',
 );
 
-function parses(parse: (mask: string) => unknown[], value: string): unknown[] | undefined {
-  try {
-    return parse(value);
-  } catch (error) {
-    if (error instanceof CpuMaskError) return undefined;
-    throw error;
-  }
-}
+const MULTI_CPU_MASK_MESSAGE = 'Multiple CPU mask definition is not well-formed';
 
-/** `all`, a CPU mask, or `:`-separated per-vCPU masks (`_MULTI_CPU_MASK_CHECK`). */
-export const MULTI_CPU_MASK_CHECK = predicateCheck<string>(
-  "'all', a CPU mask such as 0-2,5, or per-vCPU masks such as all:1,3-5:0",
-  (value) => parses(parseMultiCpuMask, value) !== undefined,
-  'Multiple CPU mask definition is not well-formed',
-);
+/**
+ * `all`, a CPU mask, or `:`-separated per-vCPU masks (`_MULTI_CPU_MASK_CHECK`). A malformed
+ * mask gets Ganeti's message; one that is well-formed but over a limit (a CPU number above
+ * 8191, too many CPUs in total) gets Ganeti's message followed by the limit.
+ */
+export const MULTI_CPU_MASK_CHECK: SyntaxCheck<string> = {
+  summary:
+    "'all', a CPU mask such as 0-2,5 (CPUs 0 to 8191), or per-vCPU masks such as all:1,3-5:0 (at most 1048576 CPUs in all)",
+  problems: (value) => {
+    try {
+      parseMultiCpuMask(value);
+      return [];
+    } catch (error) {
+      if (!(error instanceof CpuMaskError)) throw error;
+      return [error.overLimit ? `${MULTI_CPU_MASK_MESSAGE}: ${error.message}` : MULTI_CPU_MASK_MESSAGE];
+    }
+  },
+};
 
 /** Known QEMU capability names, no duplicates, no combination QEMU always refuses. */
 export const MIGRATION_CAPS_CHECK: SyntaxCheck<string> = {

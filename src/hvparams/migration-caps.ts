@@ -16,10 +16,16 @@ import { displayValue, syntaxProblem } from './messages.js';
 const PARAM = 'migration_caps';
 /** Separator between capability names. */
 export const MIGRATION_CAPS_SEP = ':';
+/**
+ * Problems reported one by one; the rest are counted. Each is later framed with the whole
+ * value, so an unbounded list would make the messages quadratic in the value's length.
+ */
+const MAX_REPORTED_PROBLEMS = 10;
 
 /**
  * Every problem with a `migration_caps` value, as Ganeti-style syntax-check details
- * (without the `Parameter … fails syntax check:` frame). `""` has none.
+ * (without the `Parameter … fails syntax check:` frame). `""` has none. Past the first 10,
+ * problems are only counted (`and N more problems in the same value`).
  */
 export function migrationCapsProblems(value: string): string[] {
   if (value === '') return [];
@@ -55,6 +61,11 @@ export function migrationCapsProblems(value: string): string[] {
   // Combination rules only make sense for a list whose every item is valid.
   if (problems.length === 0) {
     for (const violation of checkCapabilityCombination(items)) problems.push(violation.message);
+  }
+  if (problems.length > MAX_REPORTED_PROBLEMS) {
+    const more = problems.length - MAX_REPORTED_PROBLEMS;
+    problems.length = MAX_REPORTED_PROBLEMS;
+    problems.push(`and ${more} more problem${more === 1 ? '' : 's'} in the same value`);
   }
   return problems;
 }

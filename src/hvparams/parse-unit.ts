@@ -18,17 +18,18 @@ export class UnitParseError extends HypervisorError {
 
 const SIZE = /^([.\d]+)\s*([a-zA-Z]+)?$/;
 const DECIMAL = /^(?:\d+\.?\d*|\.\d+)$/;
-const MULTIPLIERS: Record<string, number> = {
-  m: 1,
-  mb: 1,
-  mib: 1,
-  g: 1024,
-  gb: 1024,
-  gib: 1024,
-  t: 1024 * 1024,
-  tb: 1024 * 1024,
-  tib: 1024 * 1024,
-};
+// A Map, not an object literal: `0constructor` must be an unknown unit, not Object's.
+const MULTIPLIERS: ReadonlyMap<string, number> = new Map([
+  ['m', 1],
+  ['mb', 1],
+  ['mib', 1],
+  ['g', 1024],
+  ['gb', 1024],
+  ['gib', 1024],
+  ['t', 1024 * 1024],
+  ['tb', 1024 * 1024],
+  ['tib', 1024 * 1024],
+]);
 
 /**
  * Parses a size into MiB. Accepts a number, or a string such as `"4"`, `"1.5G"`, `"1024 GiB"`
@@ -46,7 +47,7 @@ export function parseUnit(input: string | number): number {
     );
   }
   const unit = match[2];
-  const multiplier = MULTIPLIERS[(unit ?? 'm').toLowerCase()];
+  const multiplier = MULTIPLIERS.get((unit ?? 'm').toLowerCase());
   if (multiplier === undefined) {
     throw new UnitParseError(
       `Unknown unit '${unit}' in size '${displayValue(input)}' (use M, G or T)`,

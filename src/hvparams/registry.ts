@@ -3,15 +3,10 @@
  * required and global flags, description, TypeBox schema and checks. The TypeBox schemas are
  * the single source of the static type {@link KvmHvParams}.
  */
-import {
-  type Static,
-  type TBoolean,
-  type TInteger,
-  type TNull,
-  type TString,
-  type TUnion,
-  Type,
-} from 'typebox';
+import type { Static, TBoolean, TInteger, TNull, TString, TUnion } from 'typebox';
+// The builders from typebox's `type` module, not its `Type` namespace: the namespace pulls
+// all of typebox (~200 kB more) into the bundle.
+import * as Type from 'typebox/type';
 // For TSDoc links only.
 import type { coerceHvParams } from './coerce.js';
 import {

@@ -38,10 +38,15 @@ export function isMonitorGone(e: unknown, monitor?: Monitor): boolean {
   return false;
 }
 
+/** The deadline error in `e`'s cause chain, if a deadline cut a call short. */
+export function deadlineIn(e: unknown): DeadlineError | undefined {
+  for (let c: unknown = e; c instanceof Error; c = c.cause) if (c instanceof DeadlineError) return c;
+  return undefined;
+}
+
 /** True when `e` (or its cause) is a deadline that cut a call short. */
-export function isDeadline(e: unknown): e is DeadlineError {
-  for (let c: unknown = e; c instanceof Error; c = c.cause) if (c instanceof DeadlineError) return true;
-  return false;
+export function isDeadline(e: unknown): boolean {
+  return deadlineIn(e) !== undefined;
 }
 
 /** A monitor bound to an instance, with deadline-bounded commands and parsed queries. */
@@ -81,7 +86,7 @@ export class VmChannel {
       instance: this.instance,
       ...extra,
       ...(cause === undefined ? {} : { cause }),
-      unresponsive: isDeadline(cause) && cause.deadlineCause === 'timeout',
+      unresponsive: deadlineIn(cause)?.deadlineCause === 'timeout',
     });
   }
 

@@ -143,7 +143,15 @@ export async function finalizeDestination(
       if (isDeadline(e)) throw ch.error(`cannot read the destination's incoming status: ${errorText(e)}`, e);
       ch.log.error({ err: errorText(e) }, 'cannot read the incoming status; keeping the paused destination');
     }
-    if (!incoming || incoming.status === 'completed' || incoming.status === 'none') {
+    if (incoming?.status === 'completed') {
+      // The VM arrived (a non-live migration leaves it paused): the source is postmigrate
+      // and will not be resumed, so this is the one copy. Run it, as a live one would.
+      ch.log.error('the incoming migration completed despite the failure report; resuming the VM here');
+      await restore(ch, options);
+      await ch.must(simpleCommand(protocol, 'cont'), 'resuming the destination VM', deadline);
+      return { side: 'destination', action: 'resumed-after-completion', status: 'running' };
+    }
+    if (!incoming || incoming.status === 'none') {
       ch.log.error(
         { status: vm.status, incoming: incoming?.status },
         'the destination may hold the VM; not quitting it after a failure report',

@@ -7,6 +7,8 @@
 import { type FinalizeOutcome, MigrationError, type MigrationRecovery } from '../errors.js';
 import type { KVMHypervisor } from '../kvm.js';
 import { errorText } from './channel.js';
+import { isPostcopy } from './safety.js';
+import { TERMINAL_STATUSES } from './status.js';
 import type {
   ConvergenceAction,
   Instance,
@@ -19,6 +21,12 @@ import type {
 export interface MigrationEnd {
   hypervisor: KVMHypervisor;
   instance: Instance;
+  /**
+   * QEMU's own words when its monitor cannot give them, e.g. the last lines the QEMU
+   * process wrote to stderr: a destination started with `-incoming tcp:…` exits on a load
+   * error ("Size mismatch", "error while loading state …") and says why only there.
+   */
+  diagnostics?: () => string | undefined;
 }
 
 /** Options of {@link runMigration}. */
@@ -101,6 +109,47 @@ export async function runMigration(options: RunMigrationOptions): Promise<RunMig
   );
 }
 
+/** What the source says after being asked to stop migrating: decides the destination's fate. */
+type SourceEnd = 'completed' | 'ended' | 'unknown';
+
+/**
+ * Makes the source's migration reach an end before the destination is touched (as libvirt
+ * does): a destination quit while the source completes would leave the VM nowhere.
+ * Post-copy counts as completed: the destination already runs the VM.
+ */
+async function settleSource(end: MigrationEnd, step: MigrationStepOptions): Promise<SourceEnd> {
+  const hv = end.hypervisor;
+  const limit = Date.now() + (step.timeoutMs ?? 30_000);
+  try {
+    let p = await hv.getMigrationStatus(end.instance, step);
+    if (p.status === 'completed' || isPostcopy(p.status)) return 'completed';
+    if (TERMINAL_STATUSES.has(p.status) || p.status === 'none') return 'ended';
+    await hv.cancelMigration(end.instance, step);
+    while (Date.now() < limit) {
+      p = await hv.getMigrationStatus(end.instance, step);
+      if (p.status === 'completed' || isPostcopy(p.status)) return 'completed';
+      if (TERMINAL_STATUSES.has(p.status) || p.status === 'none') return 'ended';
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } catch {
+    // Frozen or gone: it cannot complete from here on; the destination decides below.
+  }
+  return 'unknown';
+}
+
+const settled = <T>(p: Promise<T>): Promise<T | { error: Error }> =>
+  p.catch((e: unknown) => ({ error: asError(e) }));
+
+/** The last non-empty lines of a diagnostics text, bounded. */
+function lastLines(text: string | undefined): string | undefined {
+  const lines = (text ?? '')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  const tail = lines.slice(-3).join(' | ');
+  return tail ? tail.slice(-1000) : undefined;
+}
+
 async function recover(
   options: RunMigrationOptions,
   step: MigrationStepOptions,
@@ -109,7 +158,8 @@ async function recover(
 ): Promise<MigrationError> {
   const { source, destination } = options;
   const name = source.instance.name;
-  // The destination's own reason, before it is quit (where QEMU reports one).
+  const sourceEnd = sourceTouched ? await settleSource(source, step) : 'ended';
+  // The destination's own reason, before it is finalized (where QEMU reports one).
   let destinationReason: string | undefined;
   try {
     const incoming = await destination.hypervisor.getIncomingMigrationStatus(destination.instance, {
@@ -117,22 +167,34 @@ async function recover(
     });
     destinationReason = incoming.errorDesc;
   } catch (e) {
-    destinationReason = `the destination cannot be asked (${errorText(e)})`;
+    destinationReason =
+      lastLines(destination.diagnostics?.()) ?? `the destination cannot be asked (${errorText(e)})`;
   }
-  const recovery: MigrationRecovery = {
-    destination: await destination.hypervisor
-      .finalizeMigrationDst(destination.instance, false, step)
-      .catch((e: unknown) => ({ error: asError(e) })),
-    source: sourceTouched
-      ? await source.hypervisor
-          .finalizeMigrationSource(source.instance, false, step)
-          .catch((e: unknown) => ({ error: asError(e) }))
-      : { side: 'source', action: 'untouched' },
-  };
+  let recovery: MigrationRecovery;
+  if (sourceEnd === 'completed') {
+    // The migration completed after all (or is in post-copy): the VM is on the destination.
+    recovery = {
+      destination: await settled(
+        destination.hypervisor.finalizeMigrationDst(destination.instance, true, step),
+      ),
+      source: await settled(source.hypervisor.finalizeMigrationSource(source.instance, true, step)),
+    };
+  } else {
+    recovery = {
+      destination: await settled(
+        destination.hypervisor.finalizeMigrationDst(destination.instance, false, step),
+      ),
+      source: sourceTouched
+        ? await settled(source.hypervisor.finalizeMigrationSource(source.instance, false, step))
+        : { side: 'source', action: 'untouched' },
+    };
+  }
   const cause = error instanceof MigrationError ? error : undefined;
+  const askFailed = destinationReason?.startsWith('the destination cannot be asked') === true;
   return new MigrationError(
     `instance '${name}': ${errorText(error).replace(/^instance '[^']*': /, '')}` +
-      `${destinationReason && !destinationReason.startsWith('the destination cannot') ? `; destination: ${destinationReason}` : ''}` +
+      `${destinationReason && !askFailed ? `; destination: ${destinationReason}` : ''}` +
+      `${sourceEnd === 'completed' ? '; the migration completed nevertheless: the VM is on the destination' : ''}` +
       `. Recovery: ${describe(recovery)}`,
     {
       instance: name,

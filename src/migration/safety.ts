@@ -39,6 +39,10 @@ export function sourceVerdict(obs: SourceObservation): SourceVerdict {
   if (obs.runState.status === 'postmigrate') {
     return { kind: 'refuse', why: "its run state is 'postmigrate': QEMU finished the switchover" };
   }
+  if (obs.runState.status === 'finish-migrate') {
+    // QEMU 11.1 still reports this for a moment after `completed`.
+    return { kind: 'refuse', why: "its run state is 'finish-migrate': QEMU is in the switchover" };
+  }
   if (!known(obs.migration)) return { kind: 'refuse', why: 'its migration status cannot be read' };
   const status = obs.migration.status;
   if (status === 'completed') return { kind: 'refuse', why: "QEMU reports the migration 'completed'" };

@@ -24,6 +24,11 @@ export interface HmpMonitorOptions {
   greetingTimeoutMs?: number;
   /** Optional pino-compatible logger; every command sent is logged at debug level. */
   logger?: MonitorLogger;
+  /**
+   * Longest reply accepted, in bytes (default 64 MiB, minimum 16 MiB: the QMP line limit).
+   * A longer reply closes the connection with `MonitorProtocolError` (`line-too-long`).
+   */
+  maxReplyBytes?: number;
   /** How to name this monitor in messages (default: the socket path or `host:port`, else `stream`). */
   description?: string;
 }
@@ -98,7 +103,9 @@ export class HmpMonitor extends StreamMonitor<HmpFrame, HmpParser> implements Mo
   /** Waits for the banner over an already connected stream. On failure the stream is destroyed. */
   static async fromStream(stream: MonitorStream, options: HmpMonitorOptions = {}): Promise<HmpMonitor> {
     const description = options.description ?? 'stream';
-    const parser = new HmpParser();
+    const parser = new HmpParser(
+      options.maxReplyBytes === undefined ? {} : { maxReplyBytes: options.maxReplyBytes },
+    );
     const timeoutMs = options.greetingTimeoutMs ?? 10_000;
     const banner = await readBanner(stream, parser, timeoutMs, description);
     const monitor = new HmpMonitor(

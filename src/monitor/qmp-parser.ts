@@ -36,7 +36,8 @@ export interface QmpParserOptions {
 
 /** Default line limit: 64 MiB (a full `query-qmp-schema` reply is about 1 MB). */
 export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024;
-const MIN_MAX_LINE_BYTES = 16 * 1024 * 1024;
+/** Smallest line limit accepted: 16 MiB. */
+export const MIN_MAX_LINE_BYTES = 16 * 1024 * 1024;
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);

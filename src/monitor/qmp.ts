@@ -8,6 +8,7 @@ import {
   MonitorError,
   MonitorProtocolError,
   MonitorTimeoutError,
+  QmpArgumentsError,
   QmpError,
 } from '../errors.js';
 import type { QemuVersion } from '../qemu/version.js';
@@ -152,7 +153,9 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
   /**
    * Runs a QMP command and resolves with its `return` value. Rejects with `QmpError`
    * (class, desc, command) on an error reply, `MonitorTimeoutError` after the timeout,
-   * `MonitorClosedError` when the connection is or gets closed.
+   * `MonitorClosedError` when the connection is or gets closed, and at once with
+   * `QmpArgumentsError` (nothing sent, nothing pending) when `args` cannot be encoded as
+   * JSON (a `BigInt`, a cycle).
    */
   execute<T = unknown>(
     command: string,
@@ -160,6 +163,20 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
     options: ExecuteOptions = {},
   ): Promise<T> {
     const cmd: QmpCommand = args === undefined ? { execute: command } : { execute: command, arguments: args };
+    // Encode before anything is registered: arguments JSON cannot carry must not leave a
+    // command pending that was never sent.
+    let encoded: string;
+    try {
+      encoded = JSON.stringify(cmd);
+    } catch (err) {
+      return Promise.reject(
+        new QmpArgumentsError(
+          command,
+          `QMP command '${command}' not sent to ${this.description}: its arguments cannot be encoded as JSON (${err instanceof Error ? err.message : String(err)})`,
+          { cause: err },
+        ),
+      );
+    }
     if (this.closed) return Promise.reject(this.closedError(command));
     const id = `${ID_PREFIX}${this.nextId++}`;
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
@@ -182,7 +199,8 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
         }, timeoutMs);
       }
       this.pending.set(id, entry);
-      const line = `${JSON.stringify({ ...cmd, id })}\n`;
+      // `encoded` is a JSON object: the id goes in before its closing brace.
+      const line = `${encoded.slice(0, -1)},"id":${JSON.stringify(id)}}\n`;
       this.logger?.debug({ monitor: this.description, id, command: cmd }, `QMP send ${command}`);
       this.write(line).catch((err: unknown) => {
         if (this.pending.delete(id)) {

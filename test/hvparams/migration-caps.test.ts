@@ -102,6 +102,14 @@ describe('parseMigrationCaps', () => {
     expect(details('Bad::turbo:events:events')).toHaveLength(4);
   });
 
+  it('reports the first 10 item problems and counts the rest (messages stay linear in the value)', () => {
+    const value = Array.from({ length: 50_000 }, (_, i) => `nope${i}`).join(':');
+    const found = details(value);
+    expect(found).toHaveLength(11);
+    expect(found[0]).toMatch(/^unknown migration capability 'nope0' /);
+    expect(found[10]).toBe(`and 49990 more problems in the same value (current value: '${value}')`);
+  });
+
   it('is the migration_caps syntax check of checkParameterSyntax', () => {
     const filled = { ...KVMHypervisor.fillDefaults({}), migration_caps: 'xbzrle:nope' };
     expect(problemsOf(() => KVMHypervisor.checkParameterSyntax(filled))).toEqual(

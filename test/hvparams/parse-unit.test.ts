@@ -72,6 +72,14 @@ describe('parseUnit (Ganeti TestParseUnit)', () => {
     expect(() => parseUnit(Number.NaN)).toThrow(UnitParseError);
   });
 
+  it.each(['0constructor', '4Constructor', '1.5CONSTRUCTOR', '2toString'])(
+    '%j names an unknown unit (Object.prototype is no unit table)',
+    (input) => {
+      const unit = input.replace(/^[\d.]+/, '');
+      expect(() => parseUnit(input)).toThrow(new RegExp(`^Unknown unit '${unit}' in size '${input}'`));
+    },
+  );
+
   it('refuses absurdly large sizes', () => {
     expect(() => parseUnit(`${'9'.repeat(30)}T`)).toThrow('too large');
   });

@@ -38,6 +38,12 @@ describe('the resume verdict (safety.ts)', () => {
     ['postmigrate with an unreadable status', post, { error: new Error('x') }, 'refuse'],
     ['postmigrate with status none (the 11.x HMP case)', post, { status: 'none' }, 'refuse'],
     ['completed', paused, { status: 'completed' }, 'refuse'],
+    [
+      'finish-migrate (11.1 right after completed)',
+      { running: false, status: 'finish-migrate' },
+      { status: 'failed' },
+      'refuse',
+    ],
     ['post-copy', paused, { status: 'postcopy-active' }, 'refuse'],
     ['an unknown status', paused, { status: 'colo-future' }, 'refuse'],
     ['unreadable run state', { error: new Error('x') }, { status: 'failed' }, 'refuse'],
@@ -286,6 +292,61 @@ describe('recovery that cannot strand a VM', () => {
     expect(err.recovery.destination).toEqual({ side: 'destination', action: 'already-gone' });
     expect(err.recovery.source).toMatchObject({ side: 'source', action: 'resumed' });
     expect(srcMock.runState).toBe('running');
+  });
+
+  it("runMigration: a destination's own words come from diagnostics when its monitor is gone", async () => {
+    const srcMock = new MockMonitor({ protocol: 'qmp', version: '7.2.22' });
+    const dstMock = new MockMonitor({ protocol: 'qmp', version: '7.2.22', runState: 'inmigrate' });
+    const dst = new KVMHypervisor({ monitor: () => (dstMock.closed ? refusedFactory() : dstMock) });
+    const err = await runMigration({
+      source: { hypervisor: hvWith(srcMock), instance: inst() },
+      destination: {
+        hypervisor: dst,
+        instance: inst(),
+        diagnostics: () =>
+          'warning: something harmless\nqemu: Size mismatch: pc.ram: 0x4000000 != 0x8000000\nqemu: load of migration failed: Invalid argument\n',
+      },
+      target: '10.0.0.2',
+      pollIntervalMs: 5,
+      onProgress: (p) => {
+        if (p.status === 'active' && !dstMock.closed) {
+          dstMock.disconnect();
+          srcMock.failMigration('Unable to write to socket: Broken pipe');
+        }
+      },
+    }).catch((e) => e);
+    expect(err.destinationReason).toMatch(/Size mismatch: pc.ram/);
+    expect(err.message).toMatch(/destination: .*Size mismatch/);
+    expect(err.message).toMatch(/Broken pipe/);
+  });
+
+  it('runMigration: a source that completed although the wait failed finalizes both ends as done', async () => {
+    const srcMock = new MockMonitor({ protocol: 'qmp', version: '7.2.22' });
+    const dstMock = new MockMonitor({ protocol: 'qmp', version: '7.2.22', runState: 'inmigrate' });
+    dstMock.setReply('query-status', () =>
+      srcMock.migration.status === 'completed'
+        ? { status: 'running', running: true }
+        : { status: 'inmigrate', running: false },
+    );
+    let polls = 0;
+    const err = await runMigration({
+      source: { hypervisor: hvWith(srcMock), instance: inst() },
+      destination: { hypervisor: hvWith(dstMock), instance: inst() },
+      target: '10.0.0.2',
+      pollIntervalMs: 5,
+      onProgress: () => {
+        if (++polls === 1) {
+          // QEMU completes, but our wait only sees failing queries from here on.
+          srcMock.failCommand('query-migrate', { class: 'GenericError', desc: 'busy' }, { times: 5 });
+          srcMock.completeMigration();
+        }
+      },
+    }).catch((e) => e);
+    expect(err).toBeInstanceOf(MigrationError);
+    expect(err.message).toMatch(/completed nevertheless/);
+    expect(err.recovery.destination).toMatchObject({ action: 'running' });
+    expect(err.recovery.source).toMatchObject({ action: 'paused' });
+    expect(dstMock.sentCommands).not.toContain('quit');
   });
 
   it('runMigration: success finalizes both ends', async () => {

@@ -1,7 +1,13 @@
 import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HmpError, MonitorClosedError, MonitorError, MonitorTimeoutError } from '../../src/errors.js';
+import {
+  HmpError,
+  MonitorClosedError,
+  MonitorError,
+  MonitorProtocolError,
+  MonitorTimeoutError,
+} from '../../src/errors.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
 import { createStreamPair } from '../../src/testing/index.js';
 import { rejectionOf } from './helpers.js';
@@ -141,6 +147,29 @@ describe('HmpMonitor (replaying QEMU 7.2.22 bytes)', () => {
     expect(m.closed).toBe(true);
     await m.close();
     expect(closes).toHaveLength(1);
+  });
+
+  it('closes with line-too-long as soon as a reply passes maxReplyBytes', async () => {
+    const { client, server } = fakeHmp();
+    const m = await connect(client, { maxReplyBytes: 16 * 1024 * 1024 });
+    const closed = new Promise<Error | undefined>((r) => m.on('close', r));
+    const pending = rejectionOf(m.command('hang'));
+    const chunk = Buffer.alloc(1024 * 1024, 0x78);
+    let written = 0;
+    // Streams until the client hangs up: it must not wait for 64 MiB.
+    while (!m.closed && written < 64 * 1024 * 1024) {
+      if (!server.write(chunk)) await new Promise((r) => setImmediate(r));
+      written += chunk.length;
+      await new Promise((r) => setImmediate(r));
+    }
+    const err = await closed;
+    expect(err).toBeInstanceOf(MonitorProtocolError);
+    expect((err as MonitorProtocolError).reason).toBe('line-too-long');
+    expect(err?.message).toMatch(/^HMP reply longer than 16777216 bytes/);
+    expect(written).toBeLessThanOrEqual(18 * 1024 * 1024);
+    const rejected = await pending;
+    expect(rejected).toBeInstanceOf(MonitorClosedError);
+    expect(rejected.cause).toBe(err);
   });
 
   it('close() is idempotent', async () => {

@@ -78,9 +78,78 @@ describe('HmpParser on bytes captured from QEMU 7.2.22', () => {
     ]);
   });
 
-  it('throws a typed error when a reply grows past the limit', () => {
-    const p = new HmpParser({ maxReplyChars: 100 });
-    expect(() => p.push('x'.repeat(101))).toThrow(MonitorProtocolError);
+  it('frames a prompt cut at every position between two chunks', () => {
+    const stream = Buffer.from('banner\r\n(qemu) info status\r\nVM status: running\r\n(qemu) ', 'latin1');
+    for (let cut = 0; cut <= stream.length; cut++) {
+      const p = new HmpParser();
+      p.commandSent('info status');
+      const frames = [...p.push(stream.subarray(0, cut)), ...p.push(stream.subarray(cut))];
+      expect(frames).toEqual([
+        { kind: 'banner', text: 'banner' },
+        { kind: 'reply', command: 'info status', text: 'VM status: running\n' },
+      ]);
+      expect(p.bufferedBytes).toBe(0);
+    }
+  });
+
+  it('keeps text that only looks like part of a prompt', () => {
+    const p = new HmpParser();
+    p.push('(qemu) ');
+    p.commandSent('x');
+    const frames = [...p.push('x\r\n(qem'), ...p.push('u)x\r\n(qemu'), ...p.push(') ')];
+    expect(frames).toEqual([{ kind: 'reply', command: 'x', text: '(qemu)x\n' }]);
+  });
+
+  it('uses the QMP line limit: default 64 MiB, at least 16 MiB', () => {
+    expect(new HmpParser().maxReplyBytes).toBe(64 * 1024 * 1024);
+    expect(new HmpParser({ maxReplyBytes: 100 }).maxReplyBytes).toBe(16 * 1024 * 1024);
+  });
+
+  it('accepts a reply of exactly the limit, prompt split across chunks', () => {
+    const limit = 16 * 1024 * 1024;
+    const p = new HmpParser({ maxReplyBytes: limit });
+    p.push('(qemu) ');
+    p.commandSent('big');
+    const body = Buffer.alloc(limit, 0x61);
+    body[limit - 1] = 0x0a;
+    expect(p.push(body)).toEqual([]);
+    expect(p.push('(qemu')).toEqual([]);
+    const frames = p.push(') ');
+    expect(frames).toHaveLength(1);
+    expect(frames[0]?.kind === 'reply' && frames[0].text.length).toBe(limit);
+  });
+
+  it('throws line-too-long as soon as a reply passes the limit, then refuses more input', () => {
+    const limit = 16 * 1024 * 1024;
+    const p = new HmpParser({ maxReplyBytes: limit });
+    p.push('(qemu) ');
+    p.commandSent('flood');
+    const chunk = Buffer.alloc(64 * 1024, 0x78);
+    let pushed = 0;
+    let error: unknown;
+    try {
+      for (;;) {
+        p.push(chunk);
+        pushed += chunk.length;
+        expect(p.bufferedBytes).toBeLessThanOrEqual(limit);
+      }
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(MonitorProtocolError);
+    expect((error as MonitorProtocolError).reason).toBe('line-too-long');
+    expect(pushed).toBe(limit);
+    expect(p.bufferedBytes).toBe(0);
+    expect(() => p.push('(qemu) ')).toThrow(MonitorProtocolError);
+  });
+
+  it('applies the limit to a reply completed inside one chunk', () => {
+    const limit = 16 * 1024 * 1024;
+    const p = new HmpParser({ maxReplyBytes: limit });
+    p.push('(qemu) ');
+    p.commandSent('big');
+    const body = Buffer.concat([Buffer.alloc(limit, 0x61), Buffer.from('\n(qemu) ')]);
+    expect(() => p.push(body)).toThrow(/HMP reply longer than 16777216 bytes/);
   });
 });
 

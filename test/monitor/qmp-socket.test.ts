@@ -9,6 +9,7 @@ import {
   MonitorError,
   MonitorProtocolError,
   MonitorTimeoutError,
+  QmpArgumentsError,
   QmpError,
 } from '../../src/errors.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
@@ -329,6 +330,46 @@ describe('QmpMonitor over a UNIX socket (FakeQmpServer)', () => {
     const pending = await p;
     expect(pending).toBeInstanceOf(MonitorClosedError);
     expect(pending.cause).toBe(err);
+  });
+
+  it('refuses arguments JSON cannot encode at once, with nothing sent and nothing pending', async () => {
+    const { server, mon } = await setup();
+    const cyclic: Record<string, unknown> = { name: 'x' };
+    cyclic.self = cyclic;
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+      ['object-add', { size: 1n }, /BigInt/],
+      ['blockdev-add', cyclic, /circular/i],
+      [
+        'migrate',
+        {
+          toJSON() {
+            throw new Error('boom');
+          },
+        },
+        /boom/,
+      ],
+    ];
+    for (const [command, args, cause] of cases) {
+      const err = await rejectionOf(mon.execute(command, args, { timeoutMs: 0 }));
+      expect(err).toBeInstanceOf(QmpArgumentsError);
+      expect(err.command).toBe(command);
+      expect(err.message).toMatch(
+        new RegExp(`^QMP command '${command}' not sent to .*: its arguments cannot be encoded as JSON`),
+      );
+      expect(err.message).toMatch(cause);
+      expect(mon.pendingCount).toBe(0);
+    }
+    // The connection is unaffected and ids stay consecutive.
+    expect(await mon.execute('query-status', { ok: 'line\nbreak' })).toEqual({
+      status: 'running',
+      running: true,
+    });
+    expect(server.received.map((c) => c.id)).toEqual(['kvmhv-1', 'kvmhv-2']);
+    expect(server.received[1]).toEqual({
+      execute: 'query-status',
+      arguments: { ok: 'line\nbreak' },
+      id: 'kvmhv-2',
+    });
   });
 
   it('sends a 32 MiB argument through the socket (backpressure) and stays in order', async () => {
