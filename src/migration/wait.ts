@@ -5,6 +5,7 @@
  * deadline plus a short clean-up grace even when QEMU is frozen or gone.
  */
 import { MigrationError, UnrecognizedOutputError } from '../errors.js';
+import { versionAtLeast } from '../qemu/version.js';
 import { errorText, isDeadline, isMonitorGone, type VmChannel } from './channel.js';
 import { ConvergencePolicy, type ConvergencePolicyOptions, completionTimeoutMs } from './convergence.js';
 import { Deadline } from './deadline.js';
@@ -136,7 +137,10 @@ export async function waitForMigration(
     }
     options.onProgress?.(p);
     if (p.status === 'completed') return result(await settle(ch, p, caller), session);
-    if (p.status === 'failed' && p.errorDesc === undefined) p = await failureReason(ch, p, step);
+    // `error-desc` exists from QEMU 2.7; older ones never say why.
+    if (p.status === 'failed' && p.errorDesc === undefined && versionAtLeast(ch.monitor.version, 2, 7)) {
+      p = await failureReason(ch, p, step);
+    }
     if (p.status === 'failed' || p.status === 'cancelled') {
       throw ch.error(`migration ${p.status}${p.errorDesc ? `: ${p.errorDesc}` : ''}`, undefined, {
         status: p.status,
