@@ -6,6 +6,7 @@
 export * from './errors.js';
 export * from './hvparams/index.js';
 export { DEFAULT_RUN_DIR, DEFAULT_STEP_TIMEOUT_MS, KVMHypervisor } from './kvm.js';
+export type { LoggerLike, LogMethod, MonitorLogger } from './logger.js';
 export * from './migration/index.js';
 export * from './monitor/index.js';
 export type * from './monitor/types.js';

@@ -4,7 +4,6 @@
  */
 
 import { join } from 'node:path';
-import { type Logger, pino } from 'pino';
 // HvParamError is named for TSDoc links.
 import { type FinalizeOutcome, type HvParamError, MigrationError } from './errors.js';
 import {
@@ -20,6 +19,7 @@ import {
   type ValidationContext,
   validateHvParams,
 } from './hvparams/index.js';
+import { type LoggerLike, silentLogger } from './logger.js';
 import { errorText, isMonitorGone, VmChannel } from './migration/channel.js';
 import { type ConvergencePolicyOptions, completionTimeoutMs } from './migration/convergence.js';
 import { Deadline, DeadlineError } from './migration/deadline.js';
@@ -119,7 +119,7 @@ export class KVMHypervisor {
   }
 
   private readonly factory: MonitorFactory;
-  private readonly log: Logger;
+  private readonly log: LoggerLike;
   private readonly monitors = new Map<string, Promise<Monitor>>();
   private readonly sessions = new Map<string, MigrationSession>();
   private readonly accepted = new Map<string, AcceptedMigration>();
@@ -127,11 +127,11 @@ export class KVMHypervisor {
 
   /**
    * @param options `monitor`: opens an instance's monitor (default: QMP at
-   * `<runDir>/<name>.qmp`); `logger`: a pino logger (default silent); `convergence`: the
+   * `<runDir>/<name>.qmp`); `logger`: pino or any {@link LoggerLike} (default silent); `convergence`: the
    * convergence policy's knobs.
    */
   constructor(options: KVMHypervisorOptions = {}) {
-    this.log = options.logger ?? pino({ level: 'silent' });
+    this.log = options.logger ?? silentLogger;
     const runDir = options.runDir ?? DEFAULT_RUN_DIR;
     this.factory =
       options.monitor ??

@@ -2,8 +2,8 @@
  * Shapes of the migration API of `KVMHypervisor`: what goes in (an instance) and what
  * comes out (progress snapshots and the final result).
  */
-import type { Logger } from 'pino';
 import type { KvmHvParamsInput } from '../hvparams/index.js';
+import type { LoggerLike } from '../logger.js';
 import type { Monitor } from '../monitor/types.js';
 import type { ConvergencePolicyOptions } from './convergence.js';
 
@@ -127,8 +127,8 @@ export interface KVMHypervisorOptions {
   monitor?: MonitorFactory;
   /** Folder of the default factory's sockets (default `/var/run/ganeti/kvm-hypervisor/ctrl`). */
   runDir?: string;
-  /** A pino logger; default: a silent one. */
-  logger?: Logger;
+  /** A pino logger, or any object with pino's level methods ({@link LoggerLike}); default: silent. */
+  logger?: LoggerLike;
   /** Knobs of the convergence policy (stall detection, downtime ceiling, timeouts). */
   convergence?: ConvergencePolicyOptions;
 }

@@ -224,7 +224,7 @@ async function giveUp(
       if (verdict.kind === 'resume') {
         await ch
           .send(simpleCommand(ch.monitor.protocol, 'cont'), grace)
-          .then(() => ch.log.info('resumed the source VM after cancelling'))
+          .then(() => ch.log.info({}, 'resumed the source VM after cancelling'))
           .catch((e: unknown) =>
             ch.log.error({ err: errorText(e) }, 'resuming the source after cancelling failed'),
           );
