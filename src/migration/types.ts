@@ -94,7 +94,12 @@ export interface WaitForMigrationOptions {
    * within about a second, even when QEMU is frozen.
    */
   timeoutMs?: number;
-  /** Called with each new progress snapshot. */
+  /**
+   * Called with each progress snapshot that changed: one that differs from the last one
+   * reported in a field other than `totalTimeMs` (it grows on every poll) and `raw`. A
+   * polled migration that does not move is reported once; the final `completed`
+   * snapshot is always reported.
+   */
   onProgress?: (progress: MigrationProgress) => void;
   /** Called when the convergence policy acts. */
   onAction?: (action: ConvergenceAction) => void;

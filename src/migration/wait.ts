@@ -9,6 +9,7 @@ import { errorText, isDeadline, isMonitorGone, type VmChannel } from './channel.
 import { ConvergencePolicy, type ConvergencePolicyOptions, completionTimeoutMs } from './convergence.js';
 import { Deadline } from './deadline.js';
 import { downtimeCommand, simpleCommand } from './dialect.js';
+import { changesOnly } from './progress-fields.js';
 import { isPostcopy, sourceVerdict } from './safety.js';
 import type { MigrationSession } from './session.js';
 import { cancelAndSettle } from './source.js';
@@ -53,6 +54,9 @@ export async function waitForMigration(
   let lastStatus = '';
   let last: MigrationProgress | undefined;
   let lastError: unknown;
+  // onProgress sees a snapshot only when it changed (docs: WaitForMigrationOptions).
+  const onProgress = changesOnly(options.onProgress);
+  const reporting: WaitForMigrationOptions = onProgress ? { ...options, onProgress } : options;
   const unknownLogged = new Set<string>();
   for (;;) {
     // Deadlines first: a failing query must not loop past them.
@@ -70,7 +74,7 @@ export async function waitForMigration(
         last,
         lastError,
         caller.over() ? DEADLINE_GRACE_MS : POLICY_GRACE_MS,
-        options,
+        reporting,
       );
     }
     const seen = session.eventCount;
@@ -134,7 +138,7 @@ export async function waitForMigration(
       unknownLogged.add(p.status);
       if (p.status !== 'none') ch.log.warn({ status: p.status }, 'unknown migration status; still waiting');
     }
-    options.onProgress?.(p);
+    onProgress?.(p);
     if (p.status === 'completed') return result(await settle(ch, p, caller), session);
     if (p.status === 'failed' || p.status === 'cancelled') {
       throw ch.error(`migration ${p.status}${p.errorDesc ? `: ${p.errorDesc}` : ''}`, undefined, {
