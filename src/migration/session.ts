@@ -2,6 +2,7 @@
  * A migration started on a source VM: what was changed (so it can be put back), what QEMU
  * was told, and the MIGRATION events seen so far (so waits wake at once on a change).
  */
+import { isMonitorEvent } from '../monitor/event-types.js';
 import type { MonitorEvent } from '../monitor/types.js';
 import type { VmChannel } from './channel.js';
 import type { MigrationDialect } from './dialect.js';
@@ -86,7 +87,7 @@ export function openSession(
   };
   const onEvent = (ev: MonitorEvent) => {
     if (ev.event !== 'MIGRATION' && ev.event !== 'MIGRATION_PASS') return;
-    if (ev.event === 'MIGRATION' && typeof ev.data.status === 'string') {
+    if (isMonitorEvent(ev, 'MIGRATION')) {
       session.lastEventStatus = ev.data.status;
       channel.log.info({ status: ev.data.status }, 'migration status changed');
     }

@@ -4,6 +4,7 @@
  */
 import type { KvmHvParamsInput } from '../hvparams/index.js';
 import type { LoggerLike } from '../logger.js';
+import type { MigrationStatus } from '../monitor/event-types.js';
 import type { Monitor } from '../monitor/types.js';
 import type { ConvergencePolicyOptions } from './convergence.js';
 
@@ -22,8 +23,11 @@ export type MonitorFactory = (instanceName: string) => Monitor | Promise<Monitor
 
 /** One snapshot of a migration, from `query-migrate` or `info migrate`. */
 export interface MigrationProgress {
-  /** QEMU's status string; unknown future values are passed through unchanged. */
-  status: string;
+  /**
+   * QEMU's status (`none` before any migration); unknown future values are passed through
+   * unchanged. `isPostcopy(status)` says whether the destination already runs the VM.
+   */
+  status: MigrationStatus;
   /** Bytes of RAM sent so far. */
   transferredBytes?: number;
   /** Bytes of RAM still to send in this pass. */
