@@ -127,12 +127,14 @@ export type {
   ConvergenceAction,
   FinalizeMigrationDstOptions,
   FinalizeMigrationSourceOptions,
+  IncomingMigrationResult,
   Instance,
   KVMHypervisorOptions,
   MigrationProgress,
   MigrationResult,
   MigrationStepOptions,
   MonitorFactory,
+  WaitForIncomingOptions,
   WaitForMigrationOptions,
 } from './migration/types.js';
 // Monitor clients, their parsers (no I/O) and the typed events.

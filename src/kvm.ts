@@ -24,17 +24,20 @@ import { errorText, isMonitorGone, VmChannel } from './migration/channel.js';
 import { type ConvergencePolicyOptions, completionTimeoutMs } from './migration/convergence.js';
 import { Deadline, DeadlineError } from './migration/deadline.js';
 import { type AcceptedMigration, acceptMigration, finalizeDestination } from './migration/destination.js';
+import { waitForIncoming } from './migration/incoming.js';
 import type { MigrationPlan, MigrationSession } from './migration/session.js';
 import { cancelMigration, finalizeSource, precheck, startMigration } from './migration/source.js';
 import type {
   FinalizeMigrationDstOptions,
   FinalizeMigrationSourceOptions,
+  IncomingMigrationResult,
   Instance,
   KVMHypervisorOptions,
   MigrationProgress,
   MigrationResult,
   MigrationStepOptions,
   MonitorFactory,
+  WaitForIncomingOptions,
   WaitForMigrationOptions,
 } from './migration/types.js';
 import { waitForMigration } from './migration/wait.js';
@@ -295,6 +298,25 @@ export class KVMHypervisor {
     } finally {
       session.detach();
     }
+  }
+
+  /**
+   * Destination side, after `acceptInstance`: waits until the incoming migration has
+   * arrived and the VM is loaded, and resolves with its run state (`running`, or `paused`
+   * after a non-live migration). Polls the incoming status (`query-migrate` /
+   * `info migrate`; a `MIGRATION` event wakes it early where QEMU sends them). Rejects
+   * with `MigrationError` carrying `status` and QEMU's `reason` on `failed` or
+   * `cancelled`; when the destination QEMU exits (it does when loading fails) or stops
+   * answering; on `timeoutMs` or an abort (`signal`). Changes nothing on the VM: call
+   * `finalizeMigrationDst(instance, true)` (or `false` after a failure) next.
+   */
+  async waitForIncomingMigration(
+    instance: Instance,
+    options: WaitForIncomingOptions = {},
+  ): Promise<IncomingMigrationResult> {
+    const opening = Deadline.after(DEFAULT_STEP_TIMEOUT_MS, options.signal);
+    const ch = await this.stepChannel(instance.name, opening, 'waiting for the incoming migration');
+    return this.controllerStep(ch, () => waitForIncoming(ch, options));
   }
 
   /** Cancels the instance's running migration (`migrate_cancel`); refused during post-copy. */

@@ -113,6 +113,33 @@ export interface WaitForMigrationOptions {
   pollIntervalMs?: number;
 }
 
+/** Options of `waitForIncomingMigration` (destination side). */
+export interface WaitForIncomingOptions {
+  /**
+   * Overall limit in ms (default: none; the wait still ends when the destination QEMU
+   * exits or stops answering: 5 status queries in a row failed or took over 10 s each).
+   * At the limit the wait rejects and leaves the destination as it is.
+   */
+  timeoutMs?: number;
+  /** Stops waiting (rejects); the destination is left as it is. */
+  signal?: AbortSignal;
+  /** Called with each changed snapshot of the incoming migration, as in `waitForMigration`. */
+  onProgress?: (progress: MigrationProgress) => void;
+  /** Status poll interval in ms (default 250); a `MIGRATION` event wakes the wait early. */
+  pollIntervalMs?: number;
+}
+
+/** The outcome of `waitForIncomingMigration`: the VM has arrived and been loaded. */
+export interface IncomingMigrationResult {
+  status: 'completed';
+  /** The destination VM's run state once loaded: `running`, or `paused` after a non-live migration. */
+  runState: string;
+  /** Whether the destination VM runs. */
+  running: boolean;
+  /** The last snapshot of the incoming migration. */
+  final: MigrationProgress;
+}
+
 /** The outcome of a completed migration. */
 export interface MigrationResult {
   status: 'completed';
