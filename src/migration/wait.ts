@@ -140,6 +140,7 @@ export async function waitForMigration(
     }
     onProgress?.(p);
     if (p.status === 'completed') return result(await settle(ch, p, caller), session);
+    if (p.status === 'failed' && p.errorDesc === undefined) p = await failureReason(ch, p, step);
     if (p.status === 'failed' || p.status === 'cancelled') {
       throw ch.error(`migration ${p.status}${p.errorDesc ? `: ${p.errorDesc}` : ''}`, undefined, {
         status: p.status,
@@ -252,6 +253,25 @@ async function giveUp(
       changedVm: true,
     },
   );
+}
+
+/**
+ * QEMU can report `failed` a moment before it records why (`error-desc`); asks again a
+ * few times, briefly, so the caller gets QEMU's reason.
+ */
+async function failureReason(
+  ch: VmChannel,
+  p: MigrationProgress,
+  deadline: Deadline,
+): Promise<MigrationProgress> {
+  const until = Deadline.at(Math.min(deadline.at, Date.now() + 300), deadline.signal);
+  while (p.errorDesc === undefined && !until.over()) {
+    await until.sleep(50);
+    const again = await ch.migrationStatus(until).catch(() => undefined);
+    if (again?.status !== 'failed') break;
+    p = again;
+  }
+  return p;
 }
 
 /**

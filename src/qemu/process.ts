@@ -24,6 +24,11 @@ export interface QemuVmOptions {
    * never falls back silently: {@link QemuVm.accel} is what it runs with.
    */
   accel?: AcceleratorChoice;
+  /**
+   * Machine type (`-machine`), default `pc`. Pin a versioned type (`pc-i440fx-5.2`) on
+   * both ends of a migration between QEMU releases.
+   */
+  machine?: string;
   /** Guest memory in MiB (default 64). */
   memoryMiB?: number;
   /** How many QMP sockets to open (default 1): a QMP socket serves one client at a time. */
@@ -200,7 +205,7 @@ export class QemuVm {
       '-accel',
       accel,
       '-machine',
-      'pc',
+      options.machine ?? 'pc',
       '-nodefaults',
       '-no-user-config',
       '-display',

@@ -56,9 +56,14 @@ describe.each(PROTOCOLS)('process faults over %s', (protocol) => {
     );
     expect(err).toBeInstanceOf(MigrationError);
     expect(err.status).toBe('failed');
-    // QEMU's own reason (error-desc / "Migration status: failed (…)") reaches the caller.
-    expect(err.reason).toMatch(/socket|pipe|reset|connection/i);
-    expect(err.message).toContain(err.reason);
+    // QEMU's own reason (error-desc / "Migration status: failed (…)") reaches the caller
+    // whenever QEMU recorded one; some write errors reach QEMU 7.2 without an Error object
+    // and then it has no error-desc at all (checked through the observer).
+    const qemuDesc = ((await p.srcObs.execute('query-migrate')) as { 'error-desc'?: string })['error-desc'];
+    if (qemuDesc !== undefined || err.reason !== undefined) {
+      expect(err.reason).toMatch(/socket|pipe|reset|connection/i);
+      expect(err.message).toContain(err.reason);
+    }
     expect(err.recovery?.destination).toMatchObject({ action: 'already-gone' });
     expect(err.recovery?.source).toMatchObject({ action: live ? 'already-running' : 'resumed' });
     expect(await expectRunsExactlyOnce(p)).toBe('src');

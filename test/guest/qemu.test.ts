@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import {
   GUEST_REGION_START,
   GUEST_STATUS_ADDRESS,
@@ -17,7 +17,14 @@ import {
   parseXpWords,
   writeGuestImage,
 } from '../../src/guest/index.js';
-import { findQemuBinary, freePort, QemuVm } from '../../src/qemu/process.js';
+import { freePort, QemuVm } from '../../src/qemu/process.js';
+import {
+  accelerators,
+  describeEachRelease,
+  type ReleaseCase,
+  releaseCases,
+  vmOptions,
+} from '../support/real-qemu.js';
 import { RawQmp } from './raw-qmp.js';
 
 const MiB = 1048576;
@@ -26,11 +33,8 @@ const vms: QemuVm[] = [];
 const clients: RawQmp[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-beforeAll(() => {
-  if (!findQemuBinary()) {
-    throw new Error('qemu-system-x86_64 not found: run `bash scripts/setup.sh` or set QEMU=/path/to/binary');
-  }
-});
+/** The release and accelerator the running suite is about (set by each suite's beforeAll). */
+let rel: ReleaseCase;
 afterEach(async () => {
   for (const c of clients.splice(0)) c.close();
   await Promise.all(vms.splice(0).map((vm) => vm.kill()));
@@ -48,7 +52,15 @@ async function start(name: string, memoryMiB: number, guest?: GuestImageOptions,
     kernel = join(dir, `${name}.img`);
     writeGuestImage(kernel, guest);
   }
-  const vm = await QemuVm.start({ name, dir, memoryMiB, hmp: false, kernel, incoming });
+  const vm = await QemuVm.start({
+    ...vmOptions(rel, rel.accel),
+    name,
+    dir,
+    memoryMiB,
+    hmp: false,
+    kernel,
+    incoming,
+  });
   vms.push(vm);
   const qmp = await RawQmp.connect(vm.qmpPath);
   clients.push(qmp);
@@ -59,7 +71,8 @@ async function guestStatus(qmp: RawQmp): Promise<GuestStatus> {
   return parseGuestStatus(parseXpWords(await qmp.hmp(`xp /4wx 0x${GUEST_STATUS_ADDRESS.toString(16)}`)));
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 10_000) {
+// Generous: under nested KVM (CI's machines) SeaBIOS alone takes 8–12 s to boot a guest.
+async function waitFor<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 45_000) {
   const deadline = Date.now() + timeoutMs;
   let last: T = await fn();
   while (!ok(last)) {
@@ -98,7 +111,11 @@ async function migrateTo(src: Started, port: number, maxBandwidth: number) {
   await src.qmp.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
 }
 
-describe('dirty-memory guest under QEMU', () => {
+describeEachRelease('dirty-memory guest', releaseCases(accelerators()), (c) => {
+  beforeAll(() => {
+    rel = c;
+  });
+
   it('boots with -kernel and -nodefaults and writes pages at the requested rate', async () => {
     const [slow, fast] = await Promise.all([
       start('slow', 48, { dirtyMiB: 32, rateMiBps: 1 }),
@@ -108,10 +125,15 @@ describe('dirty-memory guest under QEMU', () => {
     expect(s1.effectiveEnd).toBe(GUEST_REGION_START + 32 * MiB);
     expect(s2.effectiveEnd).toBe(GUEST_REGION_START + 32 * MiB);
     const [r1, r16] = await Promise.all([measureRate(slow.qmp, 2000), measureRate(fast.qmp, 2000)]);
-    expect(r1).toBeGreaterThan(0.5);
-    expect(r1).toBeLessThan(2);
-    expect(r16).toBeGreaterThan(8);
-    expect(r16).toBeLessThan(32);
+    // Never faster than asked (plus measuring noise). Slower where the vCPU thread is not
+    // scheduled: the guest drops credit older than 2 ms instead of bursting, so on a busy
+    // host a 1 MiB/s guest was seen at 0.29–0.42 MiB/s under TCG (every release) and at
+    // 0.53 MiB/s under nested KVM (11.1).
+    const low = 0.2;
+    expect(r1).toBeGreaterThan(low);
+    expect(r1).toBeLessThan(1.5);
+    expect(r16).toBeGreaterThan(16 * low);
+    expect(r16).toBeLessThan(24);
     expect(r16 / r1).toBeGreaterThan(8);
     // The pages really hold the counter: the first word of the region's first page is non-zero.
     const words = parseXpWords(await fast.qmp.hmp(`xp /1wx 0x${GUEST_REGION_START.toString(16)}`));
@@ -164,7 +186,12 @@ describe('dirty-memory guest under QEMU', () => {
     const port = await freePort();
     await start('busy-dst', 32, undefined, `tcp:127.0.0.1:${port}`);
     const src = await start('busy', 32, { dirtyMiB: 4, rateMiBps: 16 });
-    await booted(src.qmp);
+    // Dirty the whole region once first: a just-booted guest has little to chase.
+    await waitFor(
+      'a first sweep of the region',
+      () => guestStatus(src.qmp),
+      (s) => s.running && s.sweeps > 0,
+    );
     await migrateTo(src, port, 4 * MiB);
     const seen = await waitFor(
       'a non-zero dirty-pages-rate',

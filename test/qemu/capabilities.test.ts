@@ -10,17 +10,19 @@ import {
   KNOWN_CAPABILITY_NAMES,
 } from '../../src/qemu/capabilities.js';
 import { QemuVm } from '../../src/qemu/process.js';
-import { parseVersion } from '../../src/qemu/version.js';
+import { formatVersion, parseVersion } from '../../src/qemu/version.js';
+import { describeEachRelease, releaseCases, versionOf, vmOptions } from '../support/real-qemu.js';
 
 const v = (s: string) => parseVersion(s)!;
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-caps-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-describe('capability catalogue', () => {
-  it('matches the capability list of the real QEMU on this machine', async () => {
-    const vm = await QemuVm.start({ name: 'caps', dir, hmp: false });
+describeEachRelease('capability catalogue', releaseCases(), (rel) => {
+  it('matches the capability list the real QEMU reports', async () => {
+    const vm = await QemuVm.start({ name: `caps-${rel.release}`, dir, hmp: false, ...vmOptions(rel) });
     try {
       const qmp = await QmpMonitor.connect({ path: vm.qmpPath });
+      expect(formatVersion(qmp.version)).toBe(formatVersion(versionOf(rel)));
       const listed = (await qmp.execute('query-migrate-capabilities')) as { capability: string }[];
       expect(new Set(capabilitiesForVersion(qmp.version))).toEqual(new Set(listed.map((c) => c.capability)));
       await qmp.close();
@@ -28,7 +30,9 @@ describe('capability catalogue', () => {
       await vm.kill();
     }
   });
+});
 
+describe('capability catalogue', () => {
   it('follows renames and removals across versions', () => {
     expect(capabilitiesForVersion(v('1.7.0'))).toEqual([
       'xbzrle',

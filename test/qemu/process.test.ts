@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { HypervisorError } from '../../src/errors.js';
 import { QemuVm } from '../../src/qemu/process.js';
+import { describeEachRelease, releaseCases, vmOptions } from '../support/real-qemu.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-proc-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -25,11 +26,14 @@ function readGreeting(path: string): Promise<string> {
   });
 }
 
-describe('QemuVm', () => {
+describeEachRelease('QemuVm', releaseCases(), (rel) => {
+  const opts = vmOptions(rel, rel.accel);
   it('starts QEMU with QMP and HMP sockets and kills it', async () => {
-    const vm = await QemuVm.start({ name: 'p1', dir, qmpSockets: 2 });
+    const machine = `pc-i440fx-${rel.release}`;
+    const vm = await QemuVm.start({ name: `p1-${rel.release}`, dir, qmpSockets: 2, machine, ...opts });
     try {
       expect(vm.alive).toBe(true);
+      expect(vm.argv.join(' ')).toContain(`-accel ${rel.accel} -machine ${machine} `);
       expect(await readGreeting(vm.qmpPath)).toContain('"QMP"');
       expect(await readGreeting(vm.qmpPaths[1]!)).toContain('"QMP"');
       expect(await readGreeting(vm.hmpPath!)).toContain('monitor');
@@ -41,7 +45,7 @@ describe('QemuVm', () => {
 
   it('returns only once the sockets accept connections (no ECONNREFUSED right after start)', async () => {
     for (let i = 0; i < 5; i++) {
-      const vm = await QemuVm.start({ name: `ready${i}`, dir, hmp: false });
+      const vm = await QemuVm.start({ name: `ready${i}-${rel.release}`, dir, hmp: false, ...opts });
       try {
         expect(await readGreeting(vm.qmpPath)).toContain('"QMP"');
       } finally {
@@ -51,11 +55,18 @@ describe('QemuVm', () => {
   });
 
   it('reports QEMU stderr when start-up fails', async () => {
-    await expect(QemuVm.start({ name: 'p2', dir, args: ['-no-such-option'] })).rejects.toThrow(
-      /exited during start-up.*no-such-option/s,
-    );
+    await expect(
+      QemuVm.start({
+        name: `p2-${rel.release}`,
+        dir,
+        ...opts,
+        args: ['-no-such-option'],
+      }),
+    ).rejects.toThrow(/exited during start-up.*no-such-option/s);
   });
+});
 
+describe('QemuVm without QEMU', () => {
   it('reports a missing binary', async () => {
     const err = await QemuVm.start({ name: 'p3', dir, binary: '/nonexistent/qemu' }).catch((e) => e);
     expect(err).toBeInstanceOf(HypervisorError);
