@@ -46,8 +46,6 @@ export interface MigrationSession {
   readonly downtimeMs: number;
   readonly uri: string;
   readonly startedAt: number;
-  /** Status from the last MIGRATION event. */
-  lastEventStatus?: string;
   /** How many MIGRATION/MIGRATION_PASS events (and closes) arrived so far. */
   readonly eventCount: number;
   /**
@@ -65,14 +63,7 @@ export interface MigrationSession {
 export function openSession(
   fields: Omit<
     MigrationSession,
-    | 'eventCount'
-    | 'onEventAfter'
-    | 'detach'
-    | 'rebind'
-    | 'lastEventStatus'
-    | 'stoppedByUs'
-    | 'migrateSent'
-    | 'startedAt'
+    'eventCount' | 'onEventAfter' | 'detach' | 'rebind' | 'stoppedByUs' | 'migrateSent' | 'startedAt'
   >,
 ): MigrationSession {
   let channel = fields.channel;
@@ -88,7 +79,6 @@ export function openSession(
   const onEvent = (ev: MonitorEvent) => {
     if (ev.event !== 'MIGRATION' && ev.event !== 'MIGRATION_PASS') return;
     if (isMonitorEvent(ev, 'MIGRATION')) {
-      session.lastEventStatus = ev.data.status;
       channel.log.info({ status: ev.data.status }, 'migration status changed');
     }
     fire();

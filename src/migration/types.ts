@@ -59,8 +59,7 @@ export interface MigrationProgress {
 /** What a convergence policy did; reported through `onAction` and the logs. */
 export type ConvergenceAction =
   | { kind: 'downtime'; downtimeMs: number; reason: string }
-  | { kind: 'postcopy'; reason: string }
-  | { kind: 'cancel'; reason: string };
+  | { kind: 'postcopy'; reason: string };
 
 /**
  * Bounds of one migration step. The step settles within `timeoutMs` (plus about a second
