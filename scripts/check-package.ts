@@ -114,6 +114,7 @@ const CONSUMER = `import {
   HvParamError,
   KVMHypervisor,
   type KvmHvParams,
+  type LoggerLike,
   MigrationError,
   parseHvParams,
 } from 'kvm-hypervisor';
@@ -135,7 +136,10 @@ async function main(): Promise<void> {
   }
   if (!(refused instanceof HvParamError)) throw new Error('a negative migration_downtime was accepted');
   const monitor = new MockMonitor({ protocol: 'qmp', version: '8.2.0' });
-  const hv = new KVMHypervisor({ monitor: () => monitor });
+  // A logger of the application's own: pino's level methods, no pino types needed.
+  const quiet = (): void => {};
+  const logger: LoggerLike = { trace: quiet, debug: quiet, info: quiet, warn: quiet, error: quiet, fatal: quiet };
+  const hv = new KVMHypervisor({ monitor: () => monitor, logger });
   console.log(\`names: \${HvParamError.name} \${MigrationError.name} \${KVMHypervisor.name} \${MockMonitor.name}\`);
   console.log(\`error: \${String(refused).split(':')[0]}\`);
   console.log(\`bandwidth: \${filled.migration_bandwidth} \${bandwidthIsTyped}\`);
@@ -160,10 +164,13 @@ interface Variant {
   kind: 'cjs' | 'esm';
   module: string;
   moduleResolution?: string;
+  /** Default true; false checks that the declarations need no default-import interop. */
+  esModuleInterop?: boolean;
 }
 
 const VARIANTS: Variant[] = [
   { kind: 'cjs', module: 'commonjs', moduleResolution: 'node10' },
+  { kind: 'cjs', module: 'commonjs', moduleResolution: 'node10', esModuleInterop: false },
   { kind: 'cjs', module: 'node16' },
   { kind: 'cjs', module: 'nodenext' },
   { kind: 'esm', module: 'node16' },
@@ -172,8 +179,9 @@ const VARIANTS: Variant[] = [
 ];
 
 async function checkVariant(work: string, v: Variant): Promise<void> {
-  const name = `${v.kind}, module ${v.module}${v.moduleResolution ? `, moduleResolution ${v.moduleResolution}` : ''}`;
-  const dir = join(work, 'consumer', `${v.kind}-${v.module}`);
+  const interop = v.esModuleInterop ?? true;
+  const name = `${v.kind}, module ${v.module}${v.moduleResolution ? `, moduleResolution ${v.moduleResolution}` : ''}${interop ? '' : ', no esModuleInterop'}`;
+  const dir = join(work, 'consumer', `${v.kind}-${v.module}${interop ? '' : '-nointerop'}`);
   mkdirSync(dir, { recursive: true });
   writeFileSync(
     join(dir, 'package.json'),
@@ -186,7 +194,7 @@ async function checkVariant(work: string, v: Variant): Promise<void> {
     target: 'ES2022',
     strict: true,
     skipLibCheck: false,
-    esModuleInterop: true,
+    esModuleInterop: interop,
     // @types/node from this repository: the consumer's own install would be the same.
     typeRoots: [join(ROOT, 'node_modules', '@types')],
     types: ['node'],

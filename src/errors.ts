@@ -51,7 +51,7 @@ export class MonitorTimeoutError extends MonitorError {
  * Why a {@link MonitorProtocolError} was raised. `line-too-long`: a QMP line or an HMP reply
  * passed the reader's limit (`maxLineBytes` / `maxReplyBytes`, 64 MiB by default).
  */
-export type MonitorProtocolErrorReason = 'line-too-long' | 'server-parse-error' | 'bad-greeting';
+export type MonitorProtocolErrorReason = 'line-too-long' | 'bad-greeting';
 
 /**
  * The monitor broke the wire protocol: a QMP line or HMP reply longer than the client

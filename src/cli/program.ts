@@ -7,7 +7,6 @@ import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { HvParamError, MigrationError } from '../errors.js';
 import { KVMHypervisor } from '../kvm.js';
-import { parseInfoStatus } from '../migration/status.js';
 import type { Instance } from '../migration/types.js';
 import type { Monitor } from '../monitor/types.js';
 import { registerDemoCommand } from './demo.js';
@@ -200,78 +199,36 @@ interface AcceptOptions extends VmOptions {
   timeout?: number;
 }
 
-/** The VM run state (`running`, `paused`, `inmigrate`, `postmigrate`, …) over either protocol. */
-export async function vmRunState(monitor: Monitor): Promise<string> {
-  if (monitor.protocol === 'qmp') return (await monitor.execute<{ status: string }>('query-status')).status;
-  return parseInfoStatus(await monitor.humanCommand('info status')).status;
-}
-
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-
 /**
- * `accept --wait`: polls the destination until its incoming migration ends. Completed:
- * finalizes the destination (capabilities off, resumed after a non-live migration) and
- * returns its run state. Failed: finalizes it as failed and throws. Aborting stops the
- * wait and leaves the VM as it is.
+ * `accept --wait`: the library's destination-side wait, then the destination's finalize
+ * (capabilities off, resumed after a non-live migration). Returns its run state. A failed
+ * or cancelled incoming migration finalizes the destination as failed and rethrows;
+ * aborting (Ctrl-C) or the timeout leaves the VM as it is.
  */
-async function waitForIncoming(
+async function acceptWait(
   hv: KVMHypervisor,
   instance: Instance,
-  monitor: Monitor,
   opts: { timeoutMs?: number; signal: AbortSignal; logger: Logger },
 ): Promise<string> {
-  const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
-  let last = '';
-  for (;;) {
+  let arrived: Awaited<ReturnType<KVMHypervisor['waitForIncomingMigration']>>;
+  try {
+    arrived = await hv.waitForIncomingMigration(instance, {
+      ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+      signal: opts.signal,
+    });
+  } catch (error) {
     if (opts.signal.aborted) {
       throw new InterruptedError('interrupted: stopped waiting; the destination VM was left as it is');
     }
-    let p: Awaited<ReturnType<KVMHypervisor['getMigrationStatus']>>;
-    try {
-      p = await hv.getMigrationStatus(instance);
-    } catch (error) {
-      if (monitor.closed) {
-        throw new MigrationError(
-          `instance '${instance.name}': the destination QEMU closed its monitor: it exits when an incoming migration fails`,
-          { instance: instance.name, cause: error },
-        );
-      }
-      throw error;
-    }
-    if (p.status !== last) {
-      opts.logger.info({ instance: instance.name, status: p.status }, 'incoming migration status');
-      last = p.status;
-    }
-    if (p.status === 'completed') {
-      await hv.finalizeMigrationDst(instance, true);
-      return vmRunState(monitor);
-    }
-    if (p.status === 'failed' || p.status === 'cancelled') {
+    if (error instanceof MigrationError && (error.status === 'failed' || error.status === 'cancelled')) {
       await hv
         .finalizeMigrationDst(instance, false)
         .catch((e: unknown) => opts.logger.error({ err: e }, 'finalizing the destination failed'));
-      throw new MigrationError(
-        `instance '${instance.name}': incoming migration ${p.status}${p.errorDesc ? `: ${p.errorDesc}` : ''}`,
-        { instance: instance.name, status: p.status, reason: p.errorDesc },
-      );
     }
-    if (deadline !== undefined && Date.now() > deadline) {
-      throw new MigrationError(
-        `instance '${instance.name}': no incoming migration completed within ${Math.round((opts.timeoutMs ?? 0) / 1000)} s; the destination was left as it is`,
-        { instance: instance.name, status: p.status },
-      );
-    }
-    await sleep(250, opts.signal);
+    throw error;
   }
+  const outcome = await hv.finalizeMigrationDst(instance, true);
+  return outcome.status ?? arrived.runState;
 }
 
 function registerAcceptCommand(program: Command): void {
@@ -297,7 +254,7 @@ function registerAcceptCommand(program: Command): void {
       const logger = loggerFor(cmd);
       const instance = checkedInstance(instanceName(opts), opts.hvparams ?? []);
       if (opts.timeout !== undefined && !opts.wait) throw new UsageError('--timeout needs --wait');
-      await withHypervisor(opts, logger, async (hv, _name, monitor) => {
+      await withHypervisor(opts, logger, async (hv) => {
         await hv.acceptInstance(instance);
         if (!opts.wait) {
           if (opts.json) printJson({ instance: instance.name, accepted: true });
@@ -308,7 +265,7 @@ function registerAcceptCommand(program: Command): void {
         const abort = new AbortController();
         const removeSignals = onInterrupt(() => abort.abort());
         try {
-          const state = await waitForIncoming(hv, instance, monitor, {
+          const state = await acceptWait(hv, instance, {
             ...(opts.timeout === undefined ? {} : { timeoutMs: opts.timeout * 1000 }),
             signal: abort.signal,
             logger,

@@ -189,8 +189,6 @@ export function describeAction(a: ConvergenceAction): string {
       return `convergence: downtime limit raised to ${formatDuration(a.downtimeMs)} (${a.reason})`;
     case 'postcopy':
       return `convergence: switched to post-copy (${a.reason})`;
-    case 'cancel':
-      return `convergence: cancelling the migration (${a.reason})`;
   }
 }
 

@@ -4,8 +4,8 @@
  * queries of each protocol (run state, migration status, capability list) with their
  * parsers.
  */
-import type { Logger } from 'pino';
 import { HypervisorError, MigrationError, MonitorClosedError, UnrecognizedOutputError } from '../errors.js';
+import { childLogger, type LoggerLike } from '../logger.js';
 import type { Monitor } from '../monitor/types.js';
 import { Deadline, DeadlineError } from './deadline.js';
 import { describeCommand, type MonitorCommand, simpleCommand } from './dialect.js';
@@ -53,12 +53,12 @@ export function isDeadline(e: unknown): boolean {
 export class VmChannel {
   readonly instance: string;
   readonly monitor: Monitor;
-  readonly log: Logger;
+  readonly log: LoggerLike;
 
-  constructor(instance: string, monitor: Monitor, log: Logger) {
+  constructor(instance: string, monitor: Monitor, log: LoggerLike) {
     this.instance = instance;
     this.monitor = monitor;
-    this.log = log.child({ instance });
+    this.log = childLogger(log, { instance });
   }
 
   /** Sends one command within `deadline`; QEMU's refusal or a `DeadlineError` is what it throws. */

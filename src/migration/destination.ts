@@ -109,10 +109,10 @@ export async function finalizeDestination(
       // After a non-live migration the destination inherits the paused state.
       ch.log.info({ status: vm.status }, 'resuming the destination VM');
       await ch.must(simpleCommand(protocol, 'cont'), 'resuming the destination VM', deadline);
-      ch.log.info('destination finalized; the VM runs here');
+      ch.log.info({}, 'destination finalized; the VM runs here');
       return { side: 'destination', action: 'resumed', status: 'running' };
     }
-    ch.log.info('destination finalized; the VM runs here');
+    ch.log.info({}, 'destination finalized; the VM runs here');
     return { side: 'destination', action: 'running', status: vm.status };
   }
 
@@ -121,7 +121,7 @@ export async function finalizeDestination(
     vm = await ch.vmStatus(deadline);
   } catch (e) {
     if (isMonitorGone(e, ch.monitor)) {
-      ch.log.info('the incoming QEMU is already gone');
+      ch.log.info({}, 'the incoming QEMU is already gone');
       return { side: 'destination', action: 'already-gone' };
     }
     throw ch.error(`cannot read the destination's state: ${errorText(e)}`, e);
@@ -146,7 +146,7 @@ export async function finalizeDestination(
     if (incoming?.status === 'completed') {
       // The VM arrived (a non-live migration leaves it paused): the source is postmigrate
       // and will not be resumed, so this is the one copy. Run it, as a live one would.
-      ch.log.error('the incoming migration completed despite the failure report; resuming the VM here');
+      ch.log.error({}, 'the incoming migration completed despite the failure report; resuming the VM here');
       await restore(ch, options);
       await ch.must(simpleCommand(protocol, 'cont'), 'resuming the destination VM', deadline);
       return { side: 'destination', action: 'resumed-after-completion', status: 'running' };
@@ -159,7 +159,7 @@ export async function finalizeDestination(
       return { side: 'destination', action: 'kept-paused', status: vm.status };
     }
   }
-  ch.log.info('quitting the incoming QEMU after a failed migration');
+  ch.log.info({}, 'quitting the incoming QEMU after a failed migration');
   try {
     await ch.send(simpleCommand(protocol, 'quit', 'quit'), deadline);
   } catch (e) {

@@ -26,3 +26,43 @@ export function finishProgress(p: MigrationProgress): MigrationProgress {
 export function speedBytesPerSec(mbps: number | undefined, pps: number | undefined, pageSize: number) {
   return mbps !== undefined ? (mbps * 1e6) / 8 : pps !== undefined ? pps * pageSize : undefined;
 }
+
+/**
+ * The fields whose change makes a snapshot new for `onProgress`. `totalTimeMs` (it ticks
+ * on every poll) and `raw` are not among them.
+ */
+export const PROGRESS_CHANGE_FIELDS = [
+  'status',
+  'transferredBytes',
+  'remainingBytes',
+  'totalBytes',
+  'percent',
+  'speedBytesPerSec',
+  'dirtyRateBytesPerSec',
+  'expectedDowntimeMs',
+  'downtimeMs',
+  'pass',
+  'throttlePercent',
+  'errorDesc',
+] as const satisfies readonly (keyof MigrationProgress)[];
+
+/** True when `next` differs from `prev` in a field of {@link PROGRESS_CHANGE_FIELDS}. */
+export function progressChanged(prev: MigrationProgress | undefined, next: MigrationProgress): boolean {
+  return prev === undefined || PROGRESS_CHANGE_FIELDS.some((k) => prev[k] !== next[k]);
+}
+
+/**
+ * Wraps an `onProgress` callback so it is called only with snapshots that changed
+ * ({@link progressChanged}); a `completed` snapshot is always passed on.
+ */
+export function changesOnly(
+  onProgress: ((p: MigrationProgress) => void) | undefined,
+): ((p: MigrationProgress) => void) | undefined {
+  if (!onProgress) return undefined;
+  let prev: MigrationProgress | undefined;
+  return (p) => {
+    if (p.status !== 'completed' && !progressChanged(prev, p)) return;
+    prev = p;
+    onProgress(p);
+  };
+}

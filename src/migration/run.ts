@@ -43,6 +43,7 @@ export interface RunMigrationOptions {
   signal?: AbortSignal;
   /** Limit of each accept/finalize step, ms (default 30 000). */
   stepTimeoutMs?: number;
+  /** As `WaitForMigrationOptions.onProgress`: each changed snapshot, and the completed one. */
   onProgress?: (progress: MigrationProgress) => void;
   onAction?: (action: ConvergenceAction) => void;
   pollIntervalMs?: number;

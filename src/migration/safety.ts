@@ -7,6 +7,7 @@
  * - its run state or migration status cannot be read (unknown means "maybe migrated").
  * Only an explicit operator override (`forceResume`) resumes such a source.
  */
+import type { MigrationStatus } from '../monitor/event-types.js';
 import type { VmRunState } from './channel.js';
 import { ACTIVE_STATUSES, TERMINAL_STATUSES } from './status.js';
 import type { MigrationProgress } from './types.js';
@@ -30,8 +31,12 @@ export type SourceVerdict =
 
 const known = <T extends object>(o: T | { error: unknown }): o is T => !('error' in o);
 
-/** True for statuses in which the destination already runs the VM. */
-export const isPostcopy = (status: string): boolean => status.startsWith('postcopy');
+/**
+ * True for the post-copy statuses (`postcopy-active`, `-paused`, `-recover`, …): the
+ * destination already runs the VM, so the migration cannot be cancelled and the source
+ * must not be resumed.
+ */
+export const isPostcopy = (status: MigrationStatus): boolean => status.startsWith('postcopy');
 
 /** Applies the fail-safe rule to one observation of the source. */
 export function sourceVerdict(obs: SourceObservation): SourceVerdict {

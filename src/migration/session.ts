@@ -2,6 +2,7 @@
  * A migration started on a source VM: what was changed (so it can be put back), what QEMU
  * was told, and the MIGRATION events seen so far (so waits wake at once on a change).
  */
+import { isMonitorEvent } from '../monitor/event-types.js';
 import type { MonitorEvent } from '../monitor/types.js';
 import type { VmChannel } from './channel.js';
 import type { MigrationDialect } from './dialect.js';
@@ -45,8 +46,6 @@ export interface MigrationSession {
   readonly downtimeMs: number;
   readonly uri: string;
   readonly startedAt: number;
-  /** Status from the last MIGRATION event. */
-  lastEventStatus?: string;
   /** How many MIGRATION/MIGRATION_PASS events (and closes) arrived so far. */
   readonly eventCount: number;
   /**
@@ -64,14 +63,7 @@ export interface MigrationSession {
 export function openSession(
   fields: Omit<
     MigrationSession,
-    | 'eventCount'
-    | 'onEventAfter'
-    | 'detach'
-    | 'rebind'
-    | 'lastEventStatus'
-    | 'stoppedByUs'
-    | 'migrateSent'
-    | 'startedAt'
+    'eventCount' | 'onEventAfter' | 'detach' | 'rebind' | 'stoppedByUs' | 'migrateSent' | 'startedAt'
   >,
 ): MigrationSession {
   let channel = fields.channel;
@@ -86,8 +78,7 @@ export function openSession(
   };
   const onEvent = (ev: MonitorEvent) => {
     if (ev.event !== 'MIGRATION' && ev.event !== 'MIGRATION_PASS') return;
-    if (ev.event === 'MIGRATION' && typeof ev.data.status === 'string') {
-      session.lastEventStatus = ev.data.status;
+    if (isMonitorEvent(ev, 'MIGRATION')) {
       channel.log.info({ status: ev.data.status }, 'migration status changed');
     }
     fire();

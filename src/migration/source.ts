@@ -293,7 +293,7 @@ export async function cancelAndSettle(
     await deadline.sleep(50);
   }
   if ('status' in last && last.status === 'completed') {
-    ch.log.warn('the migration completed before the cancel took effect');
+    ch.log.warn({}, 'the migration completed before the cancel took effect');
   }
   return last;
 }
@@ -369,7 +369,7 @@ export async function finalizeSource(
     let action = 'paused';
     if (obs.runState.running) {
       // Someone resumed the source after switchover: two copies would run.
-      ch.log.error('source runs after a completed migration; stopping it');
+      ch.log.error({}, 'source runs after a completed migration; stopping it');
       await ch.must(simpleCommand(protocol, 'stop'), 'stopping the migrated source', deadline);
       action = 'stopped-after-completion';
     }
@@ -414,7 +414,7 @@ export async function finalizeSource(
   }
   if (verdict.kind === 'already-running') {
     await restore(ch, options);
-    ch.log.info('source finalized after a failed migration; the VM runs');
+    ch.log.info({}, 'source finalized after a failed migration; the VM runs');
     return { side: 'source', action: 'already-running', ...(status ? { status } : {}) };
   }
   // Paused after a migration that ended without switchover.
@@ -426,7 +426,7 @@ export async function finalizeSource(
   ch.log.info({ status }, 'resuming the source VM');
   await ch.must(simpleCommand(protocol, 'cont'), 'resuming the source VM', deadline);
   await restore(ch, options);
-  ch.log.info('source finalized after a failed migration; the VM runs');
+  ch.log.info({}, 'source finalized after a failed migration; the VM runs');
   return { side: 'source', action: 'resumed', status: 'running' };
 }
 

@@ -2,8 +2,9 @@
  * Shapes of the migration API of `KVMHypervisor`: what goes in (an instance) and what
  * comes out (progress snapshots and the final result).
  */
-import type { Logger } from 'pino';
 import type { KvmHvParamsInput } from '../hvparams/index.js';
+import type { LoggerLike } from '../logger.js';
+import type { MigrationStatus } from '../monitor/event-types.js';
 import type { Monitor } from '../monitor/types.js';
 import type { ConvergencePolicyOptions } from './convergence.js';
 
@@ -22,8 +23,11 @@ export type MonitorFactory = (instanceName: string) => Monitor | Promise<Monitor
 
 /** One snapshot of a migration, from `query-migrate` or `info migrate`. */
 export interface MigrationProgress {
-  /** QEMU's status string; unknown future values are passed through unchanged. */
-  status: string;
+  /**
+   * QEMU's status (`none` before any migration); unknown future values are passed through
+   * unchanged. `isPostcopy(status)` says whether the destination already runs the VM.
+   */
+  status: MigrationStatus;
   /** Bytes of RAM sent so far. */
   transferredBytes?: number;
   /** Bytes of RAM still to send in this pass. */
@@ -55,8 +59,7 @@ export interface MigrationProgress {
 /** What a convergence policy did; reported through `onAction` and the logs. */
 export type ConvergenceAction =
   | { kind: 'downtime'; downtimeMs: number; reason: string }
-  | { kind: 'postcopy'; reason: string }
-  | { kind: 'cancel'; reason: string };
+  | { kind: 'postcopy'; reason: string };
 
 /**
  * Bounds of one migration step. The step settles within `timeoutMs` (plus about a second
@@ -94,7 +97,12 @@ export interface WaitForMigrationOptions {
    * within about a second, even when QEMU is frozen.
    */
   timeoutMs?: number;
-  /** Called with each new progress snapshot. */
+  /**
+   * Called with each progress snapshot that changed: one that differs from the last one
+   * reported in a field other than `totalTimeMs` (it grows on every poll) and `raw`. A
+   * polled migration that does not move is reported once; the final `completed`
+   * snapshot is always reported.
+   */
   onProgress?: (progress: MigrationProgress) => void;
   /** Called when the convergence policy acts. */
   onAction?: (action: ConvergenceAction) => void;
@@ -102,6 +110,33 @@ export interface WaitForMigrationOptions {
   signal?: AbortSignal;
   /** Statistics poll interval in ms (default 500). Completion itself is event-driven. */
   pollIntervalMs?: number;
+}
+
+/** Options of `waitForIncomingMigration` (destination side). */
+export interface WaitForIncomingOptions {
+  /**
+   * Overall limit in ms (default: none; the wait still ends when the destination QEMU
+   * exits or stops answering: 5 status queries in a row failed or took over 10 s each).
+   * At the limit the wait rejects and leaves the destination as it is.
+   */
+  timeoutMs?: number;
+  /** Stops waiting (rejects); the destination is left as it is. */
+  signal?: AbortSignal;
+  /** Called with each changed snapshot of the incoming migration, as in `waitForMigration`. */
+  onProgress?: (progress: MigrationProgress) => void;
+  /** Status poll interval in ms (default 250); a `MIGRATION` event wakes the wait early. */
+  pollIntervalMs?: number;
+}
+
+/** The outcome of `waitForIncomingMigration`: the VM has arrived and been loaded. */
+export interface IncomingMigrationResult {
+  status: 'completed';
+  /** The destination VM's run state once loaded: `running`, or `paused` after a non-live migration. */
+  runState: string;
+  /** Whether the destination VM runs. */
+  running: boolean;
+  /** The last snapshot of the incoming migration. */
+  final: MigrationProgress;
 }
 
 /** The outcome of a completed migration. */
@@ -127,8 +162,8 @@ export interface KVMHypervisorOptions {
   monitor?: MonitorFactory;
   /** Folder of the default factory's sockets (default `/var/run/ganeti/kvm-hypervisor/ctrl`). */
   runDir?: string;
-  /** A pino logger; default: a silent one. */
-  logger?: Logger;
+  /** A pino logger, or any object with pino's level methods ({@link LoggerLike}); default: silent. */
+  logger?: LoggerLike;
   /** Knobs of the convergence policy (stall detection, downtime ceiling, timeouts). */
   convergence?: ConvergencePolicyOptions;
 }

@@ -10,6 +10,7 @@ import { errorText, isDeadline, isMonitorGone, type VmChannel } from './channel.
 import { ConvergencePolicy, type ConvergencePolicyOptions, completionTimeoutMs } from './convergence.js';
 import { Deadline } from './deadline.js';
 import { downtimeCommand, simpleCommand } from './dialect.js';
+import { changesOnly } from './progress-fields.js';
 import { isPostcopy, sourceVerdict } from './safety.js';
 import type { MigrationSession } from './session.js';
 import { cancelAndSettle } from './source.js';
@@ -54,6 +55,9 @@ export async function waitForMigration(
   let lastStatus = '';
   let last: MigrationProgress | undefined;
   let lastError: unknown;
+  // onProgress sees a snapshot only when it changed (docs: WaitForMigrationOptions).
+  const onProgress = changesOnly(options.onProgress);
+  const reporting: WaitForMigrationOptions = onProgress ? { ...options, onProgress } : options;
   const unknownLogged = new Set<string>();
   for (;;) {
     // Deadlines first: a failing query must not loop past them.
@@ -71,7 +75,7 @@ export async function waitForMigration(
         last,
         lastError,
         caller.over() ? DEADLINE_GRACE_MS : POLICY_GRACE_MS,
-        options,
+        reporting,
       );
     }
     const seen = session.eventCount;
@@ -135,7 +139,7 @@ export async function waitForMigration(
       unknownLogged.add(p.status);
       if (p.status !== 'none') ch.log.warn({ status: p.status }, 'unknown migration status; still waiting');
     }
-    options.onProgress?.(p);
+    onProgress?.(p);
     if (p.status === 'completed') return result(await settle(ch, p, caller), session);
     // `error-desc` exists from QEMU 2.7; older ones never say why.
     if (p.status === 'failed' && p.errorDesc === undefined && versionAtLeast(ch.monitor.version, 2, 7)) {
@@ -229,7 +233,7 @@ async function giveUp(
       if (verdict.kind === 'resume') {
         await ch
           .send(simpleCommand(ch.monitor.protocol, 'cont'), grace)
-          .then(() => ch.log.info('resumed the source VM after cancelling'))
+          .then(() => ch.log.info({}, 'resumed the source VM after cancelling'))
           .catch((e: unknown) =>
             ch.log.error({ err: errorText(e) }, 'resuming the source after cancelling failed'),
           );

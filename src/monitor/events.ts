@@ -4,6 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { MonitorClosedError, MonitorError, MonitorTimeoutError } from '../errors.js';
+import type { MonitorLogger } from '../logger.js';
 import type { EventWaiter, MonitorEvent, WaitForEventOptions } from './types.js';
 
 /**
@@ -26,12 +27,6 @@ export class MonitorEmitter extends EventEmitter {
   override off(event: string | symbol, listener: (...args: never[]) => void): this {
     return super.off(event, listener as (...args: unknown[]) => void);
   }
-}
-
-/** The smallest logger the monitor clients need; a pino `Logger` fits. */
-export interface MonitorLogger {
-  debug(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
 }
 
 /**

@@ -2,6 +2,7 @@
  * `HmpMonitor`: a client for the human monitor on a raw `-monitor unix:` socket, the
  * way Ganeti's `_CallMonitorCommand` talks to QEMU, but over one persistent connection.
  */
+
 import {
   HmpError,
   type MonitorClosedError,
@@ -9,8 +10,9 @@ import {
   MonitorProtocolError,
   MonitorTimeoutError,
 } from '../errors.js';
+import type { MonitorLogger } from '../logger.js';
 import { parseVersion, type QemuVersion } from '../qemu/version.js';
-import { type MonitorLogger, rejectedWaiter } from './events.js';
+import { rejectedWaiter } from './events.js';
 import { detectHmpError, type HmpFrame, HmpParser } from './hmp-parser.js';
 import { readHandshake, StreamMonitor } from './stream-monitor.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
@@ -22,7 +24,7 @@ export interface HmpMonitorOptions {
   timeoutMs?: number;
   /** How long to wait for the connection, the banner and the first prompt (default 10 000 ms). */
   greetingTimeoutMs?: number;
-  /** Optional pino-compatible logger; every command sent is logged at debug level. */
+  /** Optional logger (pino or any {@link MonitorLogger}); every command sent is logged at debug level. */
   logger?: MonitorLogger;
   /**
    * Longest reply accepted, in bytes (default 64 MiB, minimum 16 MiB: the QMP line limit).

@@ -2,6 +2,7 @@
  * `QmpMonitor`: a persistent QMP client. One connection, many commands in flight, each
  * with its own id and timeout; replies matched by id, events routed to listeners.
  */
+
 import {
   HmpError,
   type MonitorClosedError,
@@ -11,8 +12,9 @@ import {
   QmpArgumentsError,
   QmpError,
 } from '../errors.js';
+import type { MonitorLogger } from '../logger.js';
 import type { QemuVersion } from '../qemu/version.js';
-import { createEventWaiter, dispatchEvent, type MonitorLogger } from './events.js';
+import { createEventWaiter, dispatchEvent } from './events.js';
 import { detectHmpError } from './hmp-parser.js';
 import { type QmpGreeting, type QmpMessage, QmpParser } from './qmp-parser.js';
 import { readHandshake, StreamMonitor } from './stream-monitor.js';
@@ -25,7 +27,7 @@ export interface QmpMonitorOptions {
   timeoutMs?: number;
   /** How long to wait for the connection and the greeting (default 10 000 ms). */
   greetingTimeoutMs?: number;
-  /** Optional pino-compatible logger; every command sent is logged at debug level. */
+  /** Optional logger (pino or any {@link MonitorLogger}); every command sent is logged at debug level. */
   logger?: MonitorLogger;
   /** Longest QMP line accepted (default 64 MiB, at least 16 MiB). */
   maxLineBytes?: number;

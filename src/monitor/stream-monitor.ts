@@ -3,9 +3,11 @@
  * bytes to a pure parser, writes that respect backpressure, and one orderly close that
  * rejects whatever still waits for a reply.
  */
+
 import { once } from 'node:events';
 import { MonitorClosedError, MonitorError, MonitorTimeoutError } from '../errors.js';
-import { MonitorEmitter, type MonitorLogger } from './events.js';
+import type { MonitorLogger } from '../logger.js';
+import { MonitorEmitter } from './events.js';
 import type { MonitorStream } from './transport.js';
 
 /** A pure parser: bytes in, frames out. */
@@ -17,7 +19,7 @@ export interface FrameParser<Frame> {
 export interface StreamMonitorOptions {
   /** Default per-command timeout in milliseconds (default 30 000). */
   timeoutMs?: number;
-  /** Optional pino-compatible logger. */
+  /** Optional logger: pino or any {@link MonitorLogger}. */
   logger?: MonitorLogger;
 }
 

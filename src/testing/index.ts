@@ -19,9 +19,31 @@ export {
   parseXpWords,
   writeGuestImage,
 } from '../guest/image.js';
+// The monitors' base class (QmpMonitor, HmpMonitor and MockMonitor extend it), for a
+// Monitor of your own; the declarations of both entries share it.
+export { MonitorEmitter } from '../monitor/events.js';
 export { findQemuBinary, freePort, type QemuExit, QemuVm, type QemuVmOptions } from '../qemu/process.js';
-export * from './fake-qmp-server.js';
-export * from './mock-monitor.js';
+export {
+  type FakeQmpCommand,
+  type FakeQmpHandler,
+  type FakeQmpReply,
+  FakeQmpServer,
+  type FakeQmpServerOptions,
+} from './fake-qmp-server.js';
+export {
+  type MockCommandInfo,
+  type MockFailure,
+  type MockMatcher,
+  // A type only: a MockMonitor makes its own (`monitor.migration`).
+  type MockMigration,
+  type MockMigrationProgress,
+  MockMonitor,
+  type MockMonitorOptions,
+  type MockQmpCommand,
+  type MockReply,
+  type MockRunState,
+  type MockSent,
+} from './mock-monitor.js';
 export {
   MOCK_PARAMS,
   type MockParamInfo,
@@ -29,7 +51,7 @@ export {
   paramsForVersion,
   parseHmpSize,
 } from './mock-params.js';
-export * from './stream-pair.js';
+export { createStreamPair, type StreamPairOptions } from './stream-pair.js';
 export {
   RecordingMonitor,
   type Transcript,

@@ -129,14 +129,12 @@ export class MockMigration {
   errorDesc: string | undefined;
   /** `query-migrate` calls answered while the migration was running. */
   polls = 0;
-  /** @internal */
-  token = 0;
-  private readonly owner: MockMonitor;
+  private readonly onAdvance: (progress: MockMigrationProgress) => void;
 
-  /** @internal */
-  constructor(owner: MockMonitor, total: number) {
-    this.owner = owner;
+  /** Made by {@link MockMonitor}; `onAdvance` applies {@link advance} to it. */
+  constructor(total: number, onAdvance: (progress: MockMigrationProgress) => void) {
     this.total = total;
+    this.onAdvance = onAdvance;
   }
 
   /** True while the status is not terminal (`completed`, `failed`, `cancelled`) nor unset. */
@@ -150,7 +148,7 @@ export class MockMigration {
    * reached with {@link MockMonitor.completeMigration} / {@link MockMonitor.failMigration}.
    */
   advance(progress: MockMigrationProgress = {}): void {
-    this.owner.advanceMigration(progress);
+    this.onAdvance(progress);
   }
 }
 
@@ -184,6 +182,8 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
   private isClosed = false;
   private readonly failures: { match: MockMatcher; failure: MockFailure; times: number }[] = [];
   private readonly replies: { match: MockMatcher; reply: MockReply }[] = [];
+  /** Bumped on every status change, so a deferred transition of an older one is dropped. */
+  private migrationToken = 0;
 
   constructor(options: MockMonitorOptions = {}) {
     super();
@@ -195,7 +195,7 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
     this.package = options.package ?? '';
     this.runState = options.runState ?? 'running';
     this.autoCompleteAfterPolls = options.autoCompleteAfterPolls;
-    this.migration = new MockMigration(this, options.ramBytes ?? 67_641_344);
+    this.migration = new MockMigration(options.ramBytes ?? 67_641_344, (p) => this.advanceMigration(p));
     for (const name of capabilitiesForVersion(this.version))
       this.caps.set(name, options.capabilities?.[name] ?? false);
     for (const p of paramsForVersion(this.version)) this.params.set(p.name, p.def(this.version));
@@ -367,8 +367,8 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
 
   // ---------------------------------------------------------------- internals
 
-  /** @internal */
-  advanceMigration(p: MockMigrationProgress): void {
+  /** {@link MockMigration.advance}. */
+  private advanceMigration(p: MockMigrationProgress): void {
     const m = this.migration;
     if (m.status === undefined) throw new MonitorError('MockMigration.advance: no migration was started');
     if (p.status === undefined) this.activateIfSetup();
@@ -379,7 +379,7 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
     m.totalTime += 100;
     if (p.pass) this.newPass();
     if (p.status !== undefined && p.status !== m.status) {
-      m.token++;
+      this.migrationToken++;
       if (p.status === 'completed') this.completeMigration();
       else if (p.status === 'failed') this.failMigration(m.errorDesc);
       else this.setStatus(p.status);
@@ -480,7 +480,7 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
 
   private activateIfSetup(): void {
     if (this.migration.status !== 'setup') return;
-    this.migration.token++;
+    this.migrationToken++;
     this.newPass();
     this.setStatus('active');
   }
@@ -517,11 +517,11 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
     m.downtime = undefined;
     m.errorDesc = undefined;
     m.mbps = 0;
-    m.token++;
+    this.migrationToken++;
     this.setStatus('setup');
-    const token = m.token;
+    const token = this.migrationToken;
     setImmediate(() => {
-      if (m.token === token && !this.isClosed) this.activateIfSetup();
+      if (this.migrationToken === token && !this.isClosed) this.activateIfSetup();
     });
     return undefined;
   }
@@ -529,11 +529,11 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
   private cancelMigration(): void {
     const m = this.migration;
     if (!m.running || m.status === 'cancelling') return;
-    m.token++;
+    this.migrationToken++;
     this.setStatus('cancelling');
-    const token = m.token;
+    const token = this.migrationToken;
     setImmediate(() => {
-      if (m.token !== token || this.isClosed) return;
+      if (this.migrationToken !== token || this.isClosed) return;
       if (this.runState === 'finish-migrate') this.runState = 'running';
       this.setStatus('cancelled');
     });
@@ -546,7 +546,7 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
     if (m.status !== 'active' && m.status !== 'setup')
       return 'Postcopy must be started after migration has been started';
     this.switchover();
-    m.token++;
+    this.migrationToken++;
     this.setStatus('postcopy-active');
     return undefined;
   }

@@ -102,7 +102,6 @@ describe('progress line', () => {
       'convergence: downtime limit raised to 600 ms (stuck)',
     );
     expect(describeAction({ kind: 'postcopy', reason: 'r' })).toBe('convergence: switched to post-copy (r)');
-    expect(describeAction({ kind: 'cancel', reason: 'r' })).toBe('convergence: cancelling the migration (r)');
   });
 });
 

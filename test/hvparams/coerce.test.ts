@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { coerceHvParams, forceDictType, type HvParamType } from '../../src/index.js';
+import { coerceHvParams, forceDictType, type HvParamType } from '../../src/hvparams/index.js';
 import { problemsOf } from './helpers.js';
 
 // Ganeti's TestForceDictType key types.
