@@ -409,11 +409,19 @@ export class KVMHypervisor {
     try {
       return await this.channel(name, deadline);
     } catch (e) {
-      throw new MigrationError(`instance '${name}': ${what}: cannot open the monitor: ${errorText(e)}`, {
-        instance: name,
-        cause: e,
-        unresponsive: e instanceof DeadlineError && e.deadlineCause === 'timeout',
-      });
+      const timedOut = e instanceof DeadlineError && e.deadlineCause === 'timeout';
+      // A QMP socket serves one client at a time: a second client waits for a greeting.
+      const hint = timedOut
+        ? ' (QEMU frozen, or another client holds its only monitor socket: QEMU serves one client per socket)'
+        : '';
+      throw new MigrationError(
+        `instance '${name}': ${what}: cannot open the monitor: ${errorText(e)}${hint}`,
+        {
+          instance: name,
+          cause: e,
+          unresponsive: timedOut,
+        },
+      );
     }
   }
 
