@@ -103,12 +103,17 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * that connects as soon as the file exists can get ECONNREFUSED. Undefined where
  * `/proc/net/unix` cannot be read.
  */
-function listeningUnixSockets(): Set<string> | undefined {
+function listeningUnixSockets(pid?: number): Set<string> | undefined {
   let text: string;
   try {
-    text = readFileSync('/proc/net/unix', 'utf8');
+    // The process's own view: QEMU may run in another network namespace (`ip netns exec`).
+    text = readFileSync(pid === undefined ? '/proc/net/unix' : `/proc/${pid}/net/unix`, 'utf8');
   } catch {
-    return undefined;
+    try {
+      text = readFileSync('/proc/net/unix', 'utf8');
+    } catch {
+      return undefined;
+    }
   }
   const out = new Set<string>();
   for (const line of text.split('\n').slice(1)) {
@@ -231,7 +236,7 @@ export class QemuVm {
     const sockets = [...qmpPaths, ...(hmpPath ? [hmpPath] : [])];
     for (;;) {
       if (sockets.every((p) => existsSync(p))) {
-        const listening = listeningUnixSockets();
+        const listening = listeningUnixSockets(child.pid);
         if (!listening || sockets.every((p) => listening.has(p))) return vm;
       }
       const early = await Promise.race([spawnError, vm.exited, sleep(20).then(() => undefined)]);
