@@ -116,18 +116,33 @@ export class Deadline {
     });
   }
 
-  /** Sleeps `ms`, or less when the deadline passes or the signal fires first (never rejects). */
-  sleep(ms: number): Promise<void> {
+  /**
+   * Sleeps `ms`, or less when the deadline passes or the signal fires first (never
+   * rejects). `wakeOn` may register one more reason to wake early and return its
+   * canceller; every timer and listener is removed as soon as the sleep ends, so frequent
+   * early wake-ups leave nothing behind on the caller's signal.
+   */
+  sleep(ms: number, wakeOn?: (wake: () => void) => () => void): Promise<void> {
     return new Promise<void>((resolve) => {
-      const t = setTimeout(done, Math.max(0, Math.min(ms, this.remaining())));
       const signal = this.signal;
+      let cancelWake: () => void = () => {};
+      let ended = false;
+      const t = setTimeout(done, Math.max(0, Math.min(ms, this.remaining())));
       function done() {
+        if (ended) return;
+        ended = true;
         clearTimeout(t);
         signal?.removeEventListener('abort', done);
+        cancelWake();
         resolve();
       }
-      if (signal?.aborted) done();
-      else signal?.addEventListener('abort', done, { once: true });
+      if (signal?.aborted) {
+        done();
+        return;
+      }
+      signal?.addEventListener('abort', done, { once: true });
+      if (wakeOn) cancelWake = wakeOn(done);
+      if (ended) cancelWake();
     });
   }
 }

@@ -86,13 +86,12 @@ export async function waitForIncoming(
           ...(p.errorDesc === undefined ? {} : { reason: p.errorDesc }),
         });
       }
-      await Promise.race([
-        deadline.sleep(pollMs),
-        new Promise<void>((resolve) => {
-          wake = resolve;
-        }),
-      ]);
-      wake = undefined;
+      await deadline.sleep(pollMs, (done) => {
+        wake = done;
+        return () => {
+          wake = undefined;
+        };
+      });
     }
   } finally {
     ch.monitor.off('event', onEvent);

@@ -191,14 +191,7 @@ function pause(
   session: MigrationSession | undefined,
   seen: number,
 ): Promise<void> {
-  if (!session) return deadline.sleep(ms);
-  let cancelWake = () => {};
-  return Promise.race([
-    deadline.sleep(ms),
-    new Promise<void>((resolve) => {
-      cancelWake = session.onEventAfter(seen, resolve);
-    }),
-  ]).finally(() => cancelWake());
+  return deadline.sleep(ms, session ? (wake) => session.onEventAfter(seen, wake) : undefined);
 }
 
 /**

@@ -3,6 +3,7 @@
  * frozen monitor, recovery that cannot strand a VM, settings restored, double calls.
  * The same faults on real QEMU are in test/faults/.
  */
+import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { MigrationError, MonitorError, UnrecognizedOutputError } from '../../src/errors.js';
 import { KVMHypervisor } from '../../src/kvm.js';
@@ -387,6 +388,32 @@ function refusedFactory(): never {
     cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }),
   });
 }
+
+describe("listeners on the caller's AbortSignal", () => {
+  it('do not pile up when events wake the wait often (MaxListenersExceededWarning seen in kvm-hv migrate)', async () => {
+    const mock = new MockMonitor({ protocol: 'qmp', version: '7.2.22' });
+    const hv = hvWith(mock);
+    await hv.migrateInstance(inst(), '10.0.0.2');
+    const ac = new AbortController();
+    let most = 0;
+    const done = hv.waitForMigration(inst(), {
+      signal: ac.signal,
+      pollIntervalMs: 500,
+      onProgress: () => {
+        most = Math.max(most, getEventListeners(ac.signal, 'abort').length);
+      },
+    });
+    for (let i = 0; i < 40; i++) {
+      mock.emitEvent('MIGRATION_PASS', { pass: i + 1 });
+      await new Promise((r) => setTimeout(r, 2));
+      most = Math.max(most, getEventListeners(ac.signal, 'abort').length);
+    }
+    mock.completeMigration();
+    await done;
+    expect(most).toBeLessThanOrEqual(2);
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0);
+  });
+});
 
 describe('a lost monitor connection', () => {
   it('is reopened and the wait carries on while QEMU keeps migrating', async () => {
