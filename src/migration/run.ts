@@ -6,7 +6,9 @@
  */
 import { type FinalizeOutcome, MigrationError, type MigrationRecovery } from '../errors.js';
 import type { KVMHypervisor } from '../kvm.js';
-import { errorText } from './channel.js';
+import { errorText, VmChannel } from './channel.js';
+import { Deadline } from './deadline.js';
+import { simpleCommand } from './dialect.js';
 import { isPostcopy } from './safety.js';
 import { TERMINAL_STATUSES } from './status.js';
 import type {
@@ -54,6 +56,16 @@ export interface RunMigrationResult extends MigrationResult {
   source: FinalizeOutcome;
   destination: FinalizeOutcome;
 }
+
+/** A logger that drops everything: recovery reports through its return value. */
+const SILENT = {
+  trace: () => {},
+  debug: () => {},
+  info: () => {},
+  warn: () => {},
+  error: () => {},
+  fatal: () => {},
+};
 
 const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
 
@@ -133,9 +145,48 @@ async function settleSource(end: MigrationEnd, step: MigrationStepOptions): Prom
       await new Promise((r) => setTimeout(r, 50));
     }
   } catch {
-    // Frozen or gone: it cannot complete from here on; the destination decides below.
+    // The status cannot be read (frozen, gone, or output the parser does not know):
+    // the run state still tells a switchover apart.
+    return settleByRunState(end, step, limit);
   }
   return 'unknown';
+}
+
+const SWITCHED_OVER = new Set(['postmigrate', 'finish-migrate']);
+
+/**
+ * With an unreadable migration status: a source in `postmigrate`/`finish-migrate` has
+ * completed; a running or paused one gets `migrate_cancel` and is watched for 2 s, so a
+ * completion racing the cancel is seen before the destination is touched.
+ */
+async function settleByRunState(
+  end: MigrationEnd,
+  step: MigrationStepOptions,
+  limit: number,
+): Promise<SourceEnd> {
+  try {
+    const deadline = Deadline.at(limit, step.signal);
+    const ch = new VmChannel(
+      end.instance.name,
+      await end.hypervisor.monitorFor(end.instance.name, deadline),
+      SILENT,
+    );
+    let vm = await ch.vmStatus(deadline);
+    if (SWITCHED_OVER.has(vm.status)) return 'completed';
+    // Running (live) or paused (non-live): not in post-copy, which leaves the source in
+    // finish-migrate/postmigrate, so a cancel cannot lose the VM.
+    if (!vm.running && vm.status !== 'paused') return 'unknown';
+    await ch.send(simpleCommand(ch.monitor.protocol, 'migrate_cancel'), deadline);
+    const watch = Math.min(limit, Date.now() + 2000);
+    while (Date.now() < watch) {
+      await new Promise((r) => setTimeout(r, 50));
+      vm = await ch.vmStatus(deadline);
+      if (SWITCHED_OVER.has(vm.status)) return 'completed';
+    }
+    return vm.running || vm.status === 'paused' ? 'ended' : 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }
 
 const settled = <T>(p: Promise<T>): Promise<T | { error: Error }> =>

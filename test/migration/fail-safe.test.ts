@@ -350,6 +350,36 @@ describe('recovery that cannot strand a VM', () => {
     expect(dstMock.sentCommands).not.toContain('quit');
   });
 
+  it('runMigration: an unreadable status but a postmigrate source never quits the destination still loading', async () => {
+    const srcMock = new MockMonitor({ protocol: 'hmp', version: '7.2.22' });
+    const dstMock = new MockMonitor({ protocol: 'hmp', version: '7.2.22', runState: 'inmigrate' });
+    let loads = 0;
+    dstMock.setReply('info status', () =>
+      srcMock.migration.status === 'completed' && ++loads > 3
+        ? 'VM status: running\n'
+        : 'VM status: paused (inmigrate)\n',
+    );
+    const err = await runMigration({
+      source: { hypervisor: hvWith(srcMock), instance: inst() },
+      destination: { hypervisor: hvWith(dstMock), instance: inst() },
+      target: '10.0.0.2',
+      pollIntervalMs: 5,
+      onProgress: (p) => {
+        if (p.status === 'active') {
+          // QEMU completes; from now on its status text is a layout nobody has seen.
+          srcMock.completeMigration();
+          srcMock.setReply('info migrate', 'Zustand: unbekannt\n');
+        }
+      },
+    }).catch((e) => e);
+    expect(err).toBeInstanceOf(MigrationError);
+    expect(err.message).toMatch(/Zustand/);
+    expect(err.message).toMatch(/completed nevertheless/);
+    expect(err.recovery.destination).toMatchObject({ action: 'running' });
+    expect(dstMock.sentCommands).not.toContain('quit');
+    expect(srcMock.sentCommands).not.toContain('cont');
+  });
+
   it('runMigration: success finalizes both ends', async () => {
     const srcMock = new MockMonitor({ protocol: 'qmp', version: '7.2.22', autoCompleteAfterPolls: 2 });
     const dstMock = new MockMonitor({ protocol: 'qmp', version: '7.2.22', runState: 'inmigrate' });
