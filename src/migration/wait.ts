@@ -140,10 +140,15 @@ export async function waitForMigration(
       if (p.status !== 'none') ch.log.warn({ status: p.status }, 'unknown migration status; still waiting');
     }
     onProgress?.(p);
-    if (p.status === 'completed') return result(await settle(ch, p, caller), session);
+    if (p.status === 'completed') {
+      return result(
+        await askAgain(ch, p, caller, { forMs: 1000, everyMs: 10 }, (q) => !!q.totalTimeMs),
+        session,
+      );
+    }
     // `error-desc` exists from QEMU 2.7; older ones never say why.
     if (p.status === 'failed' && p.errorDesc === undefined && versionAtLeast(ch.monitor.version, 2, 7)) {
-      p = await failureReason(ch, p, step);
+      p = await askAgain(ch, p, step, { forMs: 300, everyMs: 50 }, (q) => q.errorDesc !== undefined);
     }
     if (p.status === 'failed' || p.status === 'cancelled') {
       throw ch.error(`migration ${p.status}${p.errorDesc ? `: ${p.errorDesc}` : ''}`, undefined, {
@@ -253,34 +258,22 @@ async function giveUp(
 }
 
 /**
- * QEMU can report `failed` a moment before it records why (`error-desc`); asks again a
- * few times, briefly, so the caller gets QEMU's reason.
+ * QEMU fills some fields a moment after it reports a final status: `total-time` and
+ * `downtime` after `completed` (7.2), `error-desc` after `failed`. Asks again, every
+ * `everyMs` for up to `forMs`, while the status stays the same and `settled` is false.
  */
-async function failureReason(
+async function askAgain(
   ch: VmChannel,
   p: MigrationProgress,
   deadline: Deadline,
+  timing: { forMs: number; everyMs: number },
+  settled: (p: MigrationProgress) => boolean,
 ): Promise<MigrationProgress> {
-  const until = Deadline.at(Math.min(deadline.at, Date.now() + 300), deadline.signal);
-  while (p.errorDesc === undefined && !until.over()) {
-    await until.sleep(50);
+  const until = Deadline.at(Math.min(deadline.at, Date.now() + timing.forMs), deadline.signal);
+  while (!settled(p) && !until.over()) {
+    await until.sleep(timing.everyMs);
     const again = await ch.migrationStatus(until).catch(() => undefined);
-    if (again?.status !== 'failed') break;
-    p = again;
-  }
-  return p;
-}
-
-/**
- * QEMU 7.2 reports `completed` (and sends the MIGRATION event) a moment before it fills
- * in `total-time` and `downtime`; asks again for up to about 1 s until the numbers settle.
- */
-async function settle(ch: VmChannel, p: MigrationProgress, deadline: Deadline): Promise<MigrationProgress> {
-  const until = Deadline.at(Math.min(deadline.at, Date.now() + 1000), deadline.signal);
-  while (!p.totalTimeMs && !until.over()) {
-    await until.sleep(10);
-    const again = await ch.migrationStatus(until).catch(() => undefined);
-    if (again?.status !== 'completed') break;
+    if (again?.status !== p.status) break;
     p = again;
   }
   return p;
