@@ -4,29 +4,24 @@
  * completed (it must not resume; only `forceResume` does), and cancel then wait. Real
  * QEMU, over QMP and HMP; the verdict comes from observer QMP sockets.
  */
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
 import {
   expectRunsExactlyOnce,
-  FaultLab,
   fullText,
   type Pair,
   PROTOCOLS,
+  RUN_MS,
   rejectsIn,
   resolvesIn,
   runState,
   STEP_MS,
   settledMigrationState,
   settles,
+  useFaultLab,
 } from './harness.js';
 
-// A hung runMigration may take its whole budget (wait + four steps + margin) to be reported.
-vi.setConfig({ testTimeout: 120_000 });
-const lab = new FaultLab('order');
-afterEach(() => lab.cleanup());
-afterAll(() => lab.dispose());
-
-const RUN_MS = 20_000;
+const lab = useFaultLab('order');
 
 /**
  * Runs a migration to completion: non-live with the busy guest (~1 s at 16 MiB/s), or live

@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect } from 'vitest';
+import { afterAll, afterEach, expect, vi } from 'vitest';
 import type { MigrationError } from '../../src/errors.js';
 import { writeGuestImage } from '../../src/guest/index.js';
 import { KVMHypervisor } from '../../src/kvm.js';
@@ -189,6 +189,22 @@ export function openMonitor(vm: VmProcess, protocol: Protocol, timeoutMs = 10_00
   return protocol === 'qmp'
     ? QmpMonitor.connect({ path: vm.qmpPath }, { timeoutMs, greetingTimeoutMs: 5000 })
     : HmpMonitor.connect({ path: vm.hmpPath! }, { timeoutMs, greetingTimeoutMs: 5000 });
+}
+
+/** The completion deadline a fault case gives `runMigration` / `waitForMigration`. */
+export const RUN_MS = 20_000;
+
+/**
+ * A {@link FaultLab} for one test file, cleaned up after each test and disposed after
+ * the file. A hung runMigration may take its whole budget (wait + four steps + margin)
+ * to be reported, hence the long test timeout.
+ */
+export function useFaultLab(name: string): FaultLab {
+  vi.setConfig({ testTimeout: 120_000 });
+  const lab = new FaultLab(name);
+  afterEach(() => lab.cleanup());
+  afterAll(() => lab.dispose());
+  return lab;
 }
 
 /**

@@ -6,32 +6,27 @@
  * matrix; skipped with the reason when the matrix has no 11.x).
  */
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MigrationError, UnrecognizedOutputError } from '../../src/errors.js';
 import { runMigration } from '../../src/index.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
 import { MATRIX_DIR, qemuRelease } from '../support/qemu-releases.js';
 import {
   expectRunsExactlyOnce,
-  FaultLab,
   fullText,
   hasCause,
+  RUN_MS,
   rejectsIn,
   resolvesIn,
   runDeadline,
   runState,
   STEP_MS,
   settles,
+  useFaultLab,
 } from './harness.js';
 import { MonitorProxy } from './proxies.js';
 
-// A hung runMigration may take its whole budget (wait + four steps + margin) to be reported.
-vi.setConfig({ testTimeout: 120_000 });
-const lab = new FaultLab('layout');
-afterEach(() => lab.cleanup());
-afterAll(() => lab.dispose());
-
-const RUN_MS = 20_000;
+const lab = useFaultLab('layout');
 
 describe('info migrate in a layout the parser has never seen', () => {
   it('is an error quoting the text, and the source is never resumed; the VM runs once', async () => {

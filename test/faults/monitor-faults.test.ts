@@ -7,20 +7,20 @@
  */
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { HypervisorError, MigrationError } from '../../src/errors.js';
 import { KVMHypervisor, runMigration } from '../../src/index.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import {
   expectRunsExactlyOnce,
-  FaultLab,
   fullText,
   GUEST_MIB,
   migrationState,
   onceMigrating,
   PROTOCOLS,
   type Protocol,
+  RUN_MS,
   rejectsIn,
   resolvesIn,
   runDeadline,
@@ -28,16 +28,11 @@ import {
   STEP_MS,
   settledMigrationState,
   settles,
+  useFaultLab,
 } from './harness.js';
 import { GarbageServer, MonitorProxy } from './proxies.js';
 
-// A hung runMigration may take its whole budget (wait + four steps + margin) to be reported.
-vi.setConfig({ testTimeout: 120_000 });
-const lab = new FaultLab('mon');
-afterEach(() => lab.cleanup());
-afterAll(() => lab.dispose());
-
-const RUN_MS = 20_000;
+const lab = useFaultLab('mon');
 
 /** The socket the library uses for `protocol` on a VM. */
 const librarySocket = (vm: { qmpPath: string; hmpPath: string | undefined }, protocol: Protocol) =>

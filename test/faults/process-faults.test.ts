@@ -5,16 +5,16 @@
  * killed, with an error that says so), that every library call settled within its
  * deadline (+ a hang margin), and that QEMU's reason reached the caller.
  */
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
 import { runMigration } from '../../src/index.js';
 import {
   bothStates,
   expectRunsExactlyOnce,
-  FaultLab,
   fullText,
   onceMigrating,
   PROTOCOLS,
+  RUN_MS,
   rejectsIn,
   resolvesIn,
   runDeadline,
@@ -23,16 +23,11 @@ import {
   settledMigrationState,
   settles,
   signal,
+  useFaultLab,
 } from './harness.js';
 
-// A hung runMigration may take its whole budget (wait + four steps + margin) to be reported.
-vi.setConfig({ testTimeout: 120_000 });
-const lab = new FaultLab('proc');
-afterEach(() => lab.cleanup());
-afterAll(() => lab.dispose());
+const lab = useFaultLab('proc');
 
-/** The completion deadline given to `runMigration` / `waitForMigration` where the fault should end things early. */
-const RUN_MS = 20_000;
 /** The deadline of calls made while QEMU is frozen. */
 const FROZEN_MS = 3000;
 /** Deadline of recovery calls once QEMU answers again. */
