@@ -383,9 +383,11 @@ export class FakeQemu {
     if (m.status === 'setup') this.activateIfSetup();
     if (m.status !== 'active') return false;
     m.totalTime += ms;
-    m.mbps = (this.bandwidth * 8) / 1e6;
+    // `max-bandwidth` 0 means no limit: 10 GiB/s here.
+    const bandwidth = this.bandwidth > 0 ? this.bandwidth : 10 * 2 ** 30;
+    m.mbps = (bandwidth * 8) / 1e6;
     m.dirtyPagesRate = Math.round(this.dirtyRateBytesPerSec / PAGE);
-    let budget = (this.bandwidth * ms) / 1000;
+    let budget = (bandwidth * ms) / 1000;
     this.dirtied = Math.min(m.total, this.dirtied + (this.dirtyRateBytesPerSec * ms) / 1000);
     for (let guard = 0; guard < 1000; guard++) {
       const send = Math.floor(Math.min(budget, m.remaining));
@@ -393,14 +395,16 @@ export class FakeQemu {
       m.transferred += send;
       budget -= send;
       const left = m.remaining + this.dirtied;
-      if (this.bandwidth > 0 && (left * 1000) / this.bandwidth <= this.downtimeMs) {
-        this.completeMigration({ downtime: Math.max(1, Math.ceil((left * 1000) / this.bandwidth)) });
+      if ((left * 1000) / bandwidth <= this.downtimeMs) {
+        this.completeMigration({ downtime: Math.max(1, Math.ceil((left * 1000) / bandwidth)) });
         return true;
       }
-      if (m.remaining > 0 || budget < 1) return false;
+      if (m.remaining > 0) return false;
+      // The pass is done: the next one sends what was dirtied meanwhile.
       m.remaining = Math.floor(this.dirtied);
       this.dirtied = 0;
       this.newPass();
+      if (budget < 1) return false;
     }
     return false;
   }

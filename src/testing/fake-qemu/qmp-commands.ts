@@ -149,7 +149,7 @@ function ramStats(qemu: FakeQemu): Record<string, number> {
   if (qemu.has(2, 7)) ram['postcopy-requests'] = 0;
   if (qemu.has(2, 10)) ram['page-size'] = PAGE;
   if (qemu.has(3, 0)) ram['multifd-bytes'] = 0;
-  if (qemu.has(4, 0)) ram['pages-per-second'] = 0;
+  if (qemu.has(4, 0)) ram['pages-per-second'] = Math.round((m.mbps * 1e6) / 8 / PAGE);
   if (qemu.has(7, 0)) {
     ram['precopy-bytes'] = m.transferred;
     ram['downtime-bytes'] = 0;
