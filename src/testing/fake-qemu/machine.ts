@@ -6,10 +6,10 @@
 import { MonitorError } from '../../errors.js';
 import type { MonitorEventPayloads } from '../../monitor/event-types.js';
 import type { MonitorEvent } from '../../monitor/types.js';
-import { capabilitiesForVersion, checkCapabilityCombination } from '../../qemu/capabilities.js';
 import { parseVersion, type QemuVersion, versionAtLeast } from '../../qemu/version.js';
-import { type MockParamInfo, paramsForVersion } from '../mock-params.js';
+import type { MockParamInfo } from '../mock-params.js';
 import { type FakeIncoming, FakeMigration, type FakeMigrationProgress } from './migration-state.js';
+import { FakeMigrationSettings } from './settings.js';
 
 /** QEMU run states (any string is accepted). */
 export type FakeRunState =
@@ -75,12 +75,8 @@ export class FakeQemu {
   dirtyRateBytesPerSec: number;
   /** Run state when `migrate` was sent: the destination inherits it. */
   runStateAtMigrate: FakeRunState | undefined;
-  /** Bandwidth limit in bytes/s (`max-bandwidth`, `migrate_set_speed`). */
-  bandwidth: number;
-  /** Downtime limit in ms (`downtime-limit`, `migrate_set_downtime`). */
-  downtimeMs: number;
-  private readonly caps = new Map<string, boolean>();
-  private readonly params = new Map<string, number | boolean | string>();
+  /** Capabilities and parameters. */
+  private readonly settings: FakeMigrationSettings;
   private readonly eventListeners = new Set<(ev: MonitorEvent) => void>();
   private readonly statusListeners = new Set<(status: string) => void>();
   private readonly quitListeners = new Set<() => void>();
@@ -102,11 +98,7 @@ export class FakeQemu {
     this.dirtyRateBytesPerSec = options.dirtyRateBytesPerSec ?? 0;
     this.defer = options.defer ?? ((fn) => setImmediate(fn));
     this.migration = new FakeMigration(options.ramBytes ?? 67_641_344, (p) => this.advanceMigration(p));
-    for (const name of capabilitiesForVersion(this.version))
-      this.caps.set(name, options.capabilities?.[name] ?? false);
-    for (const p of paramsForVersion(this.version)) this.params.set(p.name, p.def(this.version));
-    this.bandwidth = this.has(5, 2) ? 134217728 : 33554432;
-    this.downtimeMs = this.has(2, 1) ? 300 : 30;
+    this.settings = new FakeMigrationSettings(this.version, options.capabilities);
   }
 
   /** True once `quit` ran (or {@link exit}): the process is gone. */
@@ -116,21 +108,35 @@ export class FakeQemu {
 
   /** Capability states by wire name (a copy). */
   get capabilities(): Record<string, boolean> {
-    return Object.fromEntries(this.caps);
+    return this.settings.capabilities;
   }
 
   /** True when capability `name` (wire name) exists on this version. */
   hasCapability(name: string): boolean {
-    return this.caps.has(name);
+    return this.settings.hasCapability(name);
   }
 
   /** Current migration parameters, as `query-migrate-parameters` returns them (a copy). */
   get parameters(): Record<string, number | boolean | string> {
-    const out: Record<string, number | boolean | string> = {};
-    for (const [k, v] of this.params) out[k] = v;
-    if (this.params.has('max-bandwidth')) out['max-bandwidth'] = this.bandwidth;
-    if (this.params.has('downtime-limit')) out['downtime-limit'] = this.downtimeMs;
-    return out;
+    return this.settings.parameters;
+  }
+
+  /** Bandwidth limit in bytes/s (`max-bandwidth`, `migrate_set_speed`). */
+  get bandwidth(): number {
+    return this.settings.bandwidth;
+  }
+
+  set bandwidth(bytesPerSec: number) {
+    this.settings.bandwidth = bytesPerSec;
+  }
+
+  /** Downtime limit in ms (`downtime-limit`, `migrate_set_downtime`). */
+  get downtimeMs(): number {
+    return this.settings.downtimeMs;
+  }
+
+  set downtimeMs(ms: number) {
+    this.settings.downtimeMs = ms;
   }
 
   /** True when this QEMU is at least `major.minor`. */
@@ -199,62 +205,19 @@ export class FakeQemu {
     for (const l of [...this.quitListeners]) l();
   }
 
-  /** Turns capabilities on or off; returns QEMU's error text, or undefined. */
+  /** Turns capabilities on or off, all or nothing; returns QEMU's error text, or undefined. */
   setCapabilities(list: ReadonlyArray<{ capability: string; state: boolean }>): string | undefined {
-    const next = new Map(this.caps);
-    for (const item of list) {
-      if (!this.caps.has(item.capability)) {
-        return this.has(2, 3)
-          ? `Parameter 'capability' does not accept value '${item.capability}'`
-          : `Invalid parameter '${item.capability}'`;
-      }
-      next.set(item.capability, item.state);
-    }
-    if (this.migration.running) return "There's a migration process in progress";
-    if (this.has(2, 12)) {
-      const on = [...next].filter(([, s]) => s).map(([n]) => n);
-      const violation = checkCapabilityCombination(on, this.version)[0];
-      if (violation) return violation.rule.qemuMessage;
-    }
-    for (const [k, s] of next) this.caps.set(k, s);
-    return undefined;
+    return this.settings.setCapabilities(list, this.migration.running);
   }
 
   /** Sets one migration parameter; returns QEMU's error text, or undefined. */
   setParameter(p: MockParamInfo, value: unknown): string | undefined {
-    const field = p.name;
-    if (p.kind === 'bool' && typeof value !== 'boolean')
-      return `Invalid parameter type for '${field}', expected: boolean`;
-    if (p.kind === 'string' && typeof value !== 'string')
-      return `Invalid parameter type for '${field}', expected: string`;
-    if (p.kind === 'int') {
-      if (typeof value !== 'number' || !Number.isInteger(value) || value < 0)
-        return `Parameter '${field}' expects uint64`;
-      if (p.range && (value < p.range.min || value > p.range.max)) return p.range.message;
-    }
-    if (field === 'max-bandwidth') this.bandwidth = value as number;
-    else if (field === 'downtime-limit') this.downtimeMs = value as number;
-    else this.params.set(field, value as number | boolean | string);
-    return undefined;
+    return this.settings.setParameter(p, value);
   }
 
   /** Sets several parameters at once, all or nothing; returns QEMU's error text, or undefined. */
   setParameters(values: Record<string, unknown>): string | undefined {
-    const known = new Map(paramsForVersion(this.version).map((p) => [p.name, p]));
-    for (const key of Object.keys(values)) {
-      if (!known.has(key)) return `Parameter '${key}' is unexpected`;
-    }
-    const savedParams = new Map(this.params);
-    const saved = [this.bandwidth, this.downtimeMs] as const;
-    for (const [key, value] of Object.entries(values)) {
-      const err = this.setParameter(known.get(key)!, value);
-      if (err) {
-        for (const [k, v] of savedParams) this.params.set(k, v);
-        [this.bandwidth, this.downtimeMs] = saved;
-        return err;
-      }
-    }
-    return undefined;
+    return this.settings.setParameters(values);
   }
 
   /** `migrate <uri>`: starts the outgoing migration; returns QEMU's error text, or undefined. */
@@ -411,13 +374,13 @@ export class FakeQemu {
 
   private setStatus(status: string): void {
     this.migration.status = status;
-    if (this.caps.get('events') === true) this.emit('MIGRATION', { status });
+    if (this.settings.capabilityOn('events')) this.emit('MIGRATION', { status });
     for (const l of [...this.statusListeners]) l(status);
   }
 
   private newPass(): void {
     this.migration.passes++;
-    if (this.caps.get('events') === true) this.emit('MIGRATION_PASS', { pass: this.migration.passes });
+    if (this.settings.capabilityOn('events')) this.emit('MIGRATION_PASS', { pass: this.migration.passes });
   }
 
   private activateIfSetup(): void {
