@@ -162,5 +162,29 @@ describe.each(cases)(
       expect(err.message).toMatch(/lost the monitor/);
       expect(err.message).toMatch(/must not be resumed blindly/);
     });
+
+    it("the destination's own wait sees the VM arrive, or QEMU's reason, or the destination exit", async () => {
+      const { pair, src, dst } = setUp();
+      await dst.acceptInstance(instance);
+      await src.migrateInstance(instance, '10.0.0.2');
+      // Only the destination polls: its queries move the fake time for both ends.
+      const arrived = await dst.waitForIncomingMigration(instance, fast);
+      expect(arrived).toMatchObject({ status: 'completed', runState: 'running', running: true });
+      expect(pair.source.qemu.migration.status).toBe('completed');
+
+      for (const destination of ['reports', 'exits'] as const) {
+        const other = setUp({ advancePerQueryMs: 0 });
+        await other.dst.acceptInstance(instance);
+        await other.src.migrateInstance(instance, '10.0.0.2');
+        other.pair.clock.advance(100);
+        other.pair.fail('Unable to write to socket: Broken pipe', { destination });
+        const err = (await other.dst
+          .waitForIncomingMigration(instance, { ...fast, timeoutMs: 5000 })
+          .catch((e: unknown) => e)) as MigrationError;
+        expect(err).toBeInstanceOf(MigrationError);
+        if (destination === 'reports') expect(err.status).toBe('failed');
+        else expect(err.message).toMatch(/closed its monitor/);
+      }
+    });
   },
 );
