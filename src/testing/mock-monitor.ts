@@ -8,6 +8,7 @@
 import { HmpError, MonitorClosedError, MonitorError } from '../errors.js';
 import { createEventWaiter, dispatchEvent, MonitorEmitter, rejectedWaiter } from '../monitor/events.js';
 import { detectHmpError } from '../monitor/hmp-parser.js';
+import { HUMAN_MONITOR_COMMAND, humanCommandOverQmp } from '../monitor/human-command.js';
 import type {
   EventWaiter,
   Monitor,
@@ -176,7 +177,7 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
     await Promise.resolve();
     this.checkOpen(command);
     const info: MockCommandInfo = { protocol: 'qmp', name: command, ...(args ? { arguments: args } : {}) };
-    if (command === 'human-monitor-command' && typeof args?.['command-line'] === 'string') {
+    if (command === HUMAN_MONITOR_COMMAND && typeof args?.['command-line'] === 'string') {
       info.line = args['command-line'];
     }
     this.scripts.applyFailure(info, (e) => this.disconnect(e));
@@ -190,11 +191,7 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
   /** Runs an HMP command line (over QMP: `human-monitor-command`); error text rejects with `HmpError`. */
   async humanCommand(commandLine: string): Promise<string> {
     if (this.protocol === 'qmp') {
-      const text = await this.execute<string>('human-monitor-command', { 'command-line': commandLine });
-      const clean = String(text).replace(/\r/g, '');
-      const err = detectHmpError(clean);
-      if (err !== undefined) throw new HmpError(commandLine, err);
-      return clean;
+      return humanCommandOverQmp((command, args) => this.execute(command, args), commandLine);
     }
     if (/[\r\n]/.test(commandLine)) {
       throw new HmpError(commandLine, 'an HMP command line must not contain \\r or \\n');

@@ -3,6 +3,7 @@
  * command, and what a matched failure throws.
  */
 import { HmpError, MonitorClosedError, QmpError } from '../errors.js';
+import { HUMAN_MONITOR_COMMAND } from '../monitor/human-command.js';
 import type { MonitorProtocol } from '../monitor/types.js';
 import { hmpCommandName } from './fake-qemu/hmp-commands.js';
 
@@ -71,7 +72,7 @@ export class MockScripts {
     }
     const cmd = info.arguments ? { execute: info.name, arguments: info.arguments } : { execute: info.name };
     if (typeof f === 'string') {
-      if (info.name === 'human-monitor-command') throw new HmpError(what, f);
+      if (info.name === HUMAN_MONITOR_COMMAND) throw new HmpError(what, f);
       throw new QmpError('GenericError', f, cmd);
     }
     throw new QmpError(f.class, f.desc, cmd);

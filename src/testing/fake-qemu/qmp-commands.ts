@@ -4,6 +4,7 @@
  * error texts. A refusal throws `QmpError`, which a server turns into QMP's `error` reply.
  */
 import { QmpError } from '../../errors.js';
+import { HUMAN_MONITOR_COMMAND } from '../../monitor/human-command.js';
 import { runHmpCommand } from './hmp-commands.js';
 import type { FakeQemu } from './machine.js';
 
@@ -110,7 +111,7 @@ export function runQmpCommand(qemu: FakeQemu, cmd: FakeQmpCall): unknown {
       const err = qemu.startPostcopy();
       return err ? fail(err) : {};
     }
-    case 'human-monitor-command': {
+    case HUMAN_MONITOR_COMMAND: {
       if (typeof args['command-line'] !== 'string') return fail("Parameter 'command-line' is missing");
       const text = runHmpCommand(qemu, args['command-line']);
       return text.replace(/\n/g, '\r\n');
@@ -123,7 +124,7 @@ export function runQmpCommand(qemu: FakeQemu, cmd: FakeQmpCall): unknown {
 /** True when `command` makes QEMU exit after its reply (`quit`, or `human-monitor-command quit`). */
 export function isQuitCommand(cmd: FakeQmpCall): boolean {
   if (cmd.execute === 'quit') return true;
-  if (cmd.execute !== 'human-monitor-command') return false;
+  if (cmd.execute !== HUMAN_MONITOR_COMMAND) return false;
   const word = String(cmd.arguments?.['command-line'] ?? '')
     .trim()
     .split(/\s+/)[0];
