@@ -84,6 +84,22 @@ describe('FakeQemu state machine', () => {
     expect(exited).toBe(1);
   });
 
+  it('post-copy: the source stops at once and the rest is sent on the clock until completed', () => {
+    const q = new FakeQemu({ version: '7.2.22', ramBytes: 64 * MiB, capabilities: { 'postcopy-ram': true } });
+    q.bandwidth = 16 * MiB;
+    q.dirtyRateBytesPerSec = 64 * MiB; // would never converge in precopy
+    q.startMigration('tcp:h:1');
+    q.tick(1000);
+    expect(q.startPostcopy()).toBeUndefined();
+    expect(q.runState).toBe('finish-migrate');
+    expect(q.migration.status).toBe('postcopy-active');
+    let ticks = 0;
+    while (q.migration.status === 'postcopy-active' && ticks++ < 20) q.tick(1000);
+    expect(q.migration.status).toBe('completed');
+    expect(q.runState).toBe('postmigrate');
+    expect(new FakeQemu().startPostcopy()).toMatch(/Enable postcopy/);
+  });
+
   it("prints sizes like QEMU's size_to_str", () => {
     expect(qemuSizeToStr(0)).toBe('0 B');
     expect(qemuSizeToStr(4096)).toBe('4 KiB');

@@ -338,17 +338,29 @@ export class FakeQemu {
    * Lets `ms` of (fake) time pass for an active precopy migration: `max-bandwidth` bytes
    * per second are sent, the guest dirties `dirtyRateBytesPerSec`; a pass ends when its
    * bytes are sent, and QEMU switches over once what is left fits in `downtime-limit`.
-   * Returns true when this completed the migration.
+   * In post-copy the rest is sent and the migration completes. Returns true when this
+   * completed the migration.
    */
   tick(ms: number): boolean {
     const m = this.migration;
     if (this.exited || ms <= 0) return false;
     if (m.status === 'setup') this.activateIfSetup();
-    if (m.status !== 'active') return false;
+    if (m.status !== 'active' && m.status !== 'postcopy-active') return false;
     m.totalTime += ms;
     // `max-bandwidth` 0 means no limit: 10 GiB/s here.
     const bandwidth = this.bandwidth > 0 ? this.bandwidth : 10 * 2 ** 30;
     m.mbps = (bandwidth * 8) / 1e6;
+    if (m.status === 'postcopy-active') {
+      // The destination runs the VM: nothing is dirtied here, the rest is sent and done.
+      const send = Math.floor(Math.min((bandwidth * ms) / 1000, m.remaining + this.dirtied));
+      m.transferred += send;
+      const left = m.remaining + this.dirtied - send;
+      m.remaining = left;
+      this.dirtied = 0;
+      if (left > 0) return false;
+      this.completeMigration({ downtime: m.downtime ?? 0 });
+      return true;
+    }
     m.dirtyPagesRate = Math.round(this.dirtyRateBytesPerSec / PAGE);
     let budget = (bandwidth * ms) / 1000;
     this.dirtied = Math.min(m.total, this.dirtied + (this.dirtyRateBytesPerSec * ms) / 1000);
