@@ -52,6 +52,24 @@ describe.each(cases)(
       expect(pair.source.qemu.migration.passes).toBeGreaterThan(1);
     });
 
+    it('is deterministic: the same settings give the same snapshots and the same fake time', async () => {
+      const run = async () => {
+        const { pair, src, dst } = setUp({ dirtyRateBytesPerSec: 16 * 2 ** 20 });
+        await dst.acceptInstance(instance);
+        await src.migrateInstance(instance, '10.0.0.2');
+        const seen: string[] = [];
+        await src.waitForMigration(instance, {
+          ...fast,
+          onProgress: (p) => seen.push(`${p.status}:${p.transferredBytes}:${p.pass}`),
+        });
+        return { seen, now: pair.clock.now, passes: pair.source.qemu.migration.passes };
+      };
+      const first = await run();
+      expect(await run()).toEqual(first);
+      expect(first.seen.at(-1)).toMatch(/^completed:/);
+      expect(first.passes).toBeGreaterThan(1);
+    });
+
     it('a non-live migration leaves the destination paused until finalize resumes it', async () => {
       const { pair, src, dst } = setUp();
       const r = await runMigration({

@@ -15,6 +15,7 @@ import type { HmpMonitor } from '../../src/monitor/hmp.js';
 import type { QmpMonitor } from '../../src/monitor/qmp.js';
 import type { Monitor, MonitorEvent } from '../../src/monitor/types.js';
 import { qemuSizeToStr } from '../../src/testing/fake-qemu/hmp-render.js';
+import { queryMigrate, runHmpCommand, runQmpCommand } from '../../src/testing/fake-qemu/index.js';
 import { FakeQemu, FakeQemuHost } from '../../src/testing/index.js';
 
 const MiB = 2 ** 20;
@@ -98,6 +99,23 @@ describe('FakeQemu state machine', () => {
     expect(q.migration.status).toBe('completed');
     expect(q.runState).toBe('postmigrate');
     expect(new FakeQemu().startPostcopy()).toMatch(/Enable postcopy/);
+  });
+
+  it('-incoming defer waits for migrate-incoming (QMP) / migrate_incoming (HMP)', () => {
+    for (const protocol of ['qmp', 'hmp'] as const) {
+      const q = new FakeQemu({ version: '7.2.22', incoming: 'defer' });
+      expect(queryMigrate(q)).toEqual({});
+      if (protocol === 'qmp')
+        runQmpCommand(q, { execute: 'migrate-incoming', arguments: { uri: 'tcp:0.0.0.0:8102' } });
+      else expect(runHmpCommand(q, 'migrate_incoming tcp:0.0.0.0:8102')).toBe('');
+      expect(queryMigrate(q)).toMatchObject({ status: 'setup' });
+      expect(() =>
+        runQmpCommand(q, { execute: 'migrate-incoming', arguments: { uri: 'tcp:0.0.0.0:1' } }),
+      ).toThrow(/already been started/);
+    }
+    expect(runHmpCommand(new FakeQemu(), 'migrate_incoming tcp:0.0.0.0:1')).toMatch(
+      /-incoming' was not specified/,
+    );
   });
 
   it("prints sizes like QEMU's size_to_str", () => {
