@@ -198,6 +198,9 @@ describe.each(['2.8.0', '5.2.0', '7.2.22', '11.1.3'])('real clients against a fa
         : m.humanCommand('info status')
       ).catch((e: unknown) => e);
       expect(frozen).toBeInstanceOf(MonitorTimeoutError);
+      // A frozen QEMU does not greet a new client either; it does once it thaws.
+      const late = host.connect({ greetingTimeoutMs: 100 });
+      await expect(late).rejects.toBeInstanceOf(MonitorTimeoutError);
       host.thaw();
       const closed = new Promise((r) => m.on('close', r));
       host.dropConnections();
@@ -211,6 +214,21 @@ describe.each(['2.8.0', '5.2.0', '7.2.22', '11.1.3'])('real clients against a fa
           : parseInfoMigrate(await again.humanCommand('info migrate')).status;
       expect(status).toBe('active');
       await flush();
+    }
+  });
+
+  it('a client that closes its monitor frees the connection on the QEMU side', async () => {
+    for (const protocol of ['qmp', 'hmp'] as const) {
+      const host = new FakeQemuHost({ version, protocol });
+      const a = await host.connect();
+      const b = await host.connect();
+      expect(host.connectionCount).toBe(2);
+      await a.close();
+      await flush();
+      expect(host.connectionCount).toBe(1);
+      await b.close();
+      await flush();
+      expect(host.connectionCount).toBe(0);
     }
   });
 

@@ -33,7 +33,13 @@ export function serveHmp(
     }
   };
   stream.on('error', () => {});
-  write(`QEMU ${formatVersion(qemu.version)} monitor - type 'help' for more information\r\n${PROMPT}`);
+  // The client hung up: QEMU closes its end too.
+  stream.on('end', () => close(true));
+  const banner = () =>
+    write(`QEMU ${formatVersion(qemu.version)} monitor - type 'help' for more information\r\n${PROMPT}`);
+  // A frozen QEMU prints no banner either.
+  if (hooks.faults) hooks.faults.gate(banner);
+  else banner();
   let buffered = '';
   const answer = (line: string) => {
     // QEMU's readline echoes the line as it is typed, then prints the output.

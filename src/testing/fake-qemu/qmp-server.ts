@@ -47,13 +47,19 @@ export function serveQmp(
   });
   stream.on('close', unsubscribe);
   stream.on('error', () => {});
+  // The client hung up: QEMU closes its end too.
+  stream.on('end', () => close(true));
   const v = qemu.version;
-  send({
-    QMP: {
-      version: { qemu: { major: v.major, minor: v.minor, micro: v.micro }, package: qemu.package },
-      capabilities: qemu.has(2, 12) ? ['oob'] : [],
-    },
-  });
+  const greet = () =>
+    send({
+      QMP: {
+        version: { qemu: { major: v.major, minor: v.minor, micro: v.micro }, package: qemu.package },
+        capabilities: qemu.has(2, 12) ? ['oob'] : [],
+      },
+    });
+  // A frozen QEMU greets nobody either.
+  if (hooks.faults) hooks.faults.gate(greet);
+  else greet();
   const answer = (call: FakeQmpCall, id: unknown) => {
     const withId = (reply: Record<string, unknown>) => (id === undefined ? reply : { ...reply, id });
     if (call.execute === 'qmp_capabilities' && !negotiated) {
