@@ -49,6 +49,35 @@ export function isDeadline(e: unknown): boolean {
   return deadlineIn(e) !== undefined;
 }
 
+/**
+ * The capability list per monitor connection: which capabilities the QEMU process has
+ * (fixed for its lifetime) with their states as last read, updated by every capability
+ * command this library sends and got acknowledged. A new monitor (QEMU restarted, a
+ * reconnect) starts without one; a capability command that failed or got no reply drops
+ * it, so the next migration reads QEMU's list again.
+ */
+const capabilityCache = new WeakMap<Monitor, Map<string, boolean>>();
+
+/** The capability states a command sets, or undefined when it is not a capability command. */
+function capabilityStates(cmd: MonitorCommand): [string, boolean][] | undefined {
+  if (cmd.kind === 'qmp') {
+    if (cmd.execute !== 'migrate-set-capabilities') return undefined;
+    const list = cmd.arguments?.capabilities;
+    if (!Array.isArray(list)) return [];
+    return list.map((c: { capability?: unknown; state?: unknown }) => [
+      String(c.capability),
+      c.state === true,
+    ]);
+  }
+  const m = /^migrate_set_capability\s+(\S+)\s+(on|off)\s*$/.exec(cmd.line);
+  return m ? [[m[1]!, m[2] === 'on']] : undefined;
+}
+
+/** Forgets the capability list cached for `monitor` (the next migration reads QEMU's list). */
+export function forgetCapabilities(monitor: Monitor): void {
+  capabilityCache.delete(monitor);
+}
+
 /** A monitor bound to an instance, with deadline-bounded commands and parsed queries. */
 export class VmChannel {
   readonly instance: string;
@@ -68,7 +97,21 @@ export class VmChannel {
       cmd.kind === 'qmp'
         ? this.monitor.execute(cmd.execute, cmd.arguments)
         : this.monitor.humanCommand(cmd.line);
-    return deadline.race(p, `'${describeCommand(cmd)}'`);
+    const raced = deadline.race(p, `'${describeCommand(cmd)}'`);
+    const states = capabilityStates(cmd);
+    if (states === undefined) return raced;
+    return raced.then(
+      (r) => {
+        const cached = capabilityCache.get(this.monitor);
+        if (cached) for (const [name, on] of states) if (cached.has(name)) cached.set(name, on);
+        return r;
+      },
+      (e: unknown) => {
+        // Refused, or no reply in time (maybe applied): the cached states may be wrong.
+        capabilityCache.delete(this.monitor);
+        throw e;
+      },
+    );
   }
 
   /** Like {@link send}, but a failure becomes a `MigrationError` naming the step and the command. */
@@ -134,8 +177,19 @@ export class VmChannel {
   /**
    * QEMU's capability list with current states, or undefined when this QEMU cannot list
    * them (then the version catalogue decides). A lost monitor or a deadline is rethrown.
+   * The list is read once per monitor connection and then kept up to date by the
+   * capability commands sent through any channel of that monitor (see
+   * {@link forgetCapabilities}); the caller gets its own copy.
    */
   async listCapabilities(deadline?: Deadline): Promise<Map<string, boolean> | undefined> {
+    const cached = capabilityCache.get(this.monitor);
+    if (cached) return new Map(cached);
+    const listed = await this.readCapabilities(deadline);
+    if (listed && !this.monitor.closed) capabilityCache.set(this.monitor, new Map(listed));
+    return listed;
+  }
+
+  private async readCapabilities(deadline?: Deadline): Promise<Map<string, boolean> | undefined> {
     try {
       if (this.monitor.protocol === 'qmp') {
         const list = await this.send(simpleCommand('qmp', 'query-migrate-capabilities'), deadline);
