@@ -7,13 +7,15 @@
  *  - ours (cold): a new `KVMHypervisor`, so the time includes opening the QMP connection;
  *  - Ganeti 3.x: one fresh QMP session per command (greeting, `qmp_capabilities`,
  *    `query-commands`, the command, close) for `migrate-set-parameters`,
- *    `migrate-set-capabilities` and `migrate`;
+ *    `migrate-set-capabilities` and `migrate`, with the bytes Python's `json.dumps`
+ *    writes, on a raw Node socket (no Python start-up or parsing: a lower bound for Ganeti);
  *  - Ganeti 2.x: one `socat` per HMP command (`echo … | socat - UNIX-CONNECT:…`) for the
  *    bandwidth, the downtime, each capability and `migrate -d`.
  * The target is a TCP sink that reads and drops the stream; after each round the migration
  * is cancelled and the settings are put back (not timed). Prints medians and ratios.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeGuestImage } from '../src/guest/index.js';
@@ -34,34 +36,71 @@ const MiB = 1024 * 1024;
 
 type Way = 'ours' | 'ours-cold' | 'ganeti3' | 'ganeti2';
 
+/** `json.dumps` with Python's default separators (`', '`, `': '`), as Ganeti's serializer writes. */
+function pyJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(pyJson).join(', ')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.entries(v)
+      .map(([k, x]) => `${JSON.stringify(k)}: ${pyJson(x)}`)
+      .join(', ')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/**
+ * One Ganeti 3.x `@_ensure_connection` call on a raw socket: connect, greeting,
+ * `qmp_capabilities`, `query-commands`, the command, close (Ganeti's exact bytes; no ids).
+ */
+function ganetiSession(path: string, command: string, args?: Record<string, unknown>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(path);
+    const msgs = [
+      `${pyJson({ execute: 'qmp_capabilities' })}\n`,
+      `${pyJson({ execute: 'query-commands' })}\n`,
+      `${pyJson(args ? { execute: command, arguments: args } : { execute: command })}\n`,
+    ];
+    let buf = '';
+    let step = 0; // 0: greeting, then one reply per message sent
+    sock.setEncoding('utf8');
+    sock.on('error', reject);
+    sock.on('data', (d: string) => {
+      buf += d;
+      let nl = buf.indexOf('\n');
+      while (nl !== -1) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        nl = buf.indexOf('\n');
+        if (line.includes('"event"')) continue;
+        if (step > 0 && line.includes('"error"')) {
+          sock.destroy();
+          reject(new Error(`Ganeti session '${command}': ${line}`));
+          return;
+        }
+        if (step === msgs.length) {
+          sock.end();
+          sock.destroy();
+          resolve();
+          return;
+        }
+        sock.write(msgs[step++]!);
+      }
+    });
+  });
+}
+
 async function ganeti3(path: string, port: number): Promise<void> {
   const caps = CAPS ? CAPS.split(':') : [];
-  const calls: [string, Record<string, unknown>][] = [
-    [
-      'migrate-set-parameters',
-      {
-        'max-bandwidth': BANDWIDTH_MIB * MiB,
-        'downtime-limit': DOWNTIME_MS,
-        'max-postcopy-bandwidth': BANDWIDTH_MIB * MiB,
-      },
-    ],
-  ];
+  await ganetiSession(path, 'migrate-set-parameters', {
+    'max-bandwidth': BANDWIDTH_MIB * MiB,
+    'downtime-limit': DOWNTIME_MS,
+    'max-postcopy-bandwidth': BANDWIDTH_MIB * MiB,
+  });
   if (caps.length) {
-    calls.push([
-      'migrate-set-capabilities',
-      { capabilities: caps.map((capability) => ({ capability, state: true })) },
-    ]);
+    await ganetiSession(path, 'migrate-set-capabilities', {
+      capabilities: caps.map((capability) => ({ capability, state: true })),
+    });
   }
-  calls.push(['migrate', { uri: `tcp:127.0.0.1:${port}` }]);
-  for (const [cmd, args] of calls) {
-    const mon = await QmpMonitor.connect({ path });
-    try {
-      await mon.execute('query-commands');
-      await mon.execute(cmd, args);
-    } finally {
-      await mon.close();
-    }
-  }
+  await ganetiSession(path, 'migrate', { uri: `tcp:127.0.0.1:${port}` });
 }
 
 async function ganeti2(hmp: string, port: number): Promise<void> {
