@@ -1,0 +1,127 @@
+/**
+ * Busy-guest migrations against their floor: `npm run bench:migration [-- --quick]
+ * [--accel=tcg|kvm] [--bandwidth=MiB/s] [--strategies=a,b]`.
+ *
+ * For each workload (the dirtying guest: region size and dirty rate) and each strategy
+ * (src: bench/lib/migrate-run.ts), one live migration between two fresh local QEMUs under
+ * a bandwidth cap, bounded in time (then cancelled and reported as not converged).
+ * Reports total time, downtime, MiB sent, passes, and the ratio to two floors: RAM ÷
+ * bandwidth (the dirtied region sent once) and the pre-copy bound D / (B − r).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Accelerator } from '../src/qemu/accel.js';
+import {
+  dirtyFloorMs,
+  floorMs,
+  type RunResult,
+  runMigration,
+  STRATEGIES,
+  type Workload,
+} from './lib/migrate-run.js';
+import { arg, fmt, printTable, QUICK, runMain, writeResults } from './lib/report.js';
+
+const BANDWIDTH = Number(arg('bandwidth', QUICK ? '64' : '32'));
+const ACCEL = arg('accel', 'tcg') as Accelerator;
+const WORKLOADS: Workload[] = QUICK
+  ? [{ dirtyMiB: 8, rateMiBps: 8 }]
+  : [
+      { dirtyMiB: 16, rateMiBps: 4 },
+      { dirtyMiB: 32, rateMiBps: 16 },
+      { dirtyMiB: 32, rateMiBps: 48 },
+    ];
+const ONLY = arg('strategies', '');
+const strategies = ONLY ? STRATEGIES.filter((s) => ONLY.split(',').includes(s.name)) : STRATEGIES;
+
+/** Rows of the results table for `results`. */
+export function resultRows(results: RunResult[]): string[][] {
+  return results.map((r) => {
+    const w = { dirtyMiB: r.dirtyMiB, rateMiBps: r.rateMiBps };
+    const f = floorMs(w, r.bandwidthMiBps);
+    const df = dirtyFloorMs(w, r.bandwidthMiBps);
+    return [
+      `${r.dirtyMiB} MiB @ ${r.rateMiBps} MiB/s`,
+      r.strategy,
+      r.accel,
+      r.converged ? 'yes' : 'NO',
+      fmt(r.totalMs / 1000, ' s'),
+      fmt(r.downtimeMs, ' ms'),
+      fmt(r.sentMiB),
+      r.passes === undefined ? '-' : String(r.passes),
+      fmt(r.measuredDirtyMiBps),
+      fmt(f / 1000, ' s'),
+      Number.isFinite(df) ? fmt(df / 1000, ' s') : '∞',
+      r.converged ? fmt(r.totalMs / f, '×') : '-',
+      r.converged && Number.isFinite(df) ? fmt(r.totalMs / df, '×') : '-',
+      r.actions.join(' ') || '-',
+    ];
+  });
+}
+
+/** The header of {@link resultRows}. */
+export const RESULT_HEADER = [
+  'workload',
+  'strategy',
+  'accel',
+  'converged',
+  'total',
+  'downtime',
+  'MiB sent',
+  'passes',
+  'dirty MiB/s seen',
+  'floor D/B',
+  'floor D/(B−r)',
+  '÷ D/B',
+  '÷ D/(B−r)',
+  'policy actions',
+];
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'kvmhv-bench-mig-'));
+  const results: RunResult[] = [];
+  try {
+    console.log(
+      `bandwidth cap ${BANDWIDTH} MiB/s, accelerator ${ACCEL}, ${WORKLOADS.length} workload(s) × ${strategies.length} strategies\n`,
+    );
+    let n = 0;
+    for (const w of WORKLOADS) {
+      const df = dirtyFloorMs(w, BANDWIDTH);
+      // Generous for what can converge, bounded for what cannot.
+      const boundMs = QUICK ? 8000 : Math.max(20_000, Number.isFinite(df) ? 6 * df : 0);
+      for (const s of strategies) {
+        const r = await runMigration({
+          dir,
+          tag: `m${n++}`,
+          workload: w,
+          bandwidthMiBps: BANDWIDTH,
+          strategy: s,
+          accel: ACCEL,
+          boundMs,
+          // The guest's first sweep over its region, so the region is not zero pages.
+          warmMs: Math.min(4000, Math.ceil((w.dirtyMiB / w.rateMiBps) * 1000) + 300),
+        });
+        results.push(r);
+        console.log(
+          `${w.dirtyMiB} MiB @ ${w.rateMiBps} MiB/s  ${s.name.padEnd(13)} ${r.converged ? 'converged' : 'NOT converged'} in ${fmt(r.totalMs / 1000, ' s')}${r.error ? ` (${r.error})` : ''}`,
+        );
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  console.log('');
+  printTable(RESULT_HEADER, resultRows(results));
+  console.log('\nstrategies:');
+  for (const s of strategies) console.log(`  ${s.name.padEnd(13)} ${s.about}`);
+  const path = writeResults(QUICK ? 'migration-quick' : 'migration', {
+    bandwidthMiBps: BANDWIDTH,
+    accel: ACCEL,
+    workloads: WORKLOADS,
+    strategies,
+    results,
+  });
+  console.log(`results: ${path}`);
+}
+
+runMain(main);
