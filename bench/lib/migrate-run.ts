@@ -4,10 +4,17 @@
  * time: a migration that has not completed by then is cancelled and reported as not
  * converged. Used by the migration, accelerator and evacuation benchmarks.
  */
-import { guestMemoryMiBFor, writeGuestImage } from '../../src/guest/index.js';
+import {
+  GUEST_STATUS_ADDRESS,
+  guestMemoryMiBFor,
+  parseGuestStatus,
+  parseXpWords,
+  writeGuestImage,
+} from '../../src/guest/index.js';
 import { KVMHypervisor } from '../../src/kvm.js';
 import type { ConvergencePolicyOptions } from '../../src/migration/convergence.js';
 import type { ConvergenceAction, MigrationProgress } from '../../src/migration/types.js';
+import { QmpMonitor } from '../../src/monitor/qmp.js';
 import type { Accelerator } from '../../src/qemu/accel.js';
 import { freePort, QemuVm } from '../../src/qemu/process.js';
 import { type CommandCounter, countingQmp } from './qemu-pair.js';
@@ -107,6 +114,8 @@ export interface RunResult {
   passes?: number;
   /** Dirty rate QEMU measured (MiB/s), the highest seen. */
   measuredDirtyMiBps?: number;
+  /** Write rate the guest achieved just before the migration (its own page counter, MiB/s). */
+  guestRateMiBps?: number;
   throttlePercent?: number;
   actions: string[];
   error?: string;
@@ -124,7 +133,7 @@ export interface RunOptions {
   accel: Accelerator;
   /** Give up (cancel) after this long (ms). */
   boundMs: number;
-  /** Let the guest dirty its region before migrating (ms). */
+  /** Longest wait for the guest to have written its whole region once (ms). */
   warmMs: number;
   /** Called once both QEMUs run, before the migration starts. */
   onReady?: () => void;
@@ -147,7 +156,7 @@ export async function runMigration(o: RunOptions): Promise<RunResult> {
     accel: o.accel,
   } as const;
   const [src, dst] = await Promise.all([
-    QemuVm.start({ ...base, name: `${o.tag}-src`, startTimeoutMs: 60_000 }),
+    QemuVm.start({ ...base, name: `${o.tag}-src`, qmpSockets: 2, startTimeoutMs: 60_000 }),
     QemuVm.start({
       ...base,
       name: `${o.tag}-dst`,
@@ -186,7 +195,7 @@ export async function runMigration(o: RunOptions): Promise<RunResult> {
   };
   try {
     o.onReady?.();
-    await sleep(o.warmMs);
+    result.guestRateMiBps = await warmUp(src.qmpPaths[1]!, o.warmMs);
     await hv.acceptInstance(dest);
     const t0 = nowMs();
     await hv.migrateInstance(source, '127.0.0.1', true);
@@ -241,4 +250,33 @@ export function dirtyFloorMs(w: Workload, bandwidthMiBps: number): number {
   return w.rateMiBps >= bandwidthMiBps
     ? Number.POSITIVE_INFINITY
     : (w.dirtyMiB / (bandwidthMiBps - w.rateMiBps)) * 1000;
+}
+
+async function guestStatus(mon: QmpMonitor) {
+  const text = await mon.humanCommand(`xp /4wx 0x${GUEST_STATUS_ADDRESS.toString(16)}`);
+  return parseGuestStatus(parseXpWords(text));
+}
+
+/**
+ * Waits (at most `limitMs`) until the guest has swept its region once, so the region is
+ * real data and not zero pages, then measures its write rate over half a second (MiB/s).
+ */
+export async function warmUp(observerPath: string, limitMs: number): Promise<number | undefined> {
+  const mon = await QmpMonitor.connect({ path: observerPath });
+  try {
+    const end = nowMs() + limitMs;
+    for (;;) {
+      const st = await guestStatus(mon);
+      if ((st.running && st.sweeps >= 1) || nowMs() > end) break;
+      await sleep(100);
+    }
+    const a = await guestStatus(mon);
+    const t = nowMs();
+    await sleep(500);
+    const b = await guestStatus(mon);
+    const pages = (b.pagesWritten - a.pagesWritten) >>> 0;
+    return (pages * 4096) / MiB / ((nowMs() - t) / 1000);
+  } finally {
+    await mon.close();
+  }
 }
