@@ -18,13 +18,13 @@ import { arg, fmt, printTable, QUICK, runMain, writeResults } from './lib/report
 
 const BANDWIDTH = Number(arg('bandwidth', QUICK ? '64' : '32'));
 const ACCEL = arg('accel', QUICK ? 'tcg' : 'auto') as Accelerator;
-const WORKLOADS: Workload[] = QUICK
-  ? [{ dirtyMiB: 8, rateMiBps: 8 }]
-  : [
-      { dirtyMiB: 16, rateMiBps: 4 },
-      { dirtyMiB: 32, rateMiBps: 16 },
-      { dirtyMiB: 32, rateMiBps: 48 },
-    ];
+/** `--workloads=16:4,32:16,32:0`: region MiB : dirty rate MiB/s (0 = as fast as the vCPU can). */
+const WORKLOADS: Workload[] = arg('workloads', QUICK ? '8:8' : '16:4,32:16,32:0')
+  .split(',')
+  .map((w) => {
+    const [dirtyMiB, rateMiBps] = w.split(':').map(Number);
+    return { dirtyMiB: dirtyMiB!, rateMiBps: rateMiBps! };
+  });
 const ONLY = arg('strategies', '');
 const strategies = ONLY ? STRATEGIES.filter((s) => ONLY.split(',').includes(s.name)) : STRATEGIES;
 
@@ -54,7 +54,7 @@ async function main(): Promise<void> {
         });
         results.push(r);
         console.log(
-          `${w.dirtyMiB} MiB @ ${w.rateMiBps} MiB/s  ${s.name.padEnd(13)} ${r.accel} guest ${fmt(r.guestRateMiBps)} MiB/s  ${r.converged ? 'converged' : 'NOT converged'} in ${fmt(r.totalMs / 1000, ' s')}${r.error ? ` (${r.error})` : ''}`,
+          `${w.dirtyMiB} MiB @ ${w.rateMiBps || 'max'} MiB/s  ${s.name.padEnd(13)} ${r.accel} guest ${fmt(r.guestRateMiBps)} MiB/s  ${r.converged ? 'converged' : 'NOT converged'} in ${fmt(r.totalMs / 1000, ' s')}${r.error ? ` (${r.error})` : ''}`,
         );
       }
     }

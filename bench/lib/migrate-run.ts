@@ -205,7 +205,8 @@ export async function runMigration(o: RunOptions): Promise<RunResult> {
         timeoutMs: o.boundMs,
         pollIntervalMs: 250,
         onProgress: (p) => {
-          last = p;
+          // The final `cancelled` snapshot carries no RAM statistics: keep the last that did.
+          if (p.transferredBytes !== undefined) last = p;
           maxDirty = Math.max(maxDirty, p.dirtyRateBytesPerSec ?? 0);
         },
         onAction: (a: ConvergenceAction) =>
@@ -247,7 +248,7 @@ export function floorMs(w: Workload, bandwidthMiBps: number): number {
  * D / (B − r); infinite when the guest dirties as fast as the link sends (ms).
  */
 export function dirtyFloorMs(w: Workload, bandwidthMiBps: number): number {
-  return w.rateMiBps >= bandwidthMiBps
+  return w.rateMiBps >= bandwidthMiBps || w.rateMiBps <= 0
     ? Number.POSITIVE_INFINITY
     : (w.dirtyMiB / (bandwidthMiBps - w.rateMiBps)) * 1000;
 }

@@ -10,7 +10,7 @@ export function resultRows(results: RunResult[]): string[][] {
     const f = floorMs(w, r.bandwidthMiBps);
     const df = dirtyFloorMs(w, r.bandwidthMiBps);
     return [
-      `${r.dirtyMiB} MiB @ ${r.rateMiBps} MiB/s`,
+      `${r.dirtyMiB} MiB @ ${r.rateMiBps || 'max'} MiB/s`,
       r.strategy,
       r.accel,
       r.converged ? 'yes' : 'NO',
