@@ -429,7 +429,8 @@ describe('QmpMonitor over an in-memory stream', () => {
     );
     server.on('data', (d: Buffer) => {
       const msg = JSON.parse(d.toString());
-      if (msg.execute === 'qmp_capabilities') server.write(`{"return": {}, "id": ${JSON.stringify(msg.id)}}\n`);
+      if (msg.execute === 'qmp_capabilities')
+        server.write(`{"return": {}, "id": ${JSON.stringify(msg.id)}}\n`);
     });
     const mon = await QmpMonitor.fromStream(client, { description: 'vm1 monitor', timeoutMs: 30 });
     await expect(mon.execute('query-status')).rejects.toThrow(/'query-status' on vm1 monitor/);
