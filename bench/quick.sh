@@ -10,4 +10,5 @@ npx tsx bench/setup.ts --quick
 npx tsx bench/migration.ts --quick
 npx tsx bench/evacuation.ts --quick
 npx tsx bench/accel.ts --quick
+npx tsx bench/completion-latency.ts 1
 echo "bench:quick done in $(( $(date +%s) - start )) s"

@@ -73,11 +73,6 @@ function capabilityStates(cmd: MonitorCommand): [string, boolean][] | undefined 
   return m ? [[m[1]!, m[2] === 'on']] : undefined;
 }
 
-/** Forgets the capability list cached for `monitor` (the next migration reads QEMU's list). */
-export function forgetCapabilities(monitor: Monitor): void {
-  capabilityCache.delete(monitor);
-}
-
 /** A monitor bound to an instance, with deadline-bounded commands and parsed queries. */
 export class VmChannel {
   readonly instance: string;
@@ -178,8 +173,8 @@ export class VmChannel {
    * QEMU's capability list with current states, or undefined when this QEMU cannot list
    * them (then the version catalogue decides). A lost monitor or a deadline is rethrown.
    * The list is read once per monitor connection and then kept up to date by the
-   * capability commands sent through any channel of that monitor (see
-   * {@link forgetCapabilities}); the caller gets its own copy.
+   * capability commands sent through any channel of that monitor; the caller gets its
+   * own copy.
    */
   async listCapabilities(deadline?: Deadline): Promise<Map<string, boolean> | undefined> {
     const cached = capabilityCache.get(this.monitor);
