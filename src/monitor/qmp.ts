@@ -17,7 +17,7 @@ import type { QemuVersion } from '../qemu/version.js';
 import { createEventWaiter, dispatchEvent } from './events.js';
 import { detectHmpError } from './hmp-parser.js';
 import { type QmpGreeting, type QmpMessage, QmpParser } from './qmp-parser.js';
-import { readHandshake, StreamMonitor } from './stream-monitor.js';
+import { readHandshake, StreamMonitor, WRITTEN } from './stream-monitor.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
 import type { EventWaiter, Monitor, MonitorAddress, WaitForEventOptions } from './types.js';
 
@@ -205,7 +205,10 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
       const line = `${encoded.slice(0, -1)},"id":${id}}\n`;
       if (this.debugEnabled)
         this.logger?.debug({ monitor: this.description, id, command: cmd }, `QMP send ${command}`);
-      this.write(line).catch((err: unknown) => {
+      const written = this.write(line);
+      // Taken by the socket at once (the common case): nothing can fail later.
+      if (written === WRITTEN) return;
+      written.catch((err: unknown) => {
         if (this.pending.delete(id)) {
           if (entry.timer) clearTimeout(entry.timer);
           reject(err instanceof Error ? err : new MonitorError(String(err)));

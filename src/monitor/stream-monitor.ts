@@ -11,7 +11,7 @@ import { MonitorEmitter } from './events.js';
 import type { MonitorStream } from './transport.js';
 
 /** What {@link StreamMonitor.write} returns when the socket took the data at once. */
-const WRITTEN: Promise<void> = Promise.resolve();
+export const WRITTEN: Promise<void> = Promise.resolve();
 
 /** A pure parser: bytes in, frames out. */
 export interface FrameParser<Frame> {
