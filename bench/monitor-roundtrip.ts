@@ -1,7 +1,8 @@
 /**
- * Monitor round-trip benchmark (not run in CI): `npm run bench [-- N [M]]`.
+ * Monitor round-trip benchmark: `npm run bench [-- N [M]] [--quick]`.
  *
- * Against one real QEMU (TCG, -m 64) it measures, in one run:
+ * Against one real QEMU (TCG, -m 64) it measures, in one run, interleaved in blocks of
+ * 100 round trips so that load changes hit both alike (ratios use medians):
  *  (a) our persistent `QmpMonitor` doing N `query-status` round trips;
  *  (b) the floor: one persistent raw socket doing the same JSON round trips by hand;
  *  (c) Ganeti's way: one `socat` process per HMP command
@@ -15,9 +16,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { QmpMonitor } from '../src/monitor/qmp.js';
 import { QemuVm } from '../src/qemu/process.js';
+import { QUICK, runMain, writeResults } from './lib/report.js';
 
-const N = Number(process.argv[2] ?? 2000);
-const M = Number(process.argv[3] ?? 20);
+const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const N = Number(positional[0] ?? (QUICK ? 200 : 4000));
+const M = Number(positional[1] ?? (QUICK ? 3 : 20));
+const BLOCK = 100;
 
 interface Stats {
   label: string;
@@ -42,23 +46,19 @@ function stats(label: string, samples: number[]): Stats {
 
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 
-async function ours(path: string): Promise<number[]> {
-  const mon = await QmpMonitor.connect({ path });
-  try {
-    for (let i = 0; i < 50; i++) await mon.execute('query-status');
-    const out: number[] = [];
-    for (let i = 0; i < N; i++) {
-      const t = now();
-      await mon.execute('query-status');
-      out.push(now() - t);
-    }
-    return out;
-  } finally {
-    await mon.close();
+/** Our client: `rounds` timed `query-status` round trips. */
+async function oursBlock(mon: QmpMonitor, rounds: number, out: number[]): Promise<void> {
+  for (let i = 0; i < rounds; i++) {
+    const t = now();
+    await mon.execute('query-status');
+    out.push(now() - t);
   }
 }
 
-async function rawFloor(path: string): Promise<number[]> {
+/** The floor: a raw persistent socket, JSON written and lines split by hand. */
+async function rawClient(
+  path: string,
+): Promise<{ block: (rounds: number, out: number[]) => Promise<void>; close: () => void }> {
   const sock = connect(path);
   let buf = '';
   let waiting: ((line: string) => void) | undefined;
@@ -89,15 +89,18 @@ async function rawFloor(path: string): Promise<number[]> {
   await next(); // greeting
   sock.write('{"execute":"qmp_capabilities"}\n');
   await next();
-  const out: number[] = [];
-  for (let i = 0; i < N + 50; i++) {
-    const t = now();
-    sock.write(`{"execute":"query-status","id":${i}}\n`);
-    await next();
-    if (i >= 50) out.push(now() - t);
-  }
-  sock.destroy();
-  return out;
+  let id = 0;
+  return {
+    async block(rounds, out) {
+      for (let i = 0; i < rounds; i++) {
+        const t = now();
+        sock.write(`{"execute":"query-status","id":${id++}}\n`);
+        await next();
+        out.push(now() - t);
+      }
+    },
+    close: () => sock.destroy(),
+  };
 }
 
 function haveSocat(): boolean {
@@ -153,9 +156,33 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'kvmhv-bench-'));
   const vm = await QemuVm.start({ name: 'bench', dir, qmpSockets: 2, hmp: true, memoryMiB: 64 });
   try {
-    console.log(`QEMU pid ${vm.pid}; N=${N} QMP round trips, M=${M} socat runs\n`);
-    const a = stats('(a) QmpMonitor, persistent, query-status', await ours(vm.qmpPaths[0]!));
-    const b = stats('(b) raw socket floor, persistent', await rawFloor(vm.qmpPaths[1]!));
+    console.log(
+      `QEMU pid ${vm.pid} (${vm.accel}); N=${N} QMP round trips each, interleaved in blocks of ${BLOCK}; M=${M} socat runs\n`,
+    );
+    const mon = await QmpMonitor.connect({ path: vm.qmpPaths[0]! });
+    const raw = await rawClient(vm.qmpPaths[1]!);
+    const oursMs: number[] = [];
+    const rawMs: number[] = [];
+    try {
+      await oursBlock(mon, 200, []); // warm-up: JIT, socket buffers
+      await raw.block(200, []);
+      for (let done = 0; done < N; done += BLOCK) {
+        const n = Math.min(BLOCK, N - done);
+        // Alternate which goes first so neither always follows the other.
+        if ((done / BLOCK) % 2 === 0) {
+          await oursBlock(mon, n, oursMs);
+          await raw.block(n, rawMs);
+        } else {
+          await raw.block(n, rawMs);
+          await oursBlock(mon, n, oursMs);
+        }
+      }
+    } finally {
+      await mon.close();
+      raw.close();
+    }
+    const a = stats('(a) QmpMonitor, persistent, query-status', oursMs);
+    const b = stats('(b) raw socket floor, persistent', rawMs);
     let c: Stats | undefined;
     if (ensureSocat()) c = stats("(c) Ganeti: socat per HMP 'info status'", await ganeti(vm.hmpPath!));
     else console.log('(c) skipped: socat is not installed and could not be installed');
@@ -164,15 +191,29 @@ async function main(): Promise<void> {
     );
     for (const s of [a, b, c]) if (s) console.log(row(s));
     console.log('');
-    console.log(`ours / floor   (mean): ${(a.meanMs / b.meanMs).toFixed(2)}x`);
-    if (c) console.log(`ganeti / ours  (mean): ${(c.meanMs / a.meanMs).toFixed(0)}x`);
+    const ratio = a.p50Ms / b.p50Ms;
+    console.log(
+      `ours / floor   (p50): ${ratio.toFixed(2)}x   (mean ${(a.meanMs / b.meanMs).toFixed(2)}x)   target <= 1.1x`,
+    );
+    if (c) console.log(`ganeti / ours  (p50): ${(c.p50Ms / a.p50Ms).toFixed(0)}x`);
+    const path = writeResults(QUICK ? 'roundtrip-quick' : 'roundtrip', {
+      n: N,
+      m: M,
+      accel: vm.accel,
+      ours: a,
+      floor: b,
+      socat: c ?? null,
+      ratios: {
+        oursOverFloorP50: ratio,
+        oursOverFloorMean: a.meanMs / b.meanMs,
+        socatOverOursP50: c ? c.p50Ms / a.p50Ms : null,
+      },
+    });
+    console.log(`results: ${path}`);
   } finally {
     await vm.kill();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exitCode = 1;
-});
+runMain(main);

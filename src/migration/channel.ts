@@ -134,6 +134,10 @@ export class VmChannel {
   /**
    * QEMU's capability list with current states, or undefined when this QEMU cannot list
    * them (then the version catalogue decides). A lost monitor or a deadline is rethrown.
+   * Read on every migration, never cached: the names a QEMU process has are fixed, but
+   * the states are what any client of any monitor socket last set, and a capability
+   * left on would silently change the migration. It costs no round trip: the set-up
+   * sends it together with the other read-only checks.
    */
   async listCapabilities(deadline?: Deadline): Promise<Map<string, boolean> | undefined> {
     try {

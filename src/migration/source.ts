@@ -188,12 +188,20 @@ export async function startMigration(
       await ch.must(simpleCommand(protocol, 'stop'), 'stopping the VM for a non-live migration', deadline);
       session.stoppedByUs = true;
     }
-    for (const cmd of parameterCommands(dialect, version, plan)) {
-      await ch.must(cmd, 'setting bandwidth and downtime', deadline);
-    }
-    for (const cmd of capabilityCommands(protocol, states)) {
-      await ch.must(cmd, 'setting migration capabilities', deadline);
-    }
+    // Bandwidth, downtime and capabilities go out together (one round trip): none of
+    // them starts anything, and a failure of any rolls all of them back below. `migrate`
+    // waits for every answer.
+    const settings = [
+      ...parameterCommands(dialect, version, plan).map((cmd) =>
+        ch.must(cmd, 'setting bandwidth and downtime', deadline),
+      ),
+      ...capabilityCommands(protocol, states).map((cmd) =>
+        ch.must(cmd, 'setting migration capabilities', deadline),
+      ),
+    ];
+    const settled = await Promise.allSettled(settings);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   } catch (e) {
     session.detach();
     await rollback(session, Deadline.grace(deadline.over() ? 1000 : Math.min(5000, deadline.remaining())));

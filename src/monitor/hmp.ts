@@ -205,7 +205,8 @@ export class HmpMonitor extends StreamMonitor<HmpFrame, HmpParser> implements Mo
       };
       this.waiters.push(waiter);
       this.parser.commandSent(line);
-      this.logger?.debug({ monitor: this.description, command: line }, `HMP send ${line}`);
+      if (this.debugEnabled)
+        this.logger?.debug({ monitor: this.description, command: line }, `HMP send ${line}`);
       this.write(`${line}\n`).catch((err: Error) => {
         if (waiter.live) {
           waiter.live = false;

@@ -121,7 +121,9 @@ export class QmpParser {
     const buf =
       typeof chunk === 'string'
         ? Buffer.from(chunk, 'utf8')
-        : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+        : Buffer.isBuffer(chunk)
+          ? chunk
+          : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     const out: QmpMessage[] = [];
     let start = 0;
     for (;;) {

@@ -16,7 +16,7 @@ import type { QemuVersion } from '../qemu/version.js';
 import { createEventWaiter, dispatchEvent } from './events.js';
 import { humanCommandOverQmp } from './human-command.js';
 import { type QmpGreeting, type QmpMessage, QmpParser } from './qmp-parser.js';
-import { readHandshake, StreamMonitor } from './stream-monitor.js';
+import { readHandshake, StreamMonitor, WRITTEN } from './stream-monitor.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
 import type { EventWaiter, Monitor, MonitorAddress, WaitForEventOptions } from './types.js';
 
@@ -55,13 +55,13 @@ interface Pending {
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_GREETING_TIMEOUT_MS = 10_000;
-const ID_PREFIX = 'kvmhv-';
 const LATE_IDS_KEPT = 1024;
 
 /**
  * A QMP monitor connection (`protocol: 'qmp'`).
  *
- * * Commands get unique ids (`kvmhv-1`, `kvmhv-2`, …); replies are matched by id, not by
+ * * Commands get unique numeric ids (`1`, `2`, …; QEMU reads its monitor input a byte
+ *   at a time, so every byte of a command costs latency); replies are matched by id, not by
  *   order, and many commands can be in flight at once.
  * * Error replies reject with `QmpError`; a command without reply in time rejects with
  *   `MonitorTimeoutError` and its late reply is dropped (logged at debug level).
@@ -79,8 +79,8 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
   readonly protocol = 'qmp' as const;
   /** The parsed greeting: version, package and capabilities. */
   readonly greeting: QmpGreeting;
-  private readonly pending = new Map<string, Pending>();
-  private readonly lateIds = new Set<string>();
+  private readonly pending = new Map<number, Pending>();
+  private readonly lateIds = new Set<number>();
   private nextId = 1;
 
   private constructor(
@@ -179,7 +179,7 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
       );
     }
     if (this.closed) return Promise.reject(this.closedError(command));
-    const id = `${ID_PREFIX}${this.nextId++}`;
+    const id = this.nextId++;
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     return new Promise<T>((resolve, reject) => {
       const entry: Pending = {
@@ -201,9 +201,13 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
       }
       this.pending.set(id, entry);
       // `encoded` is a JSON object: the id goes in before its closing brace.
-      const line = `${encoded.slice(0, -1)},"id":${JSON.stringify(id)}}\n`;
-      this.logger?.debug({ monitor: this.description, id, command: cmd }, `QMP send ${command}`);
-      this.write(line).catch((err: unknown) => {
+      const line = `${encoded.slice(0, -1)},"id":${id}}\n`;
+      if (this.debugEnabled)
+        this.logger?.debug({ monitor: this.description, id, command: cmd }, `QMP send ${command}`);
+      const written = this.write(line);
+      // Taken by the socket at once (the common case): nothing can fail later.
+      if (written === WRITTEN) return;
+      written.catch((err: unknown) => {
         if (this.pending.delete(id)) {
           if (entry.timer) clearTimeout(entry.timer);
           reject(err instanceof Error ? err : new MonitorError(String(err)));
@@ -240,17 +244,17 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
             this.logger?.warn({ monitor: this.description, message: m.raw }, 'QMP reply without id dropped');
           return;
         }
-        const id = typeof m.id === 'string' ? m.id : JSON.stringify(m.id);
-        const entry = this.pending.get(id);
+        const id = m.id;
+        const entry = typeof id === 'number' ? this.pending.get(id) : undefined;
         if (!entry) {
-          if (this.lateIds.delete(id)) {
+          if (typeof id === 'number' && this.lateIds.delete(id)) {
             this.logger?.debug({ monitor: this.description, id }, 'late QMP reply after timeout dropped');
           } else {
             this.logger?.warn({ monitor: this.description, id }, 'QMP reply with unknown id dropped');
           }
           return;
         }
-        this.pending.delete(id);
+        this.pending.delete(id as number);
         if (entry.timer) clearTimeout(entry.timer);
         if (m.kind === 'return') entry.resolve(m.value);
         else entry.reject(new QmpError(m.errorClass, m.desc, entry.command));
@@ -289,7 +293,7 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
     entry.reject(new QmpError(errorClass, desc, entry.command));
   }
 
-  private rememberLate(id: string): void {
+  private rememberLate(id: number): void {
     this.lateIds.add(id);
     if (this.lateIds.size > LATE_IDS_KEPT) {
       const oldest = this.lateIds.values().next();

@@ -10,6 +10,9 @@ import type { MonitorLogger } from '../logger.js';
 import { MonitorEmitter } from './events.js';
 import type { MonitorStream } from './transport.js';
 
+/** What {@link StreamMonitor.write} returns when the socket took the data at once. */
+export const WRITTEN: Promise<void> = Promise.resolve();
+
 /** A pure parser: bytes in, frames out. */
 export interface FrameParser<Frame> {
   push(chunk: Buffer): Frame[];
@@ -39,6 +42,8 @@ export abstract class StreamMonitor<Frame, Parser extends FrameParser<Frame>> ex
   private readonly closedPromise: Promise<void>;
   private resolveClosed!: () => void;
   private writeChain: Promise<void> = Promise.resolve();
+  /** Writes waiting in {@link writeChain} (for a `drain`, or behind one that does). */
+  private writesQueued = 0;
 
   protected constructor(
     label: 'QMP' | 'HMP',
@@ -120,29 +125,59 @@ export abstract class StreamMonitor<Frame, Parser extends FrameParser<Frame>> ex
     this.stream.resume();
   }
 
-  /** Writes in call order, waiting for `drain` when the socket buffer is full. */
+  /** True when a debug line would be written: pino's `isLevelEnabled`, else whether a logger is set. */
+  protected get debugEnabled(): boolean {
+    const l = this.logger as (MonitorLogger & { isLevelEnabled?: (level: string) => boolean }) | undefined;
+    if (!l) return false;
+    return typeof l.isLevelEnabled === 'function' ? l.isLevelEnabled('debug') : true;
+  }
+
+  /**
+   * Writes in call order, waiting for `drain` when the socket buffer is full. With no
+   * earlier write still waiting for `drain`, the data goes to the socket at once (no
+   * promise hop per command: the common case of a round trip).
+   */
   protected write(data: string): Promise<void> {
-    const next = this.writeChain.then(async () => {
+    if (this.writesQueued === 0) {
+      if (this.isClosed) {
+        return Promise.reject(
+          new MonitorClosedError(`${this.label} monitor ${this.description} is closed`, this.causeOpt()),
+        );
+      }
+      if (this.stream.write(data)) return WRITTEN;
+      // The socket buffer is full: later writes queue behind the `drain` of this one.
+      return this.queueWrite(async () => this.waitDrain());
+    }
+    return this.queueWrite(async () => {
       if (this.isClosed) {
         throw new MonitorClosedError(`${this.label} monitor ${this.description} is closed`, this.causeOpt());
       }
-      if (!this.stream.write(data)) {
-        const ac = new AbortController();
-        void this.closedPromise.then(() => ac.abort());
-        try {
-          await once(this.stream, 'drain', { signal: ac.signal });
-        } catch {
-          throw new MonitorClosedError(
-            `${this.label} monitor ${this.description} closed while writing`,
-            this.causeOpt(),
-          );
-        } finally {
-          ac.abort();
-        }
-      }
+      if (!this.stream.write(data)) await this.waitDrain();
+    });
+  }
+
+  private queueWrite(step: () => Promise<void>): Promise<void> {
+    this.writesQueued++;
+    const next = this.writeChain.then(step).finally(() => {
+      this.writesQueued--;
     });
     this.writeChain = next.catch(() => {});
     return next;
+  }
+
+  private async waitDrain(): Promise<void> {
+    const ac = new AbortController();
+    void this.closedPromise.then(() => ac.abort());
+    try {
+      await once(this.stream, 'drain', { signal: ac.signal });
+    } catch {
+      throw new MonitorClosedError(
+        `${this.label} monitor ${this.description} closed while writing`,
+        this.causeOpt(),
+      );
+    } finally {
+      ac.abort();
+    }
   }
 
   /** Marks the monitor closed (once), rejects what waits, and emits `'close'`. */

@@ -54,12 +54,12 @@ describe('QmpMonitor over a UNIX socket (FakeQmpServer)', () => {
     expect(await mon.execute('query-status')).toEqual({ status: 'running', running: true });
     expect(await mon.execute('query-status', { x: 1 })).toEqual({ status: 'running', running: true });
     expect(server.received).toEqual([
-      { execute: 'qmp_capabilities', id: 'kvmhv-1' },
-      { execute: 'query-status', id: 'kvmhv-2' },
-      { execute: 'query-status', arguments: { x: 1 }, id: 'kvmhv-3' },
+      { execute: 'qmp_capabilities', id: 1 },
+      { execute: 'query-status', id: 2 },
+      { execute: 'query-status', arguments: { x: 1 }, id: 3 },
     ]);
     expect(log.debug).toHaveBeenCalledWith(
-      expect.objectContaining({ id: 'kvmhv-2', command: { execute: 'query-status' } }),
+      expect.objectContaining({ id: 2, command: { execute: 'query-status' } }),
       'QMP send query-status',
     );
   });
@@ -364,11 +364,11 @@ describe('QmpMonitor over a UNIX socket (FakeQmpServer)', () => {
       status: 'running',
       running: true,
     });
-    expect(server.received.map((c) => c.id)).toEqual(['kvmhv-1', 'kvmhv-2']);
+    expect(server.received.map((c) => c.id)).toEqual([1, 2]);
     expect(server.received[1]).toEqual({
       execute: 'query-status',
       arguments: { ok: 'line\nbreak' },
-      id: 'kvmhv-2',
+      id: 2,
     });
   });
 
@@ -429,12 +429,43 @@ describe('QmpMonitor over an in-memory stream', () => {
     );
     server.on('data', (d: Buffer) => {
       const msg = JSON.parse(d.toString());
-      if (msg.execute === 'qmp_capabilities') server.write(`{"return": {}, "id": "${msg.id}"}\n`);
+      if (msg.execute === 'qmp_capabilities')
+        server.write(`{"return": {}, "id": ${JSON.stringify(msg.id)}}\n`);
     });
     const mon = await QmpMonitor.fromStream(client, { description: 'vm1 monitor', timeoutMs: 30 });
     await expect(mon.execute('query-status')).rejects.toThrow(/'query-status' on vm1 monitor/);
     server.destroy();
     await new Promise((r) => mon.on('close', r));
     await expect(mon.execute('x')).rejects.toThrow(/vm1 monitor is closed/);
+  });
+});
+
+describe('QmpMonitor debug logging', () => {
+  it('builds no debug line when the logger says debug is off (pino isLevelEnabled), and logs when it is on', async () => {
+    const quiet = { debug: vi.fn(), warn: vi.fn(), isLevelEnabled: vi.fn(() => false) };
+    const { mon } = await setup({}, { logger: quiet });
+    await mon.execute('query-status');
+    expect(quiet.isLevelEnabled).toHaveBeenCalledWith('debug');
+    expect(quiet.debug).not.toHaveBeenCalled();
+
+    const lines: Record<string, unknown>[] = [];
+    const loud = pino({ level: 'debug' }, { write: (s: string) => lines.push(JSON.parse(s)) });
+    const { mon: mon2 } = await setup({}, { logger: loud });
+    await mon2.execute('query-status');
+    expect(lines.some((l) => l.msg === 'QMP send query-status')).toBe(true);
+    loud.level = 'info';
+    lines.length = 0;
+    await mon2.execute('query-status');
+    expect(lines).toEqual([]);
+  });
+
+  it('a logger without isLevelEnabled gets every debug line', async () => {
+    const log = logger();
+    const { mon } = await setup({}, { logger: log });
+    await mon.execute('query-status');
+    expect(log.debug).toHaveBeenCalledWith(
+      expect.objectContaining({ command: { execute: 'query-status' } }),
+      'QMP send query-status',
+    );
   });
 });
