@@ -859,7 +859,8 @@ export class MockMonitor extends MonitorEmitter implements Monitor {
           if (value !== 'on' && value !== 'off') return `Error: Parameter '${name}' expects 'on' or 'off'\n`;
           v = value === 'on';
         } else if (p.kind === 'string') {
-          v = value;
+          // HMP unquotes `""` up to 10.0 (observed on 5.2, 7.2, 10.0); 11.1 stores it literally.
+          v = value === '""' && !this.has(10, 1) ? '' : value;
         } else {
           const parsed = parseHmpSize(
             value,
