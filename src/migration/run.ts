@@ -225,7 +225,9 @@ async function recover(
     const incoming = await destination.hypervisor.getIncomingMigrationStatus(destination.instance, {
       timeoutMs: Math.min(step.timeoutMs ?? 5000, 5000),
     });
-    destinationReason = incoming.errorDesc;
+    // A refused TLS handshake leaves no error-desc: QEMU only prints why (e.g. "TLS x509
+    // authz check for CN=… is denied") on stderr, and keeps waiting or exits.
+    destinationReason = incoming.errorDesc ?? lastLines(destination.diagnostics?.());
   } catch (e) {
     destinationReason =
       lastLines(destination.diagnostics?.()) ?? `the destination cannot be asked (${errorText(e)})`;
