@@ -439,7 +439,10 @@ export class KVMHypervisor {
     const outcome = await this.controllerStep(ch, () =>
       finalizeDestination(ch, success, {
         capabilities: plan.capabilities,
+        // Accepted by another object or process (kvm-hv accept, then finalize): with `tls`
+        // configured, the credentials it put in place are removed too.
         accepted: this.accepted.get(instance.name),
+        tls: this.tls !== undefined,
         incomingGraceMs: options.incomingGraceMs ?? 30_000,
         deadline,
       }),

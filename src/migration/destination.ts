@@ -76,6 +76,11 @@ export interface FinalizeDestinationOptions {
   accepted?: AcceptedMigration | undefined;
   /** How long a successful finalize waits for the VM to finish loading (ms). */
   incomingGraceMs: number;
+  /**
+   * Remove the TLS credentials when `accepted` is not known (accepted by another process
+   * with TLS); with `accepted`, its `tls` decides.
+   */
+  tls?: boolean;
   deadline: Deadline;
 }
 
@@ -90,7 +95,8 @@ export async function finalizeDestination(
   success: boolean,
   options: FinalizeDestinationOptions,
 ): Promise<FinalizeOutcome> {
-  if (!options.accepted?.tls) return finalizeIncoming(ch, success, options);
+  const tls = options.accepted ? options.accepted.tls === true : options.tls === true;
+  if (!tls) return finalizeIncoming(ch, success, options);
   // The TLS objects go whatever happens, unless QEMU itself is gone (or was quit).
   const cleanUp = async () => {
     if (ch.monitor.closed) return;

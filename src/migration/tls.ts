@@ -4,6 +4,7 @@
  * set-up never fails on a duplicate id. Removal runs every command on its own: one
  * failing does not skip the next.
  */
+import { versionAtLeast } from '../qemu/version.js';
 import type { VmChannel } from './channel.js';
 import { errorText } from './channel.js';
 import type { Deadline } from './deadline.js';
@@ -74,7 +75,12 @@ export async function applyTls(ch: VmChannel, plan: TlsPlan, deadline: Deadline)
  */
 export async function removeTls(ch: VmChannel, deadline: Deadline): Promise<string[]> {
   const problems: string[] = [];
-  for (const cmd of tlsResetCommands(ch.monitor.protocol, ch.monitor.version)) {
+  const { protocol, version } = ch.monitor;
+  // Where HMP would store "" literally (10.1+), a reset would set TLS instead of clearing
+  // it; TLS is never set up there, so there is nothing to reset.
+  const resets =
+    protocol === 'hmp' && versionAtLeast(version, 10, 1) ? [] : tlsResetCommands(protocol, version);
+  for (const cmd of resets) {
     try {
       await ch.send(cmd, deadline);
     } catch (e) {

@@ -3,7 +3,7 @@
  * a TLS migration completes and leaves no credentials behind; a source with a certificate
  * from another CA, a source whose DN the destination does not allow, and a plain-TCP
  * source are refused with QEMU's reason, and the VM runs in exactly one place (the
- * source); TLS with multifd and with post-copy. Certificates come from generateTestPki.
+ * source); TLS with multifd and in post-copy. Certificates come from generateTestPki.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -185,6 +185,41 @@ describeEachRelease('TLS migration', releaseCases(), (c) => {
             await runsOnSourceOnly(p);
             await destinationEnded(p, e);
             expect(await tlsState(p.srcObs)).toEqual({ creds: '', hostname: '', objects: [] });
+          } finally {
+            await cleanUp(cleanup);
+          }
+        });
+
+        it('completes in post-copy', async () => {
+          try {
+            const a = pki.nodes['node-a']!;
+            const p = await pair({ srcTls: { dir: a.dir }, kernel: true });
+            await guestSwept(p.srcObs);
+            // 4 MiB/s: still copying when post-copy is started from the observer socket.
+            const running = migrate(
+              p,
+              instance(p, { migration_caps: 'postcopy-ram', migration_bandwidth: 4 }),
+            );
+            running.catch(() => {});
+            const deadline = Date.now() + 30_000;
+            while ((await p.srcObs.execute<{ status?: string }>('query-migrate')).status !== 'active') {
+              if (Date.now() > deadline) throw new Error('the migration did not become active');
+              await new Promise((r) => setTimeout(r, 50));
+            }
+            await p.srcObs.execute('migrate-start-postcopy');
+            // migrate-start-postcopy takes effect at the next iteration.
+            let after: string | undefined = 'active';
+            while (after === 'active' && Date.now() < deadline) {
+              await new Promise((r) => setTimeout(r, 20));
+              after = (await p.srcObs.execute<{ status?: string }>('query-migrate')).status;
+            }
+            // 16 MiB at 4 MiB/s cannot have completed in pre-copy meanwhile.
+            expect(after).toBe('postcopy-active');
+            const result = await running;
+            expect(result.status).toBe('completed');
+            expect(await runState(p.dstObs)).toBe('running');
+            expect(await runState(p.srcObs)).toBe('postmigrate');
+            expect(await tlsState(p.dstObs)).toEqual({ creds: '', hostname: '', objects: [] });
           } finally {
             await cleanUp(cleanup);
           }
