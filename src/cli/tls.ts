@@ -4,7 +4,7 @@
  * expected server name. They become `KVMHypervisorOptions.tls`.
  */
 import type { Command } from 'commander';
-import type { MigrationTlsOptions } from '../tls/config.js';
+import { checkTlsOptions, type MigrationTlsOptions } from '../tls/config.js';
 import { UsageError } from './errors.js';
 import { collect } from './util.js';
 
@@ -46,9 +46,12 @@ export function tlsFromCli(opts: TlsCliOptions): MigrationTlsOptions | undefined
       throw new UsageError('--tls-peer and --tls-hostname need --tls-dir');
     return undefined;
   }
-  return {
+  const tls: MigrationTlsOptions = {
     dir: opts.tlsDir,
     ...(opts.tlsPeer ? { allowedPeers: opts.tlsPeer } : {}),
     ...(opts.tlsHostname ? { hostname: opts.tlsHostname } : {}),
   };
+  // Before any monitor is opened: a bad value fails fast, naming it.
+  checkTlsOptions(tls);
+  return tls;
 }
