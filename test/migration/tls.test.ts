@@ -11,13 +11,21 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
 import { writeGuestImage } from '../../src/guest/index.js';
+import { KVMHypervisor } from '../../src/kvm.js';
 import { runMigration } from '../../src/migration/run.js';
 import { isPostcopy } from '../../src/migration/safety.js';
 import type { Instance } from '../../src/migration/types.js';
-import type { QmpMonitor } from '../../src/monitor/qmp.js';
+import { QmpMonitor } from '../../src/monitor/qmp.js';
+import { QemuVm } from '../../src/qemu/process.js';
 import { versionAtLeast } from '../../src/qemu/version.js';
 import { generateTestPki, type TestPki } from '../../src/tls/certificates.js';
-import { describeEachRelease, migrationProtocols, releaseCases, versionOf } from '../support/real-qemu.js';
+import {
+  describeEachRelease,
+  migrationProtocols,
+  releaseCases,
+  versionOf,
+  vmOptions,
+} from '../support/real-qemu.js';
 import { type Cleanup, cleanUp, guestSwept, type Pair, runState, startPair } from './real-pair.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-tls-'));
@@ -175,6 +183,45 @@ describeEachRelease('TLS migration', releaseCases(), (c) => {
             }
           },
         );
+
+        it('after refusing a source from another CA and one not allowed, the destination still waits and takes the right one', async () => {
+          try {
+            const a = pki.nodes['node-a']!;
+            const p = await pair({ srcTls: { dir: a.dir }, allowedPeers: [a.clientDn] });
+            const inst = instance(p);
+            await p.dstHv.acceptInstance(inst, { listen: '127.0.0.1' });
+            const rogues: [string, string][] = [
+              [otherCa.nodes['node-a']!.dir, "The certificate hasn't got a known issuer"],
+              [pki.nodes['node-c']!.dir, ''],
+            ];
+            for (const [tlsDir, reason] of rogues) {
+              const vm = await QemuVm.start({ ...vmOptions(c, c.accel), name: `rogue${++seq}`, dir });
+              cleanup.vms.push(vm);
+              const hv = new KVMHypervisor({
+                monitor: () => QmpMonitor.connect({ path: vm.qmpPath }),
+                tls: { dir: tlsDir },
+              });
+              cleanup.closers.push(() => hv.close());
+              await hv.migrateInstance(inst, '127.0.0.1');
+              const e = await hv.waitForMigration(inst, { timeoutMs: 30_000 }).catch((x) => x);
+              expect(e).toBeInstanceOf(MigrationError);
+              if (reason) expect(e.reason).toBe(reason);
+              await hv.finalizeMigrationSource(inst, false);
+              expect(await runState(p.dstObs)).toBe('inmigrate');
+            }
+            expect(p.dst.stderr).toContain(
+              `TLS x509 authz check for ${pki.nodes['node-c']!.clientDn} is denied`,
+            );
+            await p.srcHv.migrateInstance(inst, '127.0.0.1');
+            expect((await p.srcHv.waitForMigration(inst, { timeoutMs: 60_000 })).status).toBe('completed');
+            await p.srcHv.finalizeMigrationSource(inst, true);
+            await p.dstHv.finalizeMigrationDst(inst, true);
+            expect(await runState(p.dstObs)).toBe('running');
+            expect(await runState(p.srcObs)).toBe('postmigrate');
+          } finally {
+            await cleanUp(cleanup);
+          }
+        });
 
         it('a plain-TCP source cannot feed a TLS destination; the source runs on', async () => {
           try {
