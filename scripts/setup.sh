@@ -19,6 +19,17 @@ if ! command -v "${QEMU:-qemu-system-x86_64}" >/dev/null 2>&1; then
   fi
 fi
 
+# openssl makes the throwaway certificates of the TLS tests and `kvm-hv demo --tls`.
+if ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing openssl (apt-get install -y openssl)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  else
+    echo "setup: openssl is missing (needed by the TLS tests and kvm-hv demo --tls):" >&2
+    echo "  Debian/Ubuntu: sudo apt-get install -y openssl" >&2
+  fi
+fi
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi

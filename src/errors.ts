@@ -32,6 +32,20 @@ export class HvParamError extends HypervisorError {
   }
 }
 
+/**
+ * The migration TLS configuration (`KVMHypervisorOptions.tls`) is unusable: a missing or
+ * unreadable file, a certificate that is not signed by the CA or has expired, a bad
+ * option value. `problems` lists every one; none of them quotes a key's contents.
+ */
+export class TlsConfigError extends HypervisorError {
+  override name = 'TlsConfigError';
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`migration TLS configuration: ${problems.join('; ')}`);
+    this.problems = problems;
+  }
+}
+
 /** Connection-level monitor failure: cannot connect, bad greeting, socket closed. */
 export class MonitorError extends HypervisorError {
   override name = 'MonitorError';

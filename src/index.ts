@@ -26,6 +26,7 @@ export {
   MonitorTimeoutError,
   QmpArgumentsError,
   QmpError,
+  TlsConfigError,
   UnrecognizedOutputError,
 } from './errors.js';
 // hvparams: Ganeti's table, its checks and the values it allows.
@@ -124,6 +125,7 @@ export {
   TERMINAL_STATUSES,
 } from './migration/status.js';
 export type {
+  AcceptInstanceOptions,
   ConvergenceAction,
   FinalizeMigrationDstOptions,
   FinalizeMigrationSourceOptions,
@@ -217,3 +219,12 @@ export {
   type QemuVersion,
   versionAtLeast,
 } from './qemu/version.js';
+// Migration over TLS: the node's certificate configuration and its checks.
+export {
+  checkTlsFiles,
+  checkTlsOptions,
+  type MigrationTlsOptions,
+  TLS_FILES,
+  type TlsEndpoint,
+  tlsOptionProblems,
+} from './tls/config.js';

@@ -25,11 +25,19 @@ import { type LoggerLike, silentLogger } from './logger.js';
 import { errorText, isMonitorGone, VmChannel } from './migration/channel.js';
 import { type ConvergencePolicyOptions, completionTimeoutMs } from './migration/convergence.js';
 import { Deadline, DeadlineError } from './migration/deadline.js';
-import { type AcceptedMigration, acceptMigration, finalizeDestination } from './migration/destination.js';
+import {
+  type AcceptedMigration,
+  acceptMigration,
+  finalizeDestination,
+  startIncoming,
+} from './migration/destination.js';
 import { waitForIncoming } from './migration/incoming.js';
 import type { MigrationPlan, MigrationSession } from './migration/session.js';
 import { cancelMigration, finalizeSource, precheck, startMigration } from './migration/source.js';
+import { migrationUri } from './migration/target.js';
+import { tlsUnsupported } from './migration/tls-commands.js';
 import type {
+  AcceptInstanceOptions,
   FinalizeMigrationDstOptions,
   FinalizeMigrationSourceOptions,
   IncomingMigrationResult,
@@ -46,6 +54,7 @@ import { waitForMigration } from './migration/wait.js';
 import { QmpMonitor } from './monitor/qmp.js';
 import type { Monitor } from './monitor/types.js';
 import { formatVersion } from './qemu/version.js';
+import { checkTlsFiles, checkTlsOptions, type MigrationTlsOptions } from './tls/config.js';
 
 /** Default limit of finalize, cancel, accept and status steps (ms). */
 export const DEFAULT_STEP_TIMEOUT_MS = 30_000;
@@ -129,6 +138,7 @@ export class KVMHypervisor {
   private readonly sessions = new Map<string, MigrationSession>();
   private readonly accepted = new Map<string, AcceptedMigration>();
   private readonly convergence: ConvergencePolicyOptions;
+  private readonly tls: MigrationTlsOptions | undefined;
 
   /**
    * @param options `monitor`: opens an instance's monitor (default: QMP at
@@ -142,6 +152,8 @@ export class KVMHypervisor {
       options.monitor ??
       ((name) => QmpMonitor.connect({ path: join(runDir, `${name}.qmp`) }, { logger: this.log }));
     this.convergence = options.convergence ?? {};
+    if (options.tls) checkTlsOptions(options.tls);
+    this.tls = options.tls;
   }
 
   /**
@@ -202,13 +214,37 @@ export class KVMHypervisor {
    * VM, and turns on the capabilities that must be on at both ends (`postcopy-ram`,
    * `multifd`, …). Returns those capabilities as QEMU names them. Settles within
    * `timeoutMs` (default 30 s).
+   *
+   * With `listen` (a destination started with `-incoming defer`) it then puts the TLS
+   * credentials in place when the hypervisor has `tls`, and starts listening on
+   * `listen:migration_port` last (`migrate-incoming`). With `tls`, `listen` is required.
    */
-  async acceptInstance(instance: Instance, options: MigrationStepOptions = {}): Promise<string[]> {
+  async acceptInstance(instance: Instance, options: AcceptInstanceOptions = {}): Promise<string[]> {
     const plan = this.plan(instance);
+    const uri =
+      options.listen === undefined ? undefined : this.listenUri(instance, options.listen, plan.port);
+    if (this.tls && uri === undefined) {
+      throw new MigrationError(
+        `instance '${instance.name}': migration over TLS needs a destination started with -incoming defer and acceptInstance(instance, { listen }), so that it listens only once the credentials are in place`,
+        { instance: instance.name, changedVm: false },
+      );
+    }
+    if (this.tls) await checkTlsFiles(this.tls, 'server');
     const deadline = stepDeadline(options);
     const ch = await this.stepChannel(instance.name, deadline, 'accepting the migration');
+    const tls = this.tls && this.tlsUsable(ch, 'server') ? this.tls : undefined;
     const accepted = await this.controllerStep(ch, () => acceptMigration(ch, plan.capabilities, deadline));
-    this.accepted.set(instance.name, accepted);
+    this.accepted.set(instance.name, { ...accepted, tls: tls !== undefined });
+    if (uri !== undefined) {
+      await this.controllerStep(ch, () =>
+        startIncoming(
+          ch,
+          uri,
+          tls && { endpoint: 'server', dir: tls.dir, allowedPeers: tls.allowedPeers },
+          deadline,
+        ),
+      );
+    }
     return accepted.capabilities;
   }
 
@@ -238,8 +274,16 @@ export class KVMHypervisor {
         { instance: instance.name, changedVm: false },
       );
     }
+    if (this.tls) await checkTlsFiles(this.tls, 'client');
     const deadline = stepDeadline(options);
     const ch = await this.stepChannel(instance.name, deadline, 'starting the migration');
+    if (this.tls && this.tlsUsable(ch, 'client')) {
+      plan.tls = {
+        endpoint: 'client',
+        dir: this.tls.dir,
+        ...(this.tls.hostname ? { hostname: this.tls.hostname } : {}),
+      };
+    }
     await startMigration(ch, plan, target, deadline, (session) => this.sessions.set(instance.name, session));
   }
 
@@ -395,13 +439,50 @@ export class KVMHypervisor {
     const outcome = await this.controllerStep(ch, () =>
       finalizeDestination(ch, success, {
         capabilities: plan.capabilities,
+        // Accepted by another object or process (kvm-hv accept, then finalize): with `tls`
+        // configured, the credentials it put in place are removed too.
         accepted: this.accepted.get(instance.name),
+        tls: this.tls !== undefined,
         incomingGraceMs: options.incomingGraceMs ?? 30_000,
         deadline,
       }),
     );
     this.accepted.delete(instance.name);
     return outcome;
+  }
+
+  /** `acceptInstance`'s listen URI; with TLS a destination that listens already is refused. */
+  private listenUri(instance: Instance, listen: string, port: number): string {
+    try {
+      return migrationUri(listen, port);
+    } catch (e) {
+      throw new MigrationError(`instance '${instance.name}': listen: ${errorText(e)}`, {
+        instance: instance.name,
+        changedVm: false,
+      });
+    }
+  }
+
+  /**
+   * Whether this QEMU can migrate over TLS; where it cannot, `required: false` migrates in
+   * clear with a warning, and the default throws `MigrationError` naming the version.
+   */
+  private tlsUsable(ch: VmChannel, endpoint: 'server' | 'client'): boolean {
+    const tls = this.tls;
+    if (!tls) return false;
+    const why = tlsUnsupported(ch.monitor.protocol, ch.monitor.version, {
+      endpoint,
+      ...(tls.allowedPeers ? { allowedPeers: tls.allowedPeers } : {}),
+    });
+    if (why === undefined) return true;
+    if (tls.required !== false) {
+      throw new MigrationError(`instance '${ch.instance}': cannot migrate over TLS: ${why}`, {
+        instance: ch.instance,
+        changedVm: false,
+      });
+    }
+    ch.log.warn({ why }, 'TLS not required and not possible with this QEMU: migrating in clear');
+    return false;
   }
 
   /** Opens the channel within the deadline; a deadline or connect failure becomes a `MigrationError`. */

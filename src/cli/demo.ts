@@ -29,6 +29,8 @@ import {
   resolveAccelerator,
 } from '../qemu/accel.js';
 import { findQemuBinary, freePort, QemuVm } from '../qemu/process.js';
+import { generateTestPki } from '../tls/certificates.js';
+import type { MigrationTlsOptions } from '../tls/config.js';
 import { InterruptedError, UsageError } from './errors.js';
 import { coercedHvParams } from './hvparams.js';
 import { migrateSource } from './migrate-flow.js';
@@ -57,6 +59,8 @@ export interface DemoOptions {
   accel?: AcceleratorChoice;
   /** One JSON document on stdout. */
   json?: boolean;
+  /** Migrate over TLS with throwaway certificates (needs `openssl`). */
+  tls?: boolean;
 }
 
 const ACCEL_NAMES: Record<Accelerator, string> = { kvm: 'KVM', tcg: 'TCG' };
@@ -167,11 +171,17 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     const instance: Instance = { name: 'demo', hvparams, memoryMiB: o.memory };
 
     const accel = resolveAccelerator(o.accel ?? 'auto');
+    const tls = o.tls ? await demoTls(res.dir, step) : undefined;
     step(
-      `starting the destination QEMU (${ACCEL_NAMES[accel]}, ${o.memory} MiB, -incoming tcp:127.0.0.1:${port})`,
+      `starting the destination QEMU (${ACCEL_NAMES[accel]}, ${o.memory} MiB, -incoming ${tls ? 'defer' : `tcp:127.0.0.1:${port}`})`,
     );
     const common = { dir: res.dir, binary, memoryMiB: o.memory, hmp: false, accel };
-    const dst = await QemuVm.start({ ...common, name: 'demo-dst', incoming: `tcp:127.0.0.1:${port}` });
+    // With TLS the destination listens only once its credentials are in place (defer).
+    const dst = await QemuVm.start({
+      ...common,
+      name: 'demo-dst',
+      incoming: tls ? 'defer' : `tcp:127.0.0.1:${port}`,
+    });
     res.vms.push(dst);
     checkAbort();
     const rateText = o.rate === 0 ? 'as fast as it can' : `${o.rate} MiB/s`;
@@ -189,8 +199,12 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
         `the source QEMU runs with ${ACCEL_NAMES[running]}, not ${ACCEL_NAMES[accel]}`,
       );
     }
-    const hvSrc = new KVMHypervisor({ monitor: () => srcMon, logger });
-    const hvDst = new KVMHypervisor({ monitor: () => dstMon, logger });
+    const hvSrc = new KVMHypervisor({ monitor: () => srcMon, logger, ...(tls ? { tls: tls.source } : {}) });
+    const hvDst = new KVMHypervisor({
+      monitor: () => dstMon,
+      logger,
+      ...(tls ? { tls: tls.destination } : {}),
+    });
     res.hypervisors.push(hvSrc, hvDst);
 
     // Wait until the guest runs, then measure what it really dirties.
@@ -214,11 +228,13 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     step(`guest running: dirtying ${formatRate(measuredRate)}`);
     checkAbort();
 
-    step('destination: accepting the migration');
-    await hvDst.acceptInstance(instance);
+    step(`destination: accepting the migration${tls ? ' (TLS credentials, then listening)' : ''}`);
+    await hvDst.acceptInstance(instance, tls ? { listen: '127.0.0.1' } : {});
     const caps = o.caps === '' ? 'no capabilities' : `capabilities ${o.caps}`;
     const bw = o.bandwidth === 0 ? 'unlimited' : `${o.bandwidth} MiB/s`;
-    step(`source: migrating live to 127.0.0.1:${port} (${caps}, bandwidth ${bw}, downtime ${o.downtime} ms)`);
+    step(
+      `source: migrating live${tls ? ' over TLS' : ''} to 127.0.0.1:${port} (${caps}, bandwidth ${bw}, downtime ${o.downtime} ms)`,
+    );
     const sink = createProgressSink(progressModeFor(!human));
     let outcome: Awaited<ReturnType<typeof migrateSource>>;
     try {
@@ -255,7 +271,7 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
         rateMiBps: o.rate,
         measuredDirtyBytesPerSec: Math.round(measuredRate),
       },
-      settings: { bandwidthMiBps: o.bandwidth, downtimeMs: o.downtime, caps: o.caps },
+      settings: { bandwidthMiBps: o.bandwidth, downtimeMs: o.downtime, caps: o.caps, tls: tls !== undefined },
       actions: outcome.actions,
       destination: { status: dstStatus.status, guestRunning: guestAlive },
       source: { status: srcStatus.status },
@@ -284,6 +300,21 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     step('cleaning up: stopping both QEMU processes, removing sockets and the temporary folder');
     await res.cleanup(logger);
   }
+}
+
+/**
+ * Throwaway CA and node certificates for `demo --tls` (in the demo's temporary folder):
+ * the destination accepts only the source's client certificate.
+ */
+async function demoTls(
+  dir: string,
+  step: (text: string) => void,
+): Promise<{ source: MigrationTlsOptions; destination: MigrationTlsOptions }> {
+  step('generating a throwaway CA and node certificates with openssl');
+  const pki = await generateTestPki({ dir: join(dir, 'pki'), nodes: ['demo-src', 'demo-dst'] });
+  const src = pki.nodes['demo-src']!;
+  const dst = pki.nodes['demo-dst']!;
+  return { source: { dir: src.dir }, destination: { dir: dst.dir, allowedPeers: [src.clientDn] } };
 }
 
 /** Adds `kvm-hv demo` to the program. */
@@ -323,6 +354,7 @@ export function registerDemoCommand(program: Command): void {
       'accelerator; auto = KVM when /dev/kvm opens read-write, else TCG',
       'auto',
     )
+    .option('--tls', 'migrate over TLS with a throwaway CA and certificates (needs openssl)')
     .option('--json', 'print one JSON document on stdout (no progress bar)')
     .addHelpText(
       'after',

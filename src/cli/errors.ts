@@ -1,7 +1,7 @@
 /**
  * Exit codes of `kvm-hv` and how an error becomes the text on stderr.
  */
-import { HvParamError, HypervisorError } from '../errors.js';
+import { HvParamError, HypervisorError, TlsConfigError } from '../errors.js';
 
 /** Exit codes, also listed in docs/cli.md. */
 export const EXIT = {
@@ -9,7 +9,7 @@ export const EXIT = {
   ok: 0,
   /** Operational failure: QEMU refused, the migration failed or timed out, a socket is missing. */
   failure: 1,
-  /** Bad input or usage: unknown option, bad `-H`, invalid hvparams, bad number. */
+  /** Bad input or usage: unknown option, bad `-H`, invalid hvparams, bad number, unusable TLS certificates. */
   usage: 2,
   /** Interrupted by SIGINT (Ctrl-C), SIGTERM or SIGHUP; a running migration was cancelled. */
   interrupted: 130,
@@ -28,7 +28,9 @@ export class InterruptedError extends Error {
 /** The exit code for an error thrown by a command. */
 export function exitCodeFor(error: unknown): number {
   if (error instanceof InterruptedError) return EXIT.interrupted;
-  if (error instanceof UsageError || error instanceof HvParamError) return EXIT.usage;
+  if (error instanceof UsageError || error instanceof HvParamError || error instanceof TlsConfigError) {
+    return EXIT.usage;
+  }
   return EXIT.failure;
 }
 

@@ -18,6 +18,7 @@ import { instanceName, type MonitorCliOptions, monitorTarget, openMonitor } from
 import { createProgressSink, progressModeFor } from './progress.js';
 import { renderParams, renderStatus, renderSummary, statusJson, summaryJson } from './render.js';
 import { onInterrupt } from './signals.js';
+import { destinationTlsOptions, sourceTlsOptions, type TlsCliOptions, tlsFromCli } from './tls.js';
 import { collect, loggerFor, numberArg, print, printJson } from './util.js';
 
 /** The version printed by `--version`. */
@@ -41,14 +42,15 @@ const hvOption = () =>
  * The monitor is opened before the hypervisor exists so a bad socket fails fast.
  */
 async function withHypervisor<T>(
-  opts: MonitorCliOptions,
+  opts: MonitorCliOptions & TlsCliOptions,
   logger: Logger,
   fn: (hv: KVMHypervisor, name: string, monitor: Monitor) => Promise<T>,
 ): Promise<T> {
   monitorTarget(opts);
   const name = instanceName(opts);
+  const tls = tlsFromCli(opts);
   const monitor = await openMonitor(opts, logger);
-  const hv = new KVMHypervisor({ monitor: () => monitor, logger });
+  const hv = new KVMHypervisor({ monitor: () => monitor, logger, ...(tls ? { tls } : {}) });
   try {
     return await fn(hv, name, monitor);
   } finally {
@@ -193,7 +195,8 @@ function registerResumeCommand(program: Command): void {
     });
 }
 
-interface AcceptOptions extends VmOptions {
+interface AcceptOptions extends VmOptions, TlsCliOptions {
+  listen?: string;
   hvparams?: string[];
   wait?: boolean;
   timeout?: number;
@@ -232,7 +235,11 @@ async function acceptWait(
 }
 
 function registerAcceptCommand(program: Command): void {
-  monitorOptions(program.command('accept'))
+  destinationTlsOptions(monitorOptions(program.command('accept')))
+    .option(
+      '--listen <address>',
+      'for a destination started with -incoming defer: set everything up, then listen on address:migration_port',
+    )
     .description('prepare a destination VM (started with -incoming) to receive a migration')
     .addOption(hvOption())
     .option(
@@ -254,8 +261,11 @@ function registerAcceptCommand(program: Command): void {
       const logger = loggerFor(cmd);
       const instance = checkedInstance(instanceName(opts), opts.hvparams ?? []);
       if (opts.timeout !== undefined && !opts.wait) throw new UsageError('--timeout needs --wait');
+      if (opts.tlsDir !== undefined && opts.listen === undefined) {
+        throw new UsageError('--tls-dir needs --listen (a destination started with -incoming defer)');
+      }
       await withHypervisor(opts, logger, async (hv) => {
-        await hv.acceptInstance(instance);
+        await hv.acceptInstance(instance, opts.listen === undefined ? {} : { listen: opts.listen });
         if (!opts.wait) {
           if (opts.json) printJson({ instance: instance.name, accepted: true });
           else print(`'${instance.name}' is ready to receive the migration`);
@@ -280,7 +290,7 @@ function registerAcceptCommand(program: Command): void {
     });
 }
 
-interface MigrateOptions extends VmOptions {
+interface MigrateOptions extends VmOptions, TlsCliOptions {
   hvparams?: string[];
   target: string;
   nonLive?: boolean;
@@ -288,7 +298,7 @@ interface MigrateOptions extends VmOptions {
 }
 
 function registerMigrateCommand(program: Command): void {
-  monitorOptions(program.command('migrate'))
+  sourceTlsOptions(monitorOptions(program.command('migrate')))
     .description('migrate a running VM to a destination that accepts it, with live progress')
     .requiredOption('--target <host>', 'destination host (name, IPv4 or IPv6); the port is migration_port')
     .addOption(hvOption())

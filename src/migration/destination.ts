@@ -6,10 +6,12 @@
 import type { FinalizeOutcome } from '../errors.js';
 import { findCapability } from '../qemu/capabilities.js';
 import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
-import type { Deadline } from './deadline.js';
+import { Deadline } from './deadline.js';
 import { capabilityCommands, resolveCapabilities, simpleCommand } from './dialect.js';
 import type { SettingsSnapshot } from './parameters.js';
 import { clearCapabilities, restoreSettings } from './source.js';
+import { applyTls, removeTls } from './tls.js';
+import { incomingCommand, type TlsPlan } from './tls-commands.js';
 import type { MigrationProgress } from './types.js';
 
 /** What `accept` changed on the destination, to be put back by `finalizeDestination`. */
@@ -18,6 +20,8 @@ export interface AcceptedMigration {
   capabilities: string[];
   /** Their states before. */
   snapshot: SettingsSnapshot;
+  /** TLS credentials were put in place ({@link startIncoming}); finalize removes them. */
+  tls?: boolean;
 }
 
 /**
@@ -72,6 +76,11 @@ export interface FinalizeDestinationOptions {
   accepted?: AcceptedMigration | undefined;
   /** How long a successful finalize waits for the VM to finish loading (ms). */
   incomingGraceMs: number;
+  /**
+   * Remove the TLS credentials when `accepted` is not known (accepted by another process
+   * with TLS); with `accepted`, its `tls` decides.
+   */
+  tls?: boolean;
   deadline: Deadline;
 }
 
@@ -82,6 +91,32 @@ export interface FinalizeDestinationOptions {
  * a destination QEMU that is already gone is a success (nothing to quit).
  */
 export async function finalizeDestination(
+  ch: VmChannel,
+  success: boolean,
+  options: FinalizeDestinationOptions,
+): Promise<FinalizeOutcome> {
+  const tls = options.accepted ? options.accepted.tls === true : options.tls === true;
+  if (!tls) return finalizeIncoming(ch, success, options);
+  // The TLS objects go whatever happens, unless QEMU itself is gone (or was quit).
+  const cleanUp = async () => {
+    if (ch.monitor.closed) return;
+    const grace = options.deadline.over() ? Deadline.grace(1000) : options.deadline;
+    await removeTls(ch, grace).catch((e: unknown) =>
+      ch.log.error({ err: errorText(e) }, 'removing the TLS credentials failed'),
+    );
+  };
+  let outcome: FinalizeOutcome;
+  try {
+    outcome = await finalizeIncoming(ch, success, options);
+  } catch (e) {
+    if (!isMonitorGone(e, ch.monitor)) await cleanUp();
+    throw e;
+  }
+  if (outcome.action !== 'quit' && outcome.action !== 'already-gone') await cleanUp();
+  return outcome;
+}
+
+async function finalizeIncoming(
   ch: VmChannel,
   success: boolean,
   options: FinalizeDestinationOptions,
@@ -178,4 +213,44 @@ async function restore(ch: VmChannel, options: FinalizeDestinationOptions): Prom
   await clearCapabilities(ch, options.capabilities, options.deadline).catch((e: unknown) =>
     ch.log.error({ err: errorText(e) }, 'clearing migration capabilities failed'),
   );
+}
+
+/**
+ * Destination side, on a QEMU started with `-incoming defer`: puts the TLS credentials in
+ * place (when `tls` is given), then starts listening on `uri` (`migrate-incoming`), so no
+ * connection is accepted before the credentials are there. Capabilities that must be set
+ * before incoming starts (`multifd`, `postcopy-preempt`) must be on already
+ * ({@link acceptMigration}). On QMP from QEMU 9.1 `exit-on-error: false` keeps a QEMU whose
+ * incoming migration failed alive, to report why and be quit cleanly.
+ *
+ * Throws `MigrationError` when the VM is not waiting for an incoming migration, when QEMU
+ * refuses (e.g. it already listens: started with `-incoming tcp:…`), or when the
+ * credentials cannot be loaded; the TLS objects are removed again in that case.
+ */
+export async function startIncoming(
+  ch: VmChannel,
+  uri: string,
+  tls: TlsPlan | undefined,
+  deadline: Deadline,
+): Promise<void> {
+  const vm = await ch.vmStatus(deadline);
+  if (vm.status !== 'inmigrate') {
+    throw ch.error(
+      `the destination is not waiting for an incoming migration (VM status '${vm.status}')`,
+      undefined,
+      { status: vm.status },
+    );
+  }
+  if (tls) await applyTls(ch, { ...tls, endpoint: 'server' }, deadline);
+  try {
+    await ch.must(
+      incomingCommand(ch.monitor.protocol, ch.monitor.version, uri),
+      `listening for the incoming migration on ${uri} (the destination must be started with -incoming defer)`,
+      deadline,
+    );
+  } catch (e) {
+    if (tls) await removeTls(ch, deadline);
+    throw e;
+  }
+  ch.log.info({ uri, tls: tls !== undefined }, 'destination listening for the incoming migration');
 }

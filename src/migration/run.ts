@@ -37,6 +37,11 @@ export interface RunMigrationOptions {
   destination: MigrationEnd;
   /** Host name or address of the destination node (the port is `migration_port`). */
   target: string;
+  /**
+   * For a destination started with `-incoming defer`: the address it listens on, passed
+   * to `acceptInstance` (required when the destination's hypervisor has `tls`).
+   */
+  listen?: string;
   /** Live (default: `migration_mode`) or stop-and-copy. */
   live?: boolean;
   /** Limit of the migration itself, ms (default: scaled by guest memory). */
@@ -82,7 +87,10 @@ export async function runMigration(options: RunMigrationOptions): Promise<RunMig
   let result: MigrationResult;
   let sourceTouched = false;
   try {
-    await destination.hypervisor.acceptInstance(destination.instance, step);
+    await destination.hypervisor.acceptInstance(destination.instance, {
+      ...step,
+      ...(options.listen === undefined ? {} : { listen: options.listen }),
+    });
     try {
       await source.hypervisor.migrateInstance(source.instance, options.target, options.live, step);
     } catch (e) {
@@ -217,7 +225,9 @@ async function recover(
     const incoming = await destination.hypervisor.getIncomingMigrationStatus(destination.instance, {
       timeoutMs: Math.min(step.timeoutMs ?? 5000, 5000),
     });
-    destinationReason = incoming.errorDesc;
+    // A refused TLS handshake leaves no error-desc: QEMU only prints why (e.g. "TLS x509
+    // authz check for CN=… is denied") on stderr, and keeps waiting or exits.
+    destinationReason = incoming.errorDesc ?? lastLines(destination.diagnostics?.());
   } catch (e) {
     destinationReason =
       lastLines(destination.diagnostics?.()) ?? `the destination cannot be asked (${errorText(e)})`;

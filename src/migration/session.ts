@@ -7,6 +7,7 @@ import type { MonitorEvent } from '../monitor/types.js';
 import type { VmChannel } from './channel.js';
 import type { MigrationDialect } from './dialect.js';
 import type { SettingsSnapshot } from './parameters.js';
+import type { TlsPlan } from './tls-commands.js';
 
 /** What the source side needs to know to start a migration (from the filled hvparams). */
 export interface MigrationPlan {
@@ -20,6 +21,8 @@ export interface MigrationPlan {
   capabilities: string[];
   /** Live (true) or stop-and-copy (false). */
   live: boolean;
+  /** Migrate over TLS with these credentials (client end). */
+  tls?: TlsPlan;
 }
 
 /** A migration started by `MigrationController.start`; pass it to `wait`/`finalizeSource`. */
@@ -41,6 +44,8 @@ export interface MigrationSession {
   stoppedByUs: boolean;
   /** `migrate` was sent: from here on an unreadable status means "maybe migrated". */
   migrateSent: boolean;
+  /** TLS credentials were put in place; finalize and rollback remove them. */
+  tls: boolean;
   /** Settings before the migration, restored when it ends. */
   readonly snapshot: SettingsSnapshot;
   readonly downtimeMs: number;
@@ -63,7 +68,7 @@ export interface MigrationSession {
 export function openSession(
   fields: Omit<
     MigrationSession,
-    'eventCount' | 'onEventAfter' | 'detach' | 'rebind' | 'stoppedByUs' | 'migrateSent' | 'startedAt'
+    'eventCount' | 'onEventAfter' | 'detach' | 'rebind' | 'stoppedByUs' | 'migrateSent' | 'startedAt' | 'tls'
   >,
 ): MigrationSession {
   let channel = fields.channel;
@@ -99,6 +104,7 @@ export function openSession(
     },
     stoppedByUs: false,
     migrateSent: false,
+    tls: false,
     startedAt: Date.now(),
     get eventCount() {
       return eventCount;

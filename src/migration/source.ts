@@ -31,6 +31,8 @@ import { isPostcopy, type SourceObservation, sourceVerdict } from './safety.js';
 import { type MigrationPlan, type MigrationSession, openSession } from './session.js';
 import { TERMINAL_STATUSES } from './status.js';
 import { migrationUri } from './target.js';
+import { applyTls, removeTls } from './tls.js';
+import { tlsUnsupported } from './tls-commands.js';
 import type { MigrationProgress } from './types.js';
 
 /** Checks everything that needs no I/O; throws `MigrationError` naming the bad value. Returns the URI. */
@@ -141,6 +143,19 @@ export async function startMigration(
     }
     throw e;
   }
+  if (plan.tls) {
+    const why = tlsUnsupported(protocol, version, plan.tls);
+    if (why) throw refused(ch, `cannot migrate over TLS: ${why}`);
+    if (wire.some((n) => findCapability(n)?.name === 'zero-copy-send')) {
+      throw refused(ch, 'cannot migrate over TLS with zero-copy-send: QEMU sends zero-copy only without TLS');
+    }
+    if (!versionAtLeast(version, 5, 2) && wire.some((n) => findCapability(n)?.name === 'multifd')) {
+      throw refused(
+        ch,
+        `cannot migrate over TLS with multifd on QEMU ${formatVersion(version)}: multifd channels use TLS from QEMU 5.2`,
+      );
+    }
+  }
   const eventsEnabled = protocol === 'qmp' && (listed ? listed.has('events') : versionAtLeast(version, 2, 4));
   const states: [string, boolean][] = wire.map((n) => [n, true]);
   if (eventsEnabled && !wire.includes('events')) states.push(['events', true]);
@@ -188,20 +203,33 @@ export async function startMigration(
       await ch.must(simpleCommand(protocol, 'stop'), 'stopping the VM for a non-live migration', deadline);
       session.stoppedByUs = true;
     }
-    // Bandwidth, downtime and capabilities go out together (one round trip): none of
-    // them starts anything, and a failure of any rolls all of them back below. `migrate`
-    // waits for every answer.
-    const settings = [
-      ...parameterCommands(dialect, version, plan).map((cmd) =>
-        ch.must(cmd, 'setting bandwidth and downtime', deadline),
-      ),
-      ...capabilityCommands(protocol, states).map((cmd) =>
-        ch.must(cmd, 'setting migration capabilities', deadline),
-      ),
-    ];
-    const settled = await Promise.allSettled(settings);
-    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    if (plan.tls) {
+      // In order: QEMU checks zero-copy-send against the TLS parameters, so the
+      // credentials go before the capabilities.
+      for (const cmd of parameterCommands(dialect, version, plan)) {
+        await ch.must(cmd, 'setting bandwidth and downtime', deadline);
+      }
+      session.tls = true;
+      await applyTls(ch, plan.tls, deadline);
+      for (const cmd of capabilityCommands(protocol, states)) {
+        await ch.must(cmd, 'setting migration capabilities', deadline);
+      }
+    } else {
+      // Bandwidth, downtime and capabilities go out together (one round trip): none of
+      // them starts anything, and a failure of any rolls all of them back below.
+      // `migrate` waits for every answer.
+      const settings = [
+        ...parameterCommands(dialect, version, plan).map((cmd) =>
+          ch.must(cmd, 'setting bandwidth and downtime', deadline),
+        ),
+        ...capabilityCommands(protocol, states).map((cmd) =>
+          ch.must(cmd, 'setting migration capabilities', deadline),
+        ),
+      ];
+      const settled = await Promise.allSettled(settings);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    }
   } catch (e) {
     session.detach();
     await rollback(session, Deadline.grace(deadline.over() ? 1000 : Math.min(5000, deadline.remaining())));
@@ -264,6 +292,7 @@ export async function restoreSettings(
 async function rollback(session: MigrationSession, deadline: Deadline): Promise<void> {
   const ch = session.channel;
   await restoreSettings(ch, session.snapshot, deadline);
+  if (session.tls) await removeTls(ch, deadline);
   if (session.stoppedByUs) {
     await ch
       .send(simpleCommand(ch.monitor.protocol, 'cont'), deadline)
@@ -442,6 +471,7 @@ async function restore(ch: VmChannel, options: FinalizeSourceOptions): Promise<v
   const grace = options.deadline.over() ? Deadline.grace(1000) : options.deadline;
   if (options.session) {
     await restoreSettings(ch, options.session.snapshot, grace);
+    if (options.session.tls) await removeTls(ch, grace);
     return;
   }
   await clearCapabilities(ch, options.capabilities, grace).catch((e: unknown) =>

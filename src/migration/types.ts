@@ -6,6 +6,7 @@ import type { KvmHvParamsInput } from '../hvparams/index.js';
 import type { LoggerLike } from '../logger.js';
 import type { MigrationStatus } from '../monitor/event-types.js';
 import type { Monitor } from '../monitor/types.js';
+import type { MigrationTlsOptions } from '../tls/config.js';
 import type { ConvergencePolicyOptions } from './convergence.js';
 
 /** A KVM instance as the hypervisor sees it: its name and its (partial) hvparams. */
@@ -166,4 +167,24 @@ export interface KVMHypervisorOptions {
   logger?: LoggerLike;
   /** Knobs of the convergence policy (stall detection, downtime ceiling, timeouts). */
   convergence?: ConvergencePolicyOptions;
+  /**
+   * Migrate over TLS with this node's certificates (see docs/security.md). The source
+   * (`migrateInstance`) uses the client certificate; the destination (`acceptInstance`
+   * with `listen`) the server certificate and, with `allowedPeers`, accepts only those
+   * clients. Checked at construction (`TlsConfigError`); the files are checked before
+   * each migration.
+   */
+  tls?: MigrationTlsOptions;
+}
+
+/** Options of `acceptInstance`. */
+export interface AcceptInstanceOptions extends MigrationStepOptions {
+  /**
+   * For a destination started with `-incoming defer`: the address to listen on (a host
+   * name, IPv4 or IPv6 address, e.g. `0.0.0.0` or `::`); the port is `migration_port`.
+   * `acceptInstance` then sets the capabilities and the TLS credentials first and starts
+   * listening (`migrate-incoming`) last. Required when the hypervisor has `tls`: a
+   * destination started with `-incoming tcp:…` listens in clear before anything is set.
+   */
+  listen?: string;
 }

@@ -11,6 +11,8 @@
  *   with scripted failures and replies.
  * * {@link FakeQmpServer}: a scripted QMP server on a UNIX socket, for socket-level tests.
  * * {@link QemuVm}: starts and stops real local `qemu-system-x86_64` processes (TCG).
+ * * {@link generateTestPki}: a throwaway CA and node certificates (QEMU's x509 layout) for
+ *   TLS migration tests, made with `openssl`.
  * * {@link buildGuestImage}: a tiny Multiboot guest that dirties memory at a chosen rate,
  *   so integration tests can migrate a VM with real work.
  * @packageDocumentation
@@ -30,6 +32,13 @@ export {
 // Monitor of your own; the declarations of both entries share it.
 export { MonitorEmitter } from '../monitor/events.js';
 export { findQemuBinary, freePort, type QemuExit, QemuVm, type QemuVmOptions } from '../qemu/process.js';
+export {
+  generateTestPki,
+  OPENSSL_INSTALL_HINT,
+  type TestPki,
+  type TestPkiNode,
+  type TestPkiOptions,
+} from '../tls/certificates.js';
 export {
   createFakeMigrationPair,
   FakeClock,

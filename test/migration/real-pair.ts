@@ -52,6 +52,10 @@ export interface PairOptions {
   memoryMiB?: number;
   /** Options of the source's hypervisor (e.g. `convergence`). */
   srcHv?: Omit<ConstructorParameters<typeof KVMHypervisor>[0] & object, 'monitor'>;
+  /** Options of the destination's hypervisor (e.g. `tls`). */
+  dstHv?: Omit<ConstructorParameters<typeof KVMHypervisor>[0] & object, 'monitor'>;
+  /** Start the destination with `-incoming defer` (then `acceptInstance(…, { listen })`). */
+  deferIncoming?: boolean;
 }
 
 /** A started pair. */
@@ -86,7 +90,7 @@ export async function startPair(o: PairOptions, c: Cleanup): Promise<Pair> {
     dir: o.dir,
     qmpSockets: 2,
     memoryMiB,
-    incoming: `tcp:127.0.0.1:${port}`,
+    incoming: o.deferIncoming ? 'defer' : `tcp:127.0.0.1:${port}`,
     ...vmArgs(o.dst),
   });
   c.vms.push(dst);
@@ -101,7 +105,7 @@ export async function startPair(o: PairOptions, c: Cleanup): Promise<Pair> {
       return recorder;
     },
   });
-  const dstHv = new KVMHypervisor({ monitor: opener(o.protocol, dst) });
+  const dstHv = new KVMHypervisor({ ...o.dstHv, monitor: opener(o.protocol, dst) });
   c.closers.push(
     () => srcHv.close(),
     () => dstHv.close(),

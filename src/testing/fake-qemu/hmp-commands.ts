@@ -140,7 +140,8 @@ function setParameter(qemu: FakeQemu, rest: string[], expected: (what: string) =
     if (value !== 'on' && value !== 'off') return `Error: Parameter '${name}' expects 'on' or 'off'\n`;
     v = value === 'on';
   } else if (p.kind === 'string') {
-    v = value;
+    // HMP unquotes `""` up to 10.0 (observed on 5.2, 7.2, 10.0); 11.1 stores it literally.
+    v = value === '""' && !qemu.has(10, 1) ? '' : value;
   } else {
     const parsed = parseHmpSize(
       value,
