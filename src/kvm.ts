@@ -33,7 +33,8 @@ import {
 } from './migration/destination.js';
 import { waitForIncoming } from './migration/incoming.js';
 import type { MigrationPlan, MigrationSession } from './migration/session.js';
-import { cancelMigration, finalizeSource, precheck, startMigration } from './migration/source.js';
+import { precheck, startMigration } from './migration/setup.js';
+import { cancelMigration, finalizeSource } from './migration/source.js';
 import { migrationUri } from './migration/target.js';
 import { tlsUnsupported } from './migration/tls-commands.js';
 import type {
