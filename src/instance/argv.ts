@@ -17,6 +17,27 @@ import { ShellSplitError, shellSplit } from './shell-split.js';
 
 export type { InterfaceAddress, LaunchContext } from './argv-common.js';
 
+/**
+ * The accelerator `kvm_flag` asks for on a node where KVM is (`kvmUsable`) or is not
+ * usable: `enabled` → KVM (refused without it), `disabled` → TCG, empty → KVM when usable.
+ * @throws HvParamError naming `kvm_flag` when it is `enabled` and KVM is not usable.
+ */
+export function chooseAccelerator(hvparams: { kvm_flag: string }, kvmUsable: boolean): 'kvm' | 'tcg' {
+  if (hvparams.kvm_flag === 'enabled') {
+    if (!kvmUsable) {
+      throw cannotHonour([
+        {
+          param: 'kvm_flag',
+          message: "'enabled' but KVM is not usable on this node (/dev/kvm cannot be opened read-write)",
+        },
+      ]);
+    }
+    return 'kvm';
+  }
+  if (hvparams.kvm_flag === 'disabled') return 'tcg';
+  return kvmUsable ? 'kvm' : 'tcg';
+}
+
 /** Longest UNIX socket path Linux accepts (`sun_path` is 108 bytes with the NUL). */
 export const MAX_SOCKET_PATH_BYTES = 107;
 

@@ -1,16 +1,21 @@
 import { describe, expect, it } from 'vitest';
 import { HvParamError } from '../../src/errors.js';
-import { type LaunchContext, renderArgv } from '../../src/instance/argv.js';
+import { chooseAccelerator, type LaunchContext, renderArgv } from '../../src/instance/argv.js';
 import { resolveRuntime } from '../../src/instance/runtime.js';
-import { ARGV_CASES, type ArgvCase } from './argv-cases.js';
+import { ARGV_CASES, type ArgvCase, HVPARAM_ARGV_CASES } from './argv-cases.js';
 import { FIXTURE_PATHS, RECORDED_RELEASES, recordedFeatures } from './fixtures.js';
 
 /** The argv of `c` on `release`, or the error it gives, as golden text. */
 function render(c: ArgvCase, release: string): string {
   const features = recordedFeatures(release);
-  const ctx: LaunchContext = { paths: FIXTURE_PATHS(c.spec.name), accel: 'tcg', ...c.ctx };
   try {
-    const argv = renderArgv(resolveRuntime(c.spec, features), features, ctx);
+    const runtime = resolveRuntime(c.spec, features);
+    const ctx: LaunchContext = {
+      paths: FIXTURE_PATHS(c.spec.name),
+      accel: chooseAccelerator(runtime.hvparams, true),
+      ...c.ctx,
+    };
+    const argv = renderArgv(runtime, features, ctx);
     return argv
       .map((a, i) => (i > 0 && a.startsWith('-') ? `\n  ${a}` : ` ${a}`))
       .join('')
@@ -23,7 +28,9 @@ function render(c: ArgvCase, release: string): string {
 
 describe('argv golden files', () => {
   it.each(RECORDED_RELEASES)('QEMU %s', async (release) => {
-    const text = ARGV_CASES.map((c) => `## ${c.name}\n${render(c, release)}\n`).join('\n');
+    const text = [...ARGV_CASES, ...HVPARAM_ARGV_CASES]
+      .map((c) => `## ${c.name}\n${render(c, release)}\n`)
+      .join('\n');
     await expect(text).toMatchFileSnapshot(`../fixtures/argv/qemu-${release}.txt`);
   });
 });
