@@ -7,6 +7,8 @@ export {
   type InterfaceAddress,
   type LaunchContext,
   MAX_SOCKET_PATH_BYTES,
+  NODE_HV_PARAMS,
+  type NodeHvParamName,
   renderArgv,
 } from './argv.js';
 export { checkInstanceSpec, INSTANCE_NAME_PATTERN, isUnicastMac, MIN_INSTANCE_MEMORY_MIB } from './check.js';

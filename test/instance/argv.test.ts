@@ -52,6 +52,61 @@ describe('renderArgv', () => {
     expect(argv.join(' ')).not.toMatch(/accel=/);
   });
 
+  it('leaves -S out only when asked (a destination that runs once loaded)', () => {
+    const runtime = resolveRuntime(ARGV_CASES[0]!.spec, f);
+    expect(renderArgv(runtime, f, { paths, accel: 'tcg', incoming: 'defer', paused: false })).not.toContain(
+      '-S',
+    );
+    expect(renderArgv(runtime, f, { paths, accel: 'tcg', incoming: 'defer' })).toContain('-S');
+  });
+
+  it("takes keymap, security and chroot from the node's hvparams when given", () => {
+    const spec = { ...ARGV_CASES[0]!.spec, hvparams: { kernel_path: '', keymap: 'de' } };
+    const runtime = resolveRuntime(spec, f);
+    const argv = renderArgv(runtime, f, {
+      paths,
+      accel: 'tcg',
+      nodeHvParams: { keymap: 'fr', security_model: 'user', security_domain: 'qemu', use_chroot: true },
+    }).join(' ');
+    expect(argv).toContain('-k fr');
+    expect(argv).toContain(`-run-with user=qemu,chroot=${paths.chroot}`);
+    expect(() =>
+      renderArgv(runtime, f, {
+        paths,
+        accel: 'tcg',
+        nodeHvParams: { security_model: 'user', security_domain: '' },
+      }),
+    ).toThrow(/security_domain/);
+  });
+
+  it('resolves an interface bind on this node, and refuses one it does not have', () => {
+    const spec = {
+      ...ARGV_CASES[0]!.spec,
+      networkPort: 5902,
+      hvparams: { kernel_path: '', vnc_bind_address: 'br0' },
+    };
+    const runtime = resolveRuntime(spec, f);
+    const interfaces = {
+      br0: [
+        { address: 'fe80::1', family: 'IPv6' },
+        { address: '198.51.100.7', family: 'IPv4' },
+      ],
+    };
+    expect(renderArgv(runtime, f, { paths, accel: 'tcg', interfaces }).join(' ')).toContain(
+      '-vnc 198.51.100.7:2',
+    );
+    expect(() => renderArgv(runtime, f, { paths, accel: 'tcg', interfaces: {} })).toThrow(
+      /vnc_bind_address.*br0/,
+    );
+    const v6 = resolveRuntime({ ...spec, hvparams: { kernel_path: '', vnc_bind_address: '2001:db8::5' } }, f);
+    expect(renderArgv(v6, f, { paths, accel: 'tcg' }).join(' ')).toContain('-vnc [2001:db8::5]:2');
+  });
+
+  it('refuses VNC on an address without a network port above 5900', () => {
+    const spec = { ...ARGV_CASES[0]!.spec, hvparams: { kernel_path: '', vnc_bind_address: '0.0.0.0' } };
+    expect(() => resolveRuntime(spec, f)).toThrow(/vnc_bind_address.*networkPort/);
+  });
+
   it('escapes commas in paths', () => {
     const spec = {
       ...ARGV_CASES[0]!.spec,
