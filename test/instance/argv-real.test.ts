@@ -222,6 +222,33 @@ describeEachRelease('rendered argv starts', releaseCases(['tcg']), (release) => 
     }
   });
 
+  it('SPICE with the vdagent channel where QEMU has SPICE and QXL', async (t) => {
+    if (!features.options.spice || !features.devices.includes('qxl-vga')) {
+      t.skip();
+      return;
+    }
+    const port = await freePort();
+    const { qmp, child } = await start(
+      baseSpec({
+        networkPort: port,
+        disks: [],
+        hvparams: {
+          kernel_path: '',
+          spice_bind: '127.0.0.1',
+          spice_image_compression: 'quic',
+          soundhw: 'hda',
+        },
+      }),
+    );
+    const spice = (await qmp.execute('query-spice')) as { enabled: boolean; port?: number; host?: string };
+    expect(spice).toMatchObject({ enabled: true, port, host: '127.0.0.1' });
+    const chardevs = ((await qmp.execute('query-chardev')) as Array<{ label: string }>).map((c) => c.label);
+    expect(chardevs).toContain('spicechannel0');
+    await qmp.execute('quit').catch(() => {});
+    await qmp.close();
+    await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
+  });
+
   it.runIf(process.getuid?.() === 0)(
     'security_model user and use_chroot: QEMU runs as the user, chrooted',
     async () => {
