@@ -13,6 +13,7 @@ export {
 } from './argv.js';
 export { checkInstanceSpec, INSTANCE_NAME_PATTERN, isUnicastMac, MIN_INSTANCE_MEMORY_MIB } from './check.js';
 export {
+  clearQemuFeaturesCache,
   describeQemu,
   featuresFromProbe,
   hasDevice,

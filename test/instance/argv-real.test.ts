@@ -22,7 +22,7 @@ import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import { resolveRuntime } from '../../src/instance/runtime.js';
 import type { InstanceSpec } from '../../src/instance/spec.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
-import { describeEachRelease, releaseCases } from '../support/real-qemu.js';
+import { accelerators, describeEachRelease, releaseCases } from '../support/real-qemu.js';
 import { baseSpec } from './specs.js';
 
 const QEMU_IMG = (() => {
@@ -67,7 +67,7 @@ async function waitForFile(path: string, child: ChildProcess, stderr: () => stri
   }
 }
 
-describeEachRelease('rendered argv starts', releaseCases(['tcg']), (release) => {
+describeEachRelease('rendered argv starts', releaseCases(accelerators()), (release) => {
   let dir: string;
   let features: QemuFeatures;
   const children: ChildProcess[] = [];
@@ -91,7 +91,7 @@ describeEachRelease('rendered argv starts', releaseCases(['tcg']), (release) => 
     const paths = instancePaths(layout, spec.name);
     mkdirSync(paths.chroot, { mode: 0o700 });
     const runtime = resolveRuntime(spec, features);
-    const argv = renderArgv(runtime, features, { paths, accel: 'tcg' });
+    const argv = renderArgv(runtime, features, { paths, accel: release.accel });
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(child);
     let stderr = '';
