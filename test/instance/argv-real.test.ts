@@ -22,6 +22,7 @@ import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import { resolveRuntime } from '../../src/instance/runtime.js';
 import type { InstanceSpec } from '../../src/instance/spec.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
+import { qemuReleases } from '../support/qemu-releases.js';
 import { accelerators, describeEachRelease, releaseCases } from '../support/real-qemu.js';
 import { baseSpec } from './specs.js';
 
@@ -83,14 +84,14 @@ describeEachRelease('rendered argv starts', releaseCases(accelerators()), (relea
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  async function start(spec: InstanceSpec) {
+  async function start(spec: InstanceSpec, resolvedOn?: QemuFeatures) {
     dir = mkdtempSync('/tmp/kvr-');
     const layout = runLayout(dir);
     for (const d of [layout.pid, layout.ctrl, layout.conf, layout.chroot, layout.log])
       mkdirSync(d, { recursive: true });
     const paths = instancePaths(layout, spec.name);
     mkdirSync(paths.chroot, { mode: 0o700 });
-    const runtime = resolveRuntime(spec, features);
+    const runtime = resolveRuntime(spec, resolvedOn ?? features);
     const argv = renderArgv(runtime, features, { paths, accel: release.accel });
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(child);
@@ -269,6 +270,23 @@ describeEachRelease('rendered argv starts', releaseCases(accelerators()), (relea
       await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
     },
   );
+
+  it('a runtime resolved on the oldest release starts here with its machine type, ids and slots', async () => {
+    const oldest = qemuReleases()[0]!;
+    const source = await probeQemuFeatures(oldest.binary, { timeoutMs: 60_000 });
+    const { runtime, qmp, child } = await start(
+      baseSpec({ disks: [], hvparams: { kernel_path: '', acpi: false, soundhw: 'hda' } }),
+      source,
+    );
+    expect(runtime.qemu.version).toBe(oldest.version);
+    const type = await qmp.execute('qom-get', { path: '/machine', property: 'type' });
+    expect(type).toBe(`${runtime.machine.type}-machine`);
+    const pci = await pciDevices(qmp);
+    expect(pci).toContainEqual(expect.objectContaining({ qdev_id: runtime.nics[0]!.id, slot: 0xc }));
+    await qmp.execute('quit').catch(() => {});
+    await qmp.close();
+    await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
+  });
 
   it('SCSI and IDE disks, e1000 NIC, no ACPI, exit on reboot, localtime, topology', async () => {
     const tmp = mkdtempSync('/tmp/kvd-');
