@@ -38,6 +38,11 @@ export interface LaunchContext {
    */
   paused?: boolean;
   /**
+   * `-no-shutdown`: a guest that powers off leaves QEMU in run state `shutdown` instead of
+   * exiting (default false).
+   */
+  noShutdown?: boolean;
+  /**
    * This node's values of the hvparams Ganeti takes from the current config at every start
    * rather than from the saved runtime (`keymap`, `security_model`, `security_domain`,
    * `use_chroot`): on a migration target they may differ from the source's. Absent keys

@@ -113,6 +113,7 @@ function renderCore(state: RenderState): void {
   argv.push('-qmp', unixServer(ctx.paths.qmp), '-monitor', unixServer(ctx.paths.hmp));
   argv.push('-serial', hv.serial_console ? unixServer(ctx.paths.serial) : 'none');
   if (hv.reboot_behavior === 'exit') argv.push('-no-reboot');
+  if (ctx.noShutdown) argv.push('-no-shutdown');
   if (hv.mem_path) argv.push('-mem-path', hv.mem_path, '-mem-prealloc');
   if (hv.use_localtime) argv.push('-rtc', 'base=localtime');
   if (hv.keymap) argv.push('-k', hv.keymap);

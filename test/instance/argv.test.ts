@@ -60,6 +60,12 @@ describe('renderArgv', () => {
     expect(renderArgv(runtime, f, { paths, accel: 'tcg', incoming: 'defer' })).toContain('-S');
   });
 
+  it('renders -no-shutdown only when asked', () => {
+    const runtime = resolveRuntime(ARGV_CASES[0]!.spec, f);
+    expect(renderArgv(runtime, f, { paths, accel: 'tcg', noShutdown: true })).toContain('-no-shutdown');
+    expect(renderArgv(runtime, f, { paths, accel: 'tcg' })).not.toContain('-no-shutdown');
+  });
+
   it("takes keymap, security and chroot from the node's hvparams when given", () => {
     const spec = { ...ARGV_CASES[0]!.spec, hvparams: { kernel_path: '', keymap: 'de' } };
     const runtime = resolveRuntime(spec, f);
