@@ -16,6 +16,8 @@ export {
   HvParamError,
   type HvParamProblem,
   HypervisorError,
+  InstanceSpecError,
+  type InstanceSpecProblem,
   MigrationError,
   type MigrationErrorDetails,
   type MigrationRecovery,
@@ -102,6 +104,7 @@ export {
   type ValidationContext,
   validateHvParams,
 } from './hvparams/index.js';
+export * from './instance/index.js';
 export { DEFAULT_RUN_DIR, DEFAULT_STEP_TIMEOUT_MS, KVMHypervisor } from './kvm.js';
 export type { LoggerLike, LogMethod, MonitorLogger } from './logger.js';
 // Migration: options, results, statuses and the fail-safe sequence.
