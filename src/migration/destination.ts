@@ -5,6 +5,7 @@
  */
 import type { FinalizeOutcome } from '../errors.js';
 import { findCapability } from '../qemu/capabilities.js';
+import { versionAtLeast } from '../qemu/version.js';
 import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import type { Deadline } from './deadline.js';
 import { capabilityCommands, resolveCapabilities, simpleCommand } from './dialect.js';
@@ -178,4 +179,29 @@ async function restore(ch: VmChannel, options: FinalizeDestinationOptions): Prom
   await clearCapabilities(ch, options.capabilities, options.deadline).catch((e: unknown) =>
     ch.log.error({ err: errorText(e) }, 'clearing migration capabilities failed'),
   );
+}
+
+/**
+ * Destination side, for a QEMU started with `-incoming defer`: starts listening on `uri`
+ * (`migrate-incoming`), after the capabilities were set by {@link acceptMigration}. On
+ * QEMU 9.1+ `exit-on-error: false` keeps a destination whose load failed alive, so its
+ * reason (`error-desc`) can be read before it is quit.
+ */
+export async function startIncoming(ch: VmChannel, uri: string, deadline: Deadline): Promise<void> {
+  const args: Record<string, unknown> = { uri };
+  if (versionAtLeast(ch.monitor.version, 9, 1)) args['exit-on-error'] = false;
+  if (ch.monitor.protocol === 'qmp') {
+    await ch.must(
+      { kind: 'qmp', execute: 'migrate-incoming', arguments: args },
+      'starting the incoming migration',
+      deadline,
+    );
+  } else {
+    await ch.must(
+      { kind: 'hmp', line: `migrate_incoming ${uri}` },
+      'starting the incoming migration',
+      deadline,
+    );
+  }
+  ch.log.info({ uri }, 'destination listening for the incoming migration');
 }

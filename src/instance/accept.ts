@@ -1,0 +1,128 @@
+/**
+ * The destination side of a migration for instances this library runs: the destination
+ * QEMU is started from the source's runtime (`getMigrationInfo`), rendered for this node
+ * and this QEMU, with `-incoming defer`; after `finalizeMigrationDst` it either becomes the
+ * instance (success: its runtime is this node's) or is stopped (failure, unless it already
+ * holds the VM: then it is kept, because the VM must never end up nowhere).
+ */
+import type { FinalizeOutcome } from '../errors.js';
+import { HypervisorError } from '../errors.js';
+import type { Deadline } from '../migration/deadline.js';
+import type { AcceleratorChoice } from '../qemu/accel.js';
+import { acceleratorFor, launchQemu } from './launch.js';
+import type { InstanceLifecycle } from './lifecycle.js';
+import { processAlive, terminateProcess } from './process.js';
+import { parseRuntime, probeQemuFeatures } from './runtime-adapter.js';
+import {
+  ensureRunLayout,
+  type InstanceState,
+  readInstanceState,
+  removeInstanceFiles,
+  writeFileAtomic,
+  writeInstanceState,
+} from './state.js';
+
+/** Options of the destination-starting `acceptInstance`. */
+export interface AcceptInstanceStartOptions {
+  /** Limit of the whole step (probe, launch, accept, `migrate-incoming`), ms (default 60 000). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Accelerator when the runtime's `kvm_flag` is empty (default: the hypervisor's). */
+  accel?: AcceleratorChoice;
+}
+
+/**
+ * Starts the destination QEMU of instance `name` from `migrationInfo` (a runtime) with
+ * `-incoming defer`, and writes the runtime and a state file marked `incoming`.
+ * @throws HypervisorError when the runtime belongs to another instance or the instance
+ * already runs here.
+ */
+export async function launchDestination(
+  lc: InstanceLifecycle,
+  name: string,
+  migrationInfo: string,
+  deadline: Deadline,
+  accel?: AcceleratorChoice,
+): Promise<InstanceState> {
+  const runtime = parseRuntime(migrationInfo);
+  if (runtime.instance.name !== name) {
+    throw new HypervisorError(
+      `the migration info is the runtime of instance '${runtime.instance.name}', not '${name}'`,
+    );
+  }
+  const paths = lc.paths(name);
+  ensureRunLayout(lc.deps.layout);
+  const old = readInstanceState(paths);
+  if (old && processAlive(old)) {
+    throw new HypervisorError(
+      `instance '${name}' already runs on this node (pid ${old.pid}): refusing to start a second copy as a migration destination`,
+    );
+  }
+  if (old) removeInstanceFiles(paths);
+  const chosen = acceleratorFor(runtime.hvparams, accel ?? lc.deps.accel);
+  const features = await deadline.race(
+    probeQemuFeatures(runtime.hvparams.kvm_path, { timeoutMs: deadline.remaining() }),
+    `probing ${runtime.hvparams.kvm_path}`,
+  );
+  writeFileAtomic(paths.runtime, migrationInfo);
+  try {
+    const { state } = await launchQemu({
+      runtime,
+      features,
+      paths,
+      accel: chosen,
+      incoming: 'defer',
+      deadline,
+    });
+    lc.deps.log.info(
+      { instance: name, pid: state.pid, accel: chosen },
+      'destination QEMU started (-incoming defer)',
+    );
+    return state;
+  } catch (e) {
+    removeInstanceFiles(paths);
+    throw e;
+  }
+}
+
+/** Kills a destination that holds nothing yet (accept failed before the source started) and removes its files. */
+export async function discardDestination(
+  lc: InstanceLifecycle,
+  name: string,
+  state: InstanceState,
+): Promise<void> {
+  await lc.deps.forgetMonitor(name);
+  await terminateProcess(state, { termMs: 2000, killMs: 5000 });
+  removeInstanceFiles(lc.paths(name));
+}
+
+/**
+ * After `finalizeMigrationDst` of a destination this library started: on an outcome that
+ * left QEMU holding the VM, it becomes this node's instance (the `incoming` mark is
+ * cleared); on `quit` or `already-gone`, the process is made sure to be gone and its
+ * files removed.
+ */
+export async function settleDestination(
+  lc: InstanceLifecycle,
+  name: string,
+  outcome: FinalizeOutcome,
+): Promise<void> {
+  const paths = lc.paths(name);
+  const state = readInstanceState(paths);
+  if (!state) return;
+  if (outcome.action === 'quit' || outcome.action === 'already-gone') {
+    await lc.deps.forgetMonitor(name);
+    await terminateProcess(state, { graceMs: 5000, termMs: 5000, killMs: 5000 });
+    removeInstanceFiles(paths);
+    lc.deps.log.info({ instance: name }, 'destination QEMU stopped after the failed migration');
+    return;
+  }
+  if (state.incoming !== undefined) {
+    const { incoming: _done, ...own } = state;
+    writeInstanceState(paths, own);
+    lc.deps.log.info(
+      { instance: name, action: outcome.action },
+      'the destination runs the instance here now',
+    );
+  }
+}
