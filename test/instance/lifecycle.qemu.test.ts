@@ -8,7 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -27,6 +27,21 @@ import { accelerators, describeEachRelease, type ReleaseCase, releaseCases } fro
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-life-'));
 const guest = join(dir, 'guest.img');
 writeGuestImage(guest, { dirtyMiB: 8, rateMiBps: 16 });
+
+/**
+ * A guest that powers off at once: Multiboot header (a.out kludge, loaded at 1 MiB), then
+ * `outw(0x604, 0x2000)`: SLP_EN with S5 on PIIX4's PM1a control port (SeaBIOS puts the PM
+ * base at 0x600), then `hlt`.
+ */
+const poweroffGuest = join(dir, 'poweroff.img');
+{
+  const img = Buffer.alloc(64);
+  const [magic, flags] = [0x1badb002, 0x00010000];
+  const header = [magic, flags, -(magic + flags) >>> 0, 0x100000, 0x100000, 0, 0, 0x100020];
+  for (const [i, v] of header.entries()) img.writeUInt32LE(v >>> 0, i * 4);
+  Buffer.from([0x66, 0xba, 0x04, 0x06, 0x66, 0xb8, 0x00, 0x20, 0x66, 0xef, 0xf4, 0xeb, 0xfd]).copy(img, 32);
+  writeFileSync(poweroffGuest, img);
+}
 
 /** Everything a test started, killed by pid afterwards. */
 const started: { hv: KVMHypervisor; root: string }[] = [];
@@ -165,6 +180,34 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     expect((await hv.stopInstance('life1')).how).toBe('already-gone');
   });
 
+  it('reports a guest poweroff as shutdown; the process stays until stopped', async () => {
+    const hv = node('off', rel.accel);
+    await hv.startInstance(spec('off1', 6, { kernel_path: poweroffGuest }));
+    const info = await until(
+      'guest powered off',
+      () => hv.getInstanceInfo('off1'),
+      (i) => i.state !== 'running',
+    );
+    expect(info).toMatchObject({ state: 'shutdown', runState: 'shutdown' });
+    expect(hv.listInstances()).toEqual(['off1']);
+    expect((await hv.stopInstance('off1')).how).toBe('powered-off');
+    expect(hv.listInstances()).toEqual([]);
+  });
+
+  it('pins each vCPU thread to its cpu_mask entry before the guest runs', async () => {
+    const hv = node('pin', rel.accel);
+    await hv.startInstance({ ...spec('pin1', 7, { cpu_mask: '1:0' }), vcpus: 2 });
+    const m = await hv.monitorFor('pin1');
+    const threads = (await m.execute('query-cpus-fast')) as { 'cpu-index': number; 'thread-id': number }[];
+    const pid = (await hv.getInstanceInfo('pin1')).pid;
+    const allowed = (tid: number) =>
+      /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1];
+    const byIndex = new Map(threads.map((t) => [t['cpu-index'], t['thread-id']]));
+    expect(allowed(byIndex.get(0)!)).toBe('1');
+    expect(allowed(byIndex.get(1)!)).toBe('0');
+    await hv.stopInstance('pin1', { force: true });
+  });
+
   it('refuses a second start and explains a QEMU that exits at start-up', async () => {
     const hv = node('b', rel.accel);
     const s2 = spec('life2', 2);
@@ -241,6 +284,29 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     expect(dst.listInstances()).toEqual([]);
     expect((await src.getInstanceInfo('mig2')).state).toBe('running');
     await src.stopInstance('mig2', { force: true });
+  });
+});
+
+describe('bad specs start nothing', () => {
+  it('two disks with one path: refused before any probe or process', async () => {
+    const root = join(dir, 'bad');
+    const hv = new KVMHypervisor({ instanceDir: root });
+    const disk = { path: join(dir, 'same.raw'), kind: 'file' as const };
+    const bad: InstanceSpec = {
+      name: 'bad1',
+      uuid: uuid(10),
+      memory: { maxMiB: 64 },
+      vcpus: 1,
+      disks: [
+        { ...disk, uuid: 'dd000000-0000-4000-8000-000000000001' },
+        { ...disk, uuid: 'dd000000-0000-4000-8000-000000000002' },
+      ],
+      nics: [],
+    };
+    await expect(hv.startInstance(bad)).rejects.toThrow(HypervisorError);
+    expect(hv.listInstances()).toEqual([]);
+    expect(existsSync(instancePaths(runLayout(root), 'bad1').runtime)).toBe(false);
+    await hv.close();
   });
 });
 
