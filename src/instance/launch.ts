@@ -6,6 +6,7 @@
  * lines when the process exits. A launch that fails kills what it started.
  */
 import { readFileSync, rmSync, statSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { HvParamError, HypervisorError } from '../errors.js';
 import type { KvmHvParams } from '../hvparams/index.js';
 import type { Deadline } from '../migration/deadline.js';
@@ -87,6 +88,7 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
   const ctx: LaunchContext = {
     paths,
     accel: req.accel,
+    interfaces: networkInterfaces(),
     ...(req.incoming === undefined ? {} : { incoming: req.incoming }),
   };
   const argv = launchArgv(runtime, req.features, ctx);
@@ -108,7 +110,7 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
     qmp: paths.qmp,
     hmp: paths.hmp,
     accel: req.accel,
-    qemuVersion: runtime.qemuVersion,
+    qemuVersion: runtime.qemu.version,
     binary: argv[0]!,
     ...(req.incoming === undefined ? {} : { incoming: req.incoming }),
   };

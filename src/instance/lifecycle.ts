@@ -21,6 +21,7 @@ import {
   checkInstanceSpec,
   type InstanceRuntime,
   parseRuntime,
+  postStartActions,
   probeQemuFeatures,
   resolveRuntime,
   serializeRuntime,
@@ -157,8 +158,9 @@ export class InstanceLifecycle {
   }
 
   /** See `KVMHypervisor.startInstance`. */
-  async start(spec: InstanceSpec, options: StartInstanceOptions = {}): Promise<InstanceInfo> {
-    const { hvparams } = checkInstanceSpec(spec);
+  async start(input: InstanceSpec, options: StartInstanceOptions = {}): Promise<InstanceInfo> {
+    const spec = checkInstanceSpec(input);
+    const hvparams = spec.hvparams;
     const deadline = Deadline.after(options.timeoutMs ?? DEFAULT_START_TIMEOUT_MS, options.signal);
     const paths = this.paths(spec.name);
     ensureRunLayout(this.deps.layout);
@@ -203,19 +205,18 @@ export class InstanceLifecycle {
     s: qmp.QmpStep & { state: InstanceState },
     runtime: InstanceRuntime,
   ): Promise<void> {
-    const hv = runtime.hvparams;
-    if (hv.vnc_bind_address && hv.vnc_password_file) {
-      await qmp.setPassword(s, 'vnc', readPasswordFile(hv.vnc_password_file, 'vnc_password_file'));
+    const todo = postStartActions(runtime);
+    if (todo.vncPasswordFile) {
+      await qmp.setPassword(s, 'vnc', readPasswordFile(todo.vncPasswordFile, 'vnc_password_file'));
     }
-    if (hv.spice_bind && hv.spice_password_file) {
-      await qmp.setPassword(s, 'spice', readPasswordFile(hv.spice_password_file, 'spice_password_file'));
+    if (todo.spicePasswordFile) {
+      await qmp.setPassword(s, 'spice', readPasswordFile(todo.spicePasswordFile, 'spice_password_file'));
     }
-    if (hv.cpu_mask && hv.cpu_mask !== 'all') {
-      const plan = pinningPlan(hv.cpu_mask, s.state.pid, await qmp.queryVcpus(s));
+    if (todo.cpuMask) {
+      const plan = pinningPlan(todo.cpuMask, s.state.pid, await qmp.queryVcpus(s));
       await s.deadline.race(applyPinning(plan, s.deadline.remaining()), 'cpu_mask pinning');
     }
-    const startup = runtime.memory.startupMiB;
-    if (startup !== undefined && startup < runtime.memory.maxMiB) await qmp.setBalloon(s, startup);
+    if (todo.balloonMiB !== undefined) await qmp.setBalloon(s, todo.balloonMiB);
   }
 
   /** See `KVMHypervisor.rebootInstance`. */

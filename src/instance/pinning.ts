@@ -24,8 +24,16 @@ export interface PinningStep {
  * The `taskset` calls `cpu_mask` asks for.
  * @throws HvParamError naming `cpu_mask` when per-vCPU masks do not match the vCPU count.
  */
-export function pinningPlan(cpuMask: string, pid: number, vcpus: readonly VcpuThread[]): PinningStep[] {
-  const masks: CpuMaskEntry[] = parseMultiCpuMask(cpuMask);
+export function pinningPlan(
+  cpuMask: string | readonly CpuMaskEntry[],
+  pid: number,
+  vcpus: readonly VcpuThread[],
+): PinningStep[] {
+  const masks: readonly CpuMaskEntry[] = typeof cpuMask === 'string' ? parseMultiCpuMask(cpuMask) : cpuMask;
+  const text =
+    typeof cpuMask === 'string'
+      ? cpuMask
+      : cpuMask.map((m) => (typeof m === 'string' ? m : m.join(','))).join(':');
   if (masks.length === 1) {
     const only = masks[0]!;
     return only === CPU_PINNING_ALL || only.length === 0 ? [] : [{ id: pid, cpus: only, allThreads: true }];
@@ -34,7 +42,7 @@ export function pinningPlan(cpuMask: string, pid: number, vcpus: readonly VcpuTh
     throw new HvParamError([
       {
         param: 'cpu_mask',
-        message: `cpu_mask '${cpuMask}' has ${masks.length} per-vCPU masks but the instance has ${vcpus.length} vCPUs`,
+        message: `cpu_mask '${text}' has ${masks.length} per-vCPU masks but the instance has ${vcpus.length} vCPUs`,
       },
     ]);
   }

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HvParamError, HypervisorError, UnrecognizedOutputError } from '../errors.js';
+import { type CpuMaskEntry, parseMultiCpuMask } from '../hvparams/cpu-mask.js';
 import {
   checkHvParamsSyntax,
   coerceHvParams,
@@ -64,16 +65,17 @@ export async function probeQemuFeatures(
 export interface InstanceRuntime {
   formatVersion: 1;
   instance: { name: string; uuid: string };
-  qemuVersion: string;
-  machine: string;
-  memory: { maxMiB: number; startupMiB?: number };
-  vcpus: number;
+  qemu: { version: string };
+  machine: { type: string };
+  memory: { maxMiB: number; startupMiB: number };
+  smp: { cpus: number };
   disks: (InstanceDisk & { id: string })[];
   nics: (InstanceNic & { id: string })[];
   hvparams: KvmHvParams;
 }
 
-export function checkInstanceSpec(spec: InstanceSpec): { spec: InstanceSpec; hvparams: KvmHvParams } {
+export function checkInstanceSpec(input: unknown): InstanceSpec & { hvparams: KvmHvParams } {
+  const spec = input as InstanceSpec;
   const hvparams = fillHvParamDefaults(coerceHvParams({ ...(spec.hvparams ?? {}) })) as KvmHvParams;
   checkHvParamsSyntax(hvparams);
   const seen = new Set<string>();
@@ -81,7 +83,7 @@ export function checkInstanceSpec(spec: InstanceSpec): { spec: InstanceSpec; hvp
     if (seen.has(d.path)) throw new HypervisorError(`two disks with path ${d.path}`);
     seen.add(d.path);
   }
-  return { spec, hvparams };
+  return { ...spec, hvparams };
 }
 
 const idOf = (kind: string, uuid: string) => `${kind}-${uuid.split('-').slice(0, 3).join('-')}`;
@@ -99,10 +101,10 @@ export function resolveRuntime(spec: InstanceSpec, features: QemuFeatures): Inst
   return {
     formatVersion: 1,
     instance: { name: spec.name, uuid: spec.uuid },
-    qemuVersion: formatVersion(features.version),
-    machine,
-    memory: spec.memory,
-    vcpus: spec.vcpus,
+    qemu: { version: formatVersion(features.version) },
+    machine: { type: machine },
+    memory: { maxMiB: spec.memory.maxMiB, startupMiB: spec.memory.startupMiB ?? spec.memory.maxMiB },
+    smp: { cpus: spec.vcpus },
     disks: spec.disks.map((d) => ({ ...d, id: idOf('disk', d.uuid) })),
     nics: spec.nics.map((n) => ({ ...n, id: idOf('nic', n.uuid) })),
     hvparams,
@@ -129,6 +131,26 @@ export interface LaunchContext {
   paths: InstancePaths;
   accel: 'kvm' | 'tcg';
   incoming?: string;
+  interfaces?: Record<string, { address: string; family: string | number; internal?: boolean }[] | undefined>;
+}
+
+export interface PostStartActions {
+  vncPasswordFile?: string;
+  spicePasswordFile?: string;
+  cpuMask?: CpuMaskEntry[];
+  balloonMiB?: number;
+}
+
+export function postStartActions(runtime: InstanceRuntime): PostStartActions {
+  const hv = runtime.hvparams;
+  const mask = parseMultiCpuMask(hv.cpu_mask);
+  const pin = !mask.every((m) => m === 'all');
+  return {
+    ...(hv.vnc_bind_address && hv.vnc_password_file ? { vncPasswordFile: hv.vnc_password_file } : {}),
+    ...(hv.spice_bind && hv.spice_password_file ? { spicePasswordFile: hv.spice_password_file } : {}),
+    ...(pin ? { cpuMask: mask } : {}),
+    ...(runtime.memory.startupMiB < runtime.memory.maxMiB ? { balloonMiB: runtime.memory.startupMiB } : {}),
+  };
 }
 
 export function renderArgv(r: InstanceRuntime, features: QemuFeatures, ctx: LaunchContext): string[] {
@@ -142,11 +164,11 @@ export function renderArgv(r: InstanceRuntime, features: QemuFeatures, ctx: Laun
     '-accel',
     ctx.accel,
     '-machine',
-    r.machine,
+    r.machine.type,
     '-m',
     String(r.memory.maxMiB),
     '-smp',
-    String(r.vcpus),
+    String(r.smp.cpus),
     '-nodefaults',
     '-no-user-config',
     '-display',
