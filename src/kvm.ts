@@ -439,7 +439,9 @@ export class KVMHypervisor {
    * fail-safe rule allows it: never when its run state is `postmigrate`, its migration
    * completed or is in post-copy, or its state cannot be read; then it throws
    * `MigrationError` saying why, and only `forceResume: true` (an operator override)
-   * resumes it. Settings changed by `migrateInstance` are put back.
+   * resumes it. Settings changed by `migrateInstance` are put back. After a success, the
+   * source QEMU of an instance this object's run directory started (`startInstance`) is
+   * stopped and its files removed, as Ganeti does.
    */
   async finalizeMigrationSource(
     instance: Instance,
@@ -469,6 +471,16 @@ export class KVMHypervisor {
       }),
     );
     this.sessions.delete(instance.name);
+    if (success && this.lifecycle.startedHere(instance.name)) {
+      // Ganeti's rule: the migrated source of an instance started here is stopped and its
+      // files removed; it was verified paused after a completed migration just above.
+      await stopInstance(this.lifecycle, instance.name, { force: true }).catch((e: unknown) => {
+        throw new MigrationError(
+          `instance '${instance.name}': the migration completed and the VM runs on the destination, but stopping the source QEMU failed: ${errorText(e)}`,
+          { instance: instance.name, status: 'completed', cause: e },
+        );
+      });
+    }
     return outcome;
   }
 

@@ -6,12 +6,14 @@
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { HvParamError, MigrationError } from '../errors.js';
+import { parseRuntime } from '../instance/runtime-adapter.js';
 import { KVMHypervisor } from '../kvm.js';
 import type { Instance } from '../migration/types.js';
 import type { Monitor } from '../monitor/types.js';
 import { registerDemoCommand } from './demo.js';
 import { EXIT, exitCodeFor, formatError, InterruptedError, UsageError } from './errors.js';
 import { coercedHvParams, rawHvParams } from './hvparams.js';
+import { RUN_DIR_OPTION, readInput, registerInstanceCommands } from './instances.js';
 import { LOG_LEVELS } from './logger.js';
 import { migrateSource } from './migrate-flow.js';
 import { instanceName, type MonitorCliOptions, monitorTarget, openMonitor } from './monitor.js';
@@ -23,12 +25,29 @@ import { collect, loggerFor, numberArg, print, printJson } from './util.js';
 /** The version printed by `--version`. */
 export const CLI_VERSION = '0.1.0';
 
-/** Adds `--qmp`, `--hmp` and `--name` to a command. */
+/** Adds `--qmp`, `--hmp`, `--name` and `--run-dir` to a command. */
 function monitorOptions(cmd: Command): Command {
   return cmd
     .option('--qmp <socket>', 'QMP UNIX socket of the QEMU process')
     .option('--hmp <socket>', 'HMP UNIX socket (-monitor unix:…) instead of QMP')
-    .option('--name <instance>', 'instance name for messages and logs (default: the socket file name)');
+    .option(
+      '--name <instance>',
+      'instance name (default: the socket file name); alone: an instance started by `kvm-hv start`',
+    )
+    .option(...RUN_DIR_OPTION);
+}
+
+/** The monitor options plus the run directory of library-started instances. */
+interface TargetOptions extends MonitorCliOptions {
+  runDir?: string;
+}
+
+/** True when the command names a library-started instance (`--name` without a socket). */
+const byName = (opts: TargetOptions): boolean => !opts.qmp && !opts.hmp && opts.name !== undefined;
+
+/** The instance name: `--name`, else the socket's file name. */
+function targetName(opts: TargetOptions): string {
+  return byName(opts) ? (opts.name as string) : instanceName(opts);
 }
 
 const hvOption = () =>
@@ -41,10 +60,19 @@ const hvOption = () =>
  * The monitor is opened before the hypervisor exists so a bad socket fails fast.
  */
 async function withHypervisor<T>(
-  opts: MonitorCliOptions,
+  opts: TargetOptions,
   logger: Logger,
-  fn: (hv: KVMHypervisor, name: string, monitor: Monitor) => Promise<T>,
+  fn: (hv: KVMHypervisor, name: string, monitor?: Monitor) => Promise<T>,
 ): Promise<T> {
+  if (byName(opts)) {
+    // An instance of the run directory: its state file names its QMP socket.
+    const hv = new KVMHypervisor({ logger, ...(opts.runDir ? { instanceDir: opts.runDir } : {}) });
+    try {
+      return await fn(hv, opts.name as string);
+    } finally {
+      await hv.close().catch((e: unknown) => logger.debug({ err: e }, 'closing the hypervisor'));
+    }
+  }
   monitorTarget(opts);
   const name = instanceName(opts);
   const monitor = await openMonitor(opts, logger);
@@ -55,6 +83,11 @@ async function withHypervisor<T>(
     await hv.close().catch((e: unknown) => logger.debug({ err: e }, 'closing the hypervisor'));
     await monitor.close().catch((e: unknown) => logger.debug({ err: e }, 'closing the monitor'));
   }
+}
+
+/** The instance a runtime belongs to. */
+function runtimeInstanceName(info: string): string {
+  return parseRuntime(info).instance.name;
 }
 
 /** Coerces and syntax-checks the `-H` options; exits 2 (HvParamError) before any VM is touched. */
@@ -108,7 +141,7 @@ function registerParamsCommand(program: Command): void {
     });
 }
 
-interface VmOptions extends MonitorCliOptions {
+interface VmOptions extends TargetOptions {
   json?: boolean;
 }
 
@@ -177,7 +210,7 @@ function registerResumeCommand(program: Command): void {
     )
     .action(async (opts: ResumeOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
-      const instance = checkedInstance(instanceName(opts), opts.hvparams ?? []);
+      const instance = checkedInstance(targetName(opts), opts.hvparams ?? []);
       if (opts.forceResume) process.stderr.write(`${FORCE_RESUME_WARNING}\n`);
       await withHypervisor(opts, logger, async (hv) => {
         const outcome = await hv.finalizeMigrationSource(instance, false, {
@@ -197,6 +230,8 @@ interface AcceptOptions extends VmOptions {
   hvparams?: string[];
   wait?: boolean;
   timeout?: number;
+  runtime?: string;
+  listen?: string;
 }
 
 /**
@@ -250,12 +285,29 @@ function registerAcceptCommand(program: Command): void {
       '\nWithout --wait the command returns at once; run `kvm-hv migrate` on the source next.\n' +
         'With --wait, Ctrl-C stops waiting (exit 130) and leaves the destination VM as it is.',
     )
+    .option(
+      '--runtime <file>',
+      'start the destination QEMU from this runtime (`kvm-hv runtime` on the source; - for stdin)',
+    )
+    .option(
+      '--listen <address>',
+      'with --runtime: address to listen on for the migration (port: migration_port)',
+    )
     .action(async (opts: AcceptOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
-      const instance = checkedInstance(instanceName(opts), opts.hvparams ?? []);
       if (opts.timeout !== undefined && !opts.wait) throw new UsageError('--timeout needs --wait');
+      let info: string | undefined;
+      if (opts.runtime !== undefined) {
+        if (opts.qmp || opts.hmp)
+          throw new UsageError('--runtime starts the destination: give no --qmp/--hmp');
+        if (!opts.listen) throw new UsageError('--runtime needs --listen <address>');
+        info = readInput(opts.runtime, 'the runtime');
+        opts.name ??= runtimeInstanceName(info);
+      } else if (opts.listen) throw new UsageError('--listen needs --runtime');
+      const instance = checkedInstance(targetName(opts), opts.hvparams ?? []);
       await withHypervisor(opts, logger, async (hv) => {
-        await hv.acceptInstance(instance);
+        if (info !== undefined) await hv.acceptInstance(instance, info, opts.listen as string);
+        else await hv.acceptInstance(instance);
         if (!opts.wait) {
           if (opts.json) printJson({ instance: instance.name, accepted: true });
           else print(`'${instance.name}' is ready to receive the migration`);
@@ -301,7 +353,7 @@ function registerMigrateCommand(program: Command): void {
     )
     .action(async (opts: MigrateOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
-      const instance = checkedInstance(instanceName(opts), opts.hvparams ?? []);
+      const instance = checkedInstance(targetName(opts), opts.hvparams ?? []);
       const filled = KVMHypervisor.fillDefaults(instance.hvparams ?? {});
       const live = opts.nonLive ? false : filled.migration_mode !== 'non-live';
       await withHypervisor(opts, logger, async (hv) => {
@@ -359,6 +411,7 @@ export function buildProgram(): Command {
   registerStatusCommand(program);
   registerCancelCommand(program);
   registerResumeCommand(program);
+  registerInstanceCommands(program);
   registerDemoCommand(program);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput(OUTPUT);
   return program;

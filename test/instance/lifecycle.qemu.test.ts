@@ -253,9 +253,14 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     const before = await guestStatus(srcPaths.hmp);
 
     expect((await dst.finalizeMigrationDst(inst, true)).action).toBe('resumed');
-    await src.finalizeMigrationSource(inst, true);
-    expect((await dst.getInstanceInfo('mig1')).state).toBe('running');
     expect((await src.getInstanceInfo('mig1')).state).toBe('migrated');
+    const srcState = readInstanceState(srcPaths)!;
+    await src.finalizeMigrationSource(inst, true);
+    // The migrated source is stopped and its files removed.
+    expect(processAlive(srcState)).toBe(false);
+    expect(src.listInstances()).toEqual([]);
+    expect(existsSync(srcPaths.runtime)).toBe(false);
+    expect((await dst.getInstanceInfo('mig1')).state).toBe('running');
     const after = await until(
       'guest runs on',
       () => guestStatus(dstPaths.hmp),
@@ -265,7 +270,6 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     expect(readInstanceState(dstPaths)?.incoming).toBeUndefined();
     expect(dst.getMigrationInfo('mig1')).toBe(info);
 
-    expect((await src.stopInstance('mig1', { force: true })).how).not.toBe('already-gone');
     expect(dst.listInstances()).toEqual(['mig1']);
     await dst.stopInstance('mig1', { force: true });
   });
