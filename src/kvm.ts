@@ -291,7 +291,7 @@ export class KVMHypervisor {
     }
     const uri = migrationUri(target, plan.port);
     const deadline = Deadline.after(startOptions.timeoutMs ?? DEFAULT_START_TIMEOUT_MS, startOptions.signal);
-    const state = await launchDestination(
+    const launched = await launchDestination(
       this.lifecycle,
       instance.name,
       infoOrOptions,
@@ -306,13 +306,13 @@ export class KVMHypervisor {
       return accepted.capabilities;
     } catch (e) {
       // The source has not been told to send anything: this QEMU holds nothing.
-      await discardDestination(this.lifecycle, instance.name, state).catch((err: unknown) =>
+      throw await discardDestination(this.lifecycle, instance.name, launched, e).catch((err: unknown) => {
         this.log.error(
           { instance: instance.name, err: errorText(err) },
           'killing the destination QEMU failed',
-        ),
-      );
-      throw e;
+        );
+        return e;
+      });
     }
   }
 

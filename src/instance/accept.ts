@@ -9,13 +9,12 @@ import type { FinalizeOutcome } from '../errors.js';
 import { HypervisorError } from '../errors.js';
 import type { Deadline } from '../migration/deadline.js';
 import type { AcceleratorChoice } from '../qemu/accel.js';
-import { acceleratorFor, launchQemu } from './launch.js';
+import { acceleratorFor, explainExit, type Launched, launchQemu } from './launch.js';
 import type { InstanceLifecycle } from './lifecycle.js';
 import { processAlive, terminateProcess } from './process.js';
 import { parseRuntime, probeQemuFeatures } from './runtime-adapter.js';
 import {
   ensureRunLayout,
-  type InstanceState,
   readInstanceState,
   removeInstanceFiles,
   writeFileAtomic,
@@ -43,7 +42,7 @@ export async function launchDestination(
   migrationInfo: string,
   deadline: Deadline,
   accel?: AcceleratorChoice,
-): Promise<InstanceState> {
+): Promise<Launched> {
   const runtime = parseRuntime(migrationInfo);
   if (runtime.instance.name !== name) {
     throw new HypervisorError(
@@ -66,7 +65,7 @@ export async function launchDestination(
   );
   writeFileAtomic(paths.runtime, migrationInfo);
   try {
-    const { state } = await launchQemu({
+    const launched = await launchQemu({
       runtime,
       features,
       paths,
@@ -75,25 +74,33 @@ export async function launchDestination(
       deadline,
     });
     lc.deps.log.info(
-      { instance: name, pid: state.pid, accel: chosen },
+      { instance: name, pid: launched.state.pid, accel: chosen },
       'destination QEMU started (-incoming defer)',
     );
-    return state;
+    return launched;
   } catch (e) {
     removeInstanceFiles(paths);
     throw e;
   }
 }
 
-/** Kills a destination that holds nothing yet (accept failed before the source started) and removes its files. */
+/**
+ * Kills a destination that holds nothing yet (accept failed before the source started)
+ * and removes its files. Returns the error to report: `error`, or QEMU's own output when
+ * it had exited.
+ */
 export async function discardDestination(
   lc: InstanceLifecycle,
   name: string,
-  state: InstanceState,
-): Promise<void> {
+  launched: Launched,
+  error: unknown,
+): Promise<unknown> {
+  const paths = lc.paths(name);
+  const reported = explainExit(launched, paths, error);
   await lc.deps.forgetMonitor(name);
-  await terminateProcess(state, { termMs: 2000, killMs: 5000 });
-  removeInstanceFiles(lc.paths(name));
+  await terminateProcess(launched.state, { termMs: 2000, killMs: 5000 });
+  removeInstanceFiles(paths);
+  return reported;
 }
 
 /**

@@ -74,6 +74,23 @@ export interface LaunchRequest {
 export interface Launched {
   state: InstanceState;
   process: SpawnedProcess;
+  /** Size of the log before this launch: QEMU's own lines start there. */
+  logOffset: number;
+}
+
+/**
+ * The error to report for a step after launch that failed: when the QEMU process has
+ * exited meanwhile (QEMU opens its sockets before it loads the kernel or the disks, so
+ * it can die after they listen), a `HypervisorError` quoting QEMU's own output, with the
+ * step's error as its cause; otherwise the step's error unchanged.
+ */
+export function explainExit(launched: Launched, paths: InstancePaths, error: unknown): unknown {
+  if (processAlive(launched.state)) return error;
+  const output = tailOf(paths.log, launched.logOffset).trim();
+  return new HypervisorError(
+    `instance '${launched.state.name}': QEMU exited during start-up: ${output || '(no output)'}`,
+    { cause: error },
+  );
 }
 
 /**
@@ -117,7 +134,7 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
   try {
     if (proc.startTime !== '0') writeInstanceState(paths, state);
     await waitForSocket(req, proc, logOffset);
-    return { state, process: proc };
+    return { state, process: proc, logOffset };
   } catch (e) {
     await terminateProcess(proc, { termMs: 2000, killMs: 5000 }).catch(() => undefined);
     removeInstanceFiles(paths, { keepRuntime: true });

@@ -12,7 +12,7 @@ import { Deadline } from '../migration/deadline.js';
 import type { Monitor } from '../monitor/types.js';
 import type { AcceleratorChoice } from '../qemu/accel.js';
 import { formatVersion } from '../qemu/version.js';
-import { acceleratorFor, launchQemu, readPasswordFile } from './launch.js';
+import { acceleratorFor, explainExit, launchQemu, readPasswordFile } from './launch.js';
 import { type InstancePaths, instancePaths, type RunLayout } from './layout.js';
 import { applyPinning, pinningPlan } from './pinning.js';
 import { processAlive, terminateProcess } from './process.js';
@@ -173,10 +173,11 @@ export class InstanceLifecycle {
     const runtime = resolveRuntime(spec, features);
     writeFileAtomic(paths.runtime, serializeRuntime(runtime));
     const log = this.deps.log;
-    const { state } = await launchQemu({ runtime, features, paths, accel, deadline }).catch((e: unknown) => {
+    const launched = await launchQemu({ runtime, features, paths, accel, deadline }).catch((e: unknown) => {
       removeInstanceFiles(paths);
       throw e;
     });
+    const { state } = launched;
     log.info({ instance: spec.name, pid: state.pid, accel }, 'QEMU started (paused)');
     try {
       const s = await this.step(spec.name, deadline);
@@ -193,9 +194,10 @@ export class InstanceLifecycle {
       // Nothing of the VM exists yet: kill it, then report why.
       log.error({ instance: spec.name, err: errorText(e) }, 'start failed; killing the QEMU it started');
       await this.deps.forgetMonitor(spec.name);
+      const reported = explainExit(launched, paths, e);
       await terminateProcess(state, { termMs: 2000, killMs: 5000 }).catch(() => undefined);
       removeInstanceFiles(paths);
-      throw e;
+      throw reported;
     }
     return this.info(spec.name);
   }
