@@ -58,6 +58,57 @@ export interface TObject<Properties extends TProperties = TProperties> extends T
   required: (keyof Properties & string)[];
 }
 
+/** `Type.Literal(value)`. */
+export interface TLiteral<
+  Value extends string | number | boolean | bigint = string | number | boolean | bigint,
+> extends TSchema {
+  '~kind': 'Literal';
+  type: Value extends bigint
+    ? 'bigint'
+    : Value extends boolean
+      ? 'boolean'
+      : Value extends number
+        ? 'number'
+        : Value extends string
+          ? 'string'
+          : never;
+  const: Value;
+}
+
+/** `Type.Array(items)`. */
+export interface TArray<Items extends TSchema = TSchema> extends TSchema {
+  '~kind': 'Array';
+  type: 'array';
+  items: Items;
+}
+
+/** `Type.Record(Type.String(), value)`. */
+export interface TRecord<Key extends string = string, Value extends TSchema = TSchema> extends TSchema {
+  '~kind': 'Record';
+  type: 'object';
+  patternProperties: { [_ in Key]: Value };
+}
+
+/** `Type.Unknown()`. */
+export interface TUnknown extends TSchema {
+  '~kind': 'Unknown';
+}
+
+/** `Type.Optional(schema)`: a property that may be absent. */
+export type TOptional<Type extends TSchema = TSchema> = Type & { '~optional': true };
+
+type OptionalKeys<Properties extends TProperties> = {
+  [K in keyof Properties]: Properties[K] extends TOptional<TSchema> ? K : never;
+}[keyof Properties];
+
+type Flatten<T> = { [K in keyof T]: T[K] };
+
+type StaticObject<Properties extends TProperties> = Flatten<
+  { [K in Exclude<keyof Properties, OptionalKeys<Properties>>]: Static<Properties[K]> } & {
+    [K in OptionalKeys<Properties>]?: Static<Properties[K]>;
+  }
+>;
+
 /** The value type a schema describes (typebox's `Static`, for the schema kinds above). */
 export type Static<T extends TSchema> = T extends TString
   ? string
@@ -67,11 +118,19 @@ export type Static<T extends TSchema> = T extends TString
       ? boolean
       : T extends TNull
         ? null
-        : T extends TUnion<infer Types>
-          ? Static<Types[number]>
-          : T extends TObject<infer Properties>
-            ? { [K in keyof Properties]: Static<Properties[K]> }
-            : unknown;
+        : T extends TLiteral<infer Value>
+          ? Value
+          : T extends TArray<infer Items>
+            ? Static<Items>[]
+            : T extends TRecord<string, infer Value>
+              ? Record<string, Static<Value>>
+              : T extends TUnknown
+                ? unknown
+                : T extends TUnion<infer Types>
+                  ? Static<Types[number]>
+                  : T extends TObject<infer Properties>
+                    ? StaticObject<Properties>
+                    : unknown;
 
 type ObjectSchema<Properties extends TProperties> = TObject<Properties>;
 

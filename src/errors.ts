@@ -32,6 +32,29 @@ export class HvParamError extends HypervisorError {
   }
 }
 
+/** One problem found in an instance spec: the field it concerns (`disks[1].path`) and a readable message. */
+export interface InstanceSpecProblem {
+  /** Path of the field in the spec (`name`, `nics[0].mac`, `hvparams.boot_order`), or `''` for the whole spec. */
+  field: string;
+  /** What is wrong, naming the value. */
+  message: string;
+}
+
+/**
+ * An instance spec that cannot be started: `problems` lists every problem found at once
+ * (hvparam problems too, as `hvparams.<key>`); `message` joins them with `; `.
+ */
+export class InstanceSpecError extends HypervisorError {
+  override name = 'InstanceSpecError';
+  readonly problems: InstanceSpecProblem[];
+  constructor(problems: InstanceSpecProblem[]) {
+    super(
+      `invalid instance spec: ${problems.map((p) => (p.field ? `${p.field}: ${p.message}` : p.message)).join('; ')}`,
+    );
+    this.problems = problems;
+  }
+}
+
 /** Connection-level monitor failure: cannot connect, bad greeting, socket closed. */
 export class MonitorError extends HypervisorError {
   override name = 'MonitorError';

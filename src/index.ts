@@ -16,6 +16,8 @@ export {
   HvParamError,
   type HvParamProblem,
   HypervisorError,
+  InstanceSpecError,
+  type InstanceSpecProblem,
   MigrationError,
   type MigrationErrorDetails,
   type MigrationRecovery,
@@ -103,28 +105,13 @@ export {
 } from './hvparams/index.js';
 // Instance life cycle (start, stop, reboot, info, migration of library-started instances).
 export type { AcceptInstanceStartOptions } from './instance/accept.js';
-export {
-  DEFAULT_INSTANCE_RUN_DIR,
-  type InstancePaths,
-  instancePaths,
-  type RunLayout,
-  runLayout,
-} from './instance/layout.js';
+export * from './instance/index.js';
 export {
   DEFAULT_START_TIMEOUT_MS,
   type InstanceInfo,
   type InstanceStateName,
   type StartInstanceOptions,
 } from './instance/lifecycle.js';
-export {
-  type InstanceDisk,
-  InstanceDiskSchema,
-  type InstanceNic,
-  type InstanceNicNetwork,
-  InstanceNicSchema,
-  type InstanceSpec,
-  InstanceSpecSchema,
-} from './instance/spec.js';
 export type { StopInstanceOptions, StopOutcome } from './instance/stop.js';
 export { DEFAULT_RUN_DIR, DEFAULT_STEP_TIMEOUT_MS, KVMHypervisor } from './kvm.js';
 export type { LoggerLike, LogMethod, MonitorLogger } from './logger.js';

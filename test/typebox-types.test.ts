@@ -6,14 +6,44 @@
 import type * as Typebox from 'typebox';
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import type * as Published from '../scripts/typebox-types.js';
-import { HV_PARAMETERS, type KvmHvParams, KvmHvParamsSchema } from '../src/index.js';
+import {
+  HV_PARAMETERS,
+  type InstanceRuntime,
+  InstanceRuntimeSchema,
+  type InstanceSpec,
+  InstanceSpecSchema,
+  type KvmHvParams,
+  KvmHvParamsSchema,
+} from '../src/index.js';
 
 /** The `~kind`s that scripts/typebox-types.d.ts declares. */
-const DESCRIBED_KINDS = new Set(['String', 'Integer', 'Boolean', 'Null', 'Union', 'Object']);
+const DESCRIBED_KINDS = new Set([
+  'String',
+  'Integer',
+  'Boolean',
+  'Null',
+  'Union',
+  'Object',
+  'Literal',
+  'Array',
+  'Record',
+  'Unknown',
+]);
 
 function kindsIn(schema: unknown): string[] {
-  const s = schema as { '~kind'?: string; anyOf?: unknown[]; properties?: Record<string, unknown> };
-  const nested = [...(s.anyOf ?? []), ...Object.values(s.properties ?? {})];
+  const s = schema as {
+    '~kind'?: string;
+    anyOf?: unknown[];
+    properties?: Record<string, unknown>;
+    items?: unknown;
+    patternProperties?: Record<string, unknown>;
+  };
+  const nested = [
+    ...(s.anyOf ?? []),
+    ...Object.values(s.properties ?? {}),
+    ...(s.items ? [s.items] : []),
+    ...Object.values(s.patternProperties ?? {}),
+  ];
   return [String(s['~kind']), ...nested.flatMap(kindsIn)];
 }
 
@@ -25,7 +55,15 @@ describe('published typebox types', () => {
     >();
   });
 
+  it('give the same instance spec and runtime types as typebox', () => {
+    expectTypeOf<Published.Static<typeof InstanceSpecSchema>>().toEqualTypeOf<InstanceSpec>();
+    expectTypeOf<Published.Static<typeof InstanceRuntimeSchema>>().toEqualTypeOf<InstanceRuntime>();
+  });
+
   it('declare the schema interfaces as typebox does', () => {
+    expectTypeOf<Published.TLiteral<1>>().toEqualTypeOf<Typebox.TLiteral<1>>();
+    expectTypeOf<Published.TArray<Published.TString>>().toEqualTypeOf<Typebox.TArray<Typebox.TString>>();
+    expectTypeOf<Published.TUnknown>().toEqualTypeOf<Typebox.TUnknown>();
     expectTypeOf<Published.TString>().toEqualTypeOf<Typebox.TString>();
     expectTypeOf<Published.TInteger>().toEqualTypeOf<Typebox.TInteger>();
     expectTypeOf<Published.TBoolean>().toEqualTypeOf<Typebox.TBoolean>();
@@ -40,6 +78,7 @@ describe('published typebox types', () => {
   it('describe every schema kind the registry uses', () => {
     const used = new Set(kindsIn(KvmHvParamsSchema));
     for (const def of Object.values(HV_PARAMETERS)) for (const k of kindsIn(def.schema)) used.add(k);
+    for (const k of [...kindsIn(InstanceSpecSchema), ...kindsIn(InstanceRuntimeSchema)]) used.add(k);
     expect([...used].filter((k) => !DESCRIBED_KINDS.has(k))).toEqual([]);
     expect(used.has('Object')).toBe(true);
   });

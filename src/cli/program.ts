@@ -6,7 +6,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { HvParamError, MigrationError } from '../errors.js';
-import { parseRuntime } from '../instance/runtime-adapter.js';
+import { parseRuntime } from '../instance/runtime.js';
 import { KVMHypervisor } from '../kvm.js';
 import type { Instance } from '../migration/types.js';
 import type { Monitor } from '../monitor/types.js';

@@ -9,10 +9,11 @@ import type { FinalizeOutcome } from '../errors.js';
 import { HypervisorError } from '../errors.js';
 import type { Deadline } from '../migration/deadline.js';
 import type { AcceleratorChoice } from '../qemu/accel.js';
+import { probeQemuFeatures } from './features.js';
 import { acceleratorFor, explainExit, type Launched, launchQemu } from './launch.js';
 import type { InstanceLifecycle } from './lifecycle.js';
 import { processAlive, terminateProcess } from './process.js';
-import { parseRuntime, probeQemuFeatures } from './runtime-adapter.js';
+import { parseRuntime } from './runtime.js';
 import {
   ensureRunLayout,
   readInstanceState,
@@ -96,7 +97,7 @@ export async function discardDestination(
   error: unknown,
 ): Promise<unknown> {
   const paths = lc.paths(name);
-  const reported = explainExit(launched, paths, error);
+  const reported = await explainExit(launched, paths, error);
   await lc.deps.forgetMonitor(name);
   await terminateProcess(launched.state, { termMs: 2000, killMs: 5000 });
   removeInstanceFiles(paths);

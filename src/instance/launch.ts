@@ -12,14 +12,18 @@ import type { KvmHvParams } from '../hvparams/index.js';
 import type { Deadline } from '../migration/deadline.js';
 import { type Accelerator, type AcceleratorChoice, kvmUsable, resolveAccelerator } from '../qemu/accel.js';
 import { listeningUnixSockets } from '../qemu/process.js';
+import { type LaunchContext, renderArgv } from './argv.js';
+import type { QemuFeatures } from './features.js';
 import type { InstancePaths } from './layout.js';
-import { processAlive, type SpawnedProcess, spawnDetached, tailOf, terminateProcess } from './process.js';
 import {
-  type InstanceRuntime,
-  type LaunchContext,
-  type QemuFeatures,
-  renderArgv,
-} from './runtime-adapter.js';
+  processAlive,
+  type SpawnedProcess,
+  spawnDetached,
+  tailOf,
+  terminateProcess,
+  waitForExit,
+} from './process.js';
+import type { InstanceRuntime } from './runtime.js';
 import { type InstanceState, removeInstanceFiles, writeInstanceState } from './state.js';
 
 /**
@@ -50,10 +54,14 @@ export function acceleratorFor(
 /**
  * The argv the life cycle starts: the rendered one plus `-no-shutdown`, so a guest that
  * powers off leaves QEMU in run state `shutdown` (visible to `getInstanceInfo`, restartable
- * by `rebootInstance`) instead of an exited process that cannot tell a poweroff from a crash.
+ * by `rebootInstance`) instead of an exited process that cannot tell a poweroff from a
+ * crash. A migration destination gets no `-S`: QEMU then resumes the VM the moment it has
+ * loaded it (as the source ran it: a non-live migration stays paused), instead of adding
+ * the time until `finalizeMigrationDst` sends `cont` to the downtime.
  */
 export function launchArgv(runtime: InstanceRuntime, features: QemuFeatures, ctx: LaunchContext): string[] {
-  const argv = renderArgv(runtime, features, ctx);
+  let argv = renderArgv(runtime, features, ctx);
+  if (ctx.incoming !== undefined) argv = argv.filter((a) => a !== '-S');
   if (!argv.includes('-no-shutdown')) argv.push('-no-shutdown');
   return argv;
 }
@@ -78,14 +86,22 @@ export interface Launched {
   logOffset: number;
 }
 
+/** How long a failed step waits for a QEMU that may be exiting, ms. */
+const EXITING_GRACE_MS = 1000;
+
 /**
  * The error to report for a step after launch that failed: when the QEMU process has
  * exited meanwhile (QEMU opens its sockets before it loads the kernel or the disks, so
  * it can die after they listen), a `HypervisorError` quoting QEMU's own output, with the
  * step's error as its cause; otherwise the step's error unchanged.
  */
-export function explainExit(launched: Launched, paths: InstancePaths, error: unknown): unknown {
-  if (processAlive(launched.state)) return error;
+export async function explainExit(
+  launched: Launched,
+  paths: InstancePaths,
+  error: unknown,
+): Promise<unknown> {
+  // A QEMU that is exiting closes its sockets first: give it a moment to be gone.
+  if (!(await waitForExit(launched.state, EXITING_GRACE_MS))) return error;
   const output = tailOf(paths.log, launched.logOffset).trim();
   return new HypervisorError(
     `instance '${launched.state.name}': QEMU exited during start-up: ${output || '(no output)'}`,

@@ -12,20 +12,20 @@ import { Deadline } from '../migration/deadline.js';
 import type { Monitor } from '../monitor/types.js';
 import type { AcceleratorChoice } from '../qemu/accel.js';
 import { formatVersion } from '../qemu/version.js';
+import { checkInstanceSpec } from './check.js';
+import { probeQemuFeatures } from './features.js';
 import { acceleratorFor, explainExit, launchQemu, readPasswordFile } from './launch.js';
 import { type InstancePaths, instancePaths, type RunLayout } from './layout.js';
 import { applyPinning, pinningPlan } from './pinning.js';
 import { processAlive, terminateProcess } from './process.js';
 import * as qmp from './qmp-actions.js';
 import {
-  checkInstanceSpec,
   type InstanceRuntime,
   parseRuntime,
   postStartActions,
-  probeQemuFeatures,
   resolveRuntime,
   serializeRuntime,
-} from './runtime-adapter.js';
+} from './runtime.js';
 import type { InstanceSpec } from './spec.js';
 import {
   ensureRunLayout,
@@ -194,7 +194,7 @@ export class InstanceLifecycle {
       // Nothing of the VM exists yet: kill it, then report why.
       log.error({ instance: spec.name, err: errorText(e) }, 'start failed; killing the QEMU it started');
       await this.deps.forgetMonitor(spec.name);
-      const reported = explainExit(launched, paths, e);
+      const reported = await explainExit(launched, paths, e);
       await terminateProcess(state, { termMs: 2000, killMs: 5000 }).catch(() => undefined);
       removeInstanceFiles(paths);
       throw reported;

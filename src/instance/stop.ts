@@ -11,7 +11,7 @@ import { Deadline } from '../migration/deadline.js';
 import type { InstanceLifecycle } from './lifecycle.js';
 import { processAlive, type TerminationStep, terminateProcess, waitForExit } from './process.js';
 import * as qmp from './qmp-actions.js';
-import { parseRuntime } from './runtime-adapter.js';
+import { parseRuntime } from './runtime.js';
 import { readInstanceState, removeInstanceFiles } from './state.js';
 
 /** Options of `stopInstance`. */

@@ -17,12 +17,15 @@ import { GUEST_STATUS_ADDRESS } from '../../src/guest/image.js';
 import { parseGuestStatus, parseXpWords, writeGuestImage } from '../../src/guest/index.js';
 import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import { processAlive } from '../../src/instance/process.js';
+import { resolveRuntime, serializeRuntime } from '../../src/instance/runtime.js';
 import type { InstanceSpec } from '../../src/instance/spec.js';
 import { readInstanceState } from '../../src/instance/state.js';
 import { KVMHypervisor } from '../../src/kvm.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
 import { freePort } from '../../src/qemu/process.js';
 import { accelerators, describeEachRelease, type ReleaseCase, releaseCases } from '../support/real-qemu.js';
+import { recordedFeatures } from './fixtures.js';
+import { baseSpec } from './specs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-life-'));
 const guest = join(dir, 'guest.img');
@@ -320,7 +323,7 @@ describe('bad specs start nothing', () => {
 describe('acceptInstance with migration info', () => {
   it('refuses the runtime of another instance before starting anything', async () => {
     const hv = new KVMHypervisor({ instanceDir: join(dir, 'refuse') });
-    const runtime = JSON.stringify({ formatVersion: 1, instance: { name: 'other', uuid: uuid(9) } });
+    const runtime = serializeRuntime(resolveRuntime(baseSpec({ name: 'other' }), recordedFeatures('7.2')));
     await expect(hv.acceptInstance({ name: 'mine' }, runtime, '127.0.0.1')).rejects.toThrow(
       /'other', not 'mine'/,
     );

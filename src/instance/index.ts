@@ -1,0 +1,55 @@
+/**
+ * Instances: the spec, its checks, QEMU feature probing, the typed runtime and the argv.
+ * @packageDocumentation
+ */
+export { type InterfaceAddress, type LaunchContext, MAX_SOCKET_PATH_BYTES, renderArgv } from './argv.js';
+export { checkInstanceSpec, INSTANCE_NAME_PATTERN, isUnicastMac, MIN_INSTANCE_MEMORY_MIB } from './check.js';
+export {
+  describeQemu,
+  featuresFromProbe,
+  hasDevice,
+  hasOption,
+  type ProbeOptions,
+  probeQemuFeatures,
+  type QemuFeatures,
+  type QemuMachineType,
+  QemuProbeError,
+  type QemuProbeReplies,
+  recordQemuProbe,
+} from './features.js';
+export { PROBED_ACCELERATORS, PROBED_DEVICES } from './features-parse.js';
+export {
+  DEFAULT_INSTANCE_RUN_DIR,
+  type InstancePaths,
+  instancePaths,
+  type RunLayout,
+  runLayout,
+} from './layout.js';
+export {
+  type DeviceBus,
+  deviceId,
+  type InstanceRuntime,
+  InstanceRuntimeSchema,
+  type PostStartActions,
+  parseRuntime,
+  postStartActions,
+  RUNTIME_FORMAT_VERSION,
+  type RuntimeCdrom,
+  type RuntimeDisk,
+  type RuntimeDisplay,
+  RuntimeFormatError,
+  type RuntimeNic,
+  resolveRuntime,
+  serializeRuntime,
+  type VncBind,
+} from './runtime.js';
+export {
+  type InstanceDisk,
+  InstanceDiskSchema,
+  type InstanceNic,
+  type InstanceNicNetwork,
+  InstanceNicNetworkSchema,
+  InstanceNicSchema,
+  type InstanceSpec,
+  InstanceSpecSchema,
+} from './spec.js';

@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest';
+import { HvParamError } from '../../src/errors.js';
+import { type LaunchContext, renderArgv } from '../../src/instance/argv.js';
+import { resolveRuntime } from '../../src/instance/runtime.js';
+import { ARGV_CASES, type ArgvCase } from './argv-cases.js';
+import { FIXTURE_PATHS, RECORDED_RELEASES, recordedFeatures } from './fixtures.js';
+
+/** The argv of `c` on `release`, or the error it gives, as golden text. */
+function render(c: ArgvCase, release: string): string {
+  const features = recordedFeatures(release);
+  const ctx: LaunchContext = { paths: FIXTURE_PATHS(c.spec.name), accel: 'tcg', ...c.ctx };
+  try {
+    const argv = renderArgv(resolveRuntime(c.spec, features), features, ctx);
+    return argv
+      .map((a, i) => (i > 0 && a.startsWith('-') ? `\n  ${a}` : ` ${a}`))
+      .join('')
+      .trim();
+  } catch (err) {
+    if (err instanceof HvParamError) return `HvParamError: ${err.message}`;
+    throw err;
+  }
+}
+
+describe('argv golden files', () => {
+  it.each(RECORDED_RELEASES)('QEMU %s', async (release) => {
+    const text = ARGV_CASES.map((c) => `## ${c.name}\n${render(c, release)}\n`).join('\n');
+    await expect(text).toMatchFileSnapshot(`../fixtures/argv/qemu-${release}.txt`);
+  });
+});
+
+describe('renderArgv', () => {
+  const f = recordedFeatures('11.1');
+  const paths = FIXTURE_PATHS('web1');
+
+  it('starts paused with QMP and HMP sockets, a pidfile, no -daemonize, one -accel', () => {
+    const argv = renderArgv(resolveRuntime(ARGV_CASES[0]!.spec, f), f, { paths, accel: 'kvm' });
+    expect(argv[0]).toBe(f.binary);
+    expect(argv).toContain('-S');
+    expect(argv).not.toContain('-daemonize');
+    expect(argv.join(' ')).toContain(`-qmp unix:${paths.qmp},server=on,wait=off`);
+    expect(argv.join(' ')).toContain(`-monitor unix:${paths.hmp},server=on,wait=off`);
+    expect(argv.join(' ')).toContain(`-pidfile ${paths.pidfile}`);
+    expect(argv.filter((a) => a === '-accel')).toHaveLength(1);
+    expect(argv[argv.indexOf('-accel') + 1]).toBe('kvm');
+    expect(argv.join(' ')).not.toMatch(/accel=/);
+  });
+
+  it('escapes commas in paths', () => {
+    const spec = {
+      ...ARGV_CASES[0]!.spec,
+      disks: [{ uuid: '932df160-7a22-4067-8d2a-5c1f0b2f1e11', path: '/srv/a,b.img', kind: 'file' as const }],
+    };
+    const argv = renderArgv(resolveRuntime(spec, f), f, { paths, accel: 'tcg' });
+    expect(argv.find((a) => a.includes('file.filename'))).toContain('file.filename=/srv/a,,b.img');
+  });
+
+  it('refuses a runtime whose machine type the target QEMU lacks', () => {
+    const runtime = resolveRuntime(ARGV_CASES[0]!.spec, f);
+    expect(() => renderArgv(runtime, recordedFeatures('5.2'), { paths, accel: 'tcg' })).toThrow(
+      /machine_version.*pc-i440fx-11\.1/,
+    );
+  });
+
+  it('refuses kvm_flag contradicting the accelerator', () => {
+    const spec = { ...ARGV_CASES[0]!.spec, hvparams: { kernel_path: '', kvm_flag: 'enabled' } };
+    expect(() => renderArgv(resolveRuntime(spec, f), f, { paths, accel: 'tcg' })).toThrow(/kvm_flag/);
+  });
+
+  it('refuses socket paths too long for a UNIX socket', () => {
+    const long = FIXTURE_PATHS('web1');
+    long.qmp = `/${'x'.repeat(120)}.qmp`;
+    expect(() =>
+      renderArgv(resolveRuntime(ARGV_CASES[0]!.spec, f), f, { paths: long, accel: 'tcg' }),
+    ).toThrow(/107/);
+  });
+});
