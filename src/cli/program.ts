@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
-import { HvParamError, MigrationError } from '../errors.js';
+import { HvParamError, InstanceSpecError, MigrationError } from '../errors.js';
 import { parseRuntime } from '../instance/runtime.js';
 import { KVMHypervisor } from '../kvm.js';
 import type { Instance } from '../migration/types.js';
@@ -426,7 +426,9 @@ export function errorJson(error: unknown): Record<string, unknown> {
     error: {
       name: e.name,
       message: e.message,
-      ...(error instanceof HvParamError ? { problems: error.problems } : {}),
+      ...(error instanceof HvParamError || error instanceof InstanceSpecError
+        ? { problems: error.problems }
+        : {}),
     },
   };
 }

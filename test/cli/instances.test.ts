@@ -140,4 +140,39 @@ describeEachRelease('kvm-hv instance commands', host, () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/not JSON/);
   });
+
+  it('a bad spec exits 2 listing every problem, and starts nothing', async () => {
+    const bad = join(dir, 'bad-spec.json');
+    const disk = { path: '/srv/same.img', kind: 'file' };
+    writeFileSync(
+      bad,
+      JSON.stringify({
+        name: 'bad1',
+        uuid: '7d3f6f1e-5a2b-4c8d-9e0f-1a2b3c4d5e6f',
+        memory: { maxMiB: 64 },
+        vcpus: 1,
+        disks: [
+          { ...disk, uuid: '932df160-7a22-4067-8a1b-2c3d4e5f6a01' },
+          { ...disk, uuid: '932df160-7a22-4067-8a1b-2c3d4e5f6a02' },
+        ],
+        nics: [
+          {
+            uuid: '003fc157-66a8-4e6d-8b7e-ec4f69751396',
+            mac: '01:00:00:12:34:56',
+            network: { type: 'user' },
+          },
+        ],
+      }),
+    );
+    const r = await run(['start', bad, '--run-dir', join(dir, 'node4'), '--json'], 30_000, env);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/invalid instance spec \((\d+) problems\)/);
+    const doc = JSON.parse(r.stdout) as { error: { problems: { field: string }[] } };
+    const fields = doc.error.problems.map((p) => p.field);
+    expect(fields.some((f) => f.startsWith('disks'))).toBe(true);
+    expect(fields.some((f) => f.startsWith('nics'))).toBe(true);
+    expect((await run(['list', '--run-dir', join(dir, 'node4')], 30_000, env)).stdout).toContain(
+      'no instances',
+    );
+  });
 });
