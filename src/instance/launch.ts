@@ -24,7 +24,7 @@ import {
   waitForExit,
 } from './process.js';
 import type { InstanceRuntime } from './runtime.js';
-import { type InstanceState, removeInstanceFiles, writeInstanceState } from './state.js';
+import { ensureChroot, type InstanceState, removeInstanceFiles, writeInstanceState } from './state.js';
 
 /**
  * The accelerator for an instance: `kvm_flag` `enabled` demands KVM (an `HvParamError` when
@@ -126,6 +126,7 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
   };
   const argv = launchArgv(runtime, req.features, ctx);
   for (const f of [paths.qmp, paths.hmp, paths.pidfile]) rmSync(f, { force: true });
+  if (runtime.hvparams.use_chroot) ensureChroot(paths);
   let logOffset = 0;
   try {
     logOffset = statSync(paths.log).size;

@@ -4,7 +4,7 @@
  * where its monitor is, and what it was started with. Written atomically (temporary file
  * then rename) so a crash never leaves half a state file.
  */
-import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import type { Static } from 'typebox';
 import * as Type from 'typebox/type';
 import { Value } from 'typebox/value';
@@ -96,10 +96,28 @@ export function readInstanceState(paths: InstancePaths): InstanceState | undefin
 
 /**
  * Removes every file the instance's process and this library left in the run directory
- * (sockets, pidfile, state, runtime unless `keepRuntime`). Missing files are fine.
+ * (sockets, pidfile, state, runtime unless `keepRuntime`, an empty chroot folder).
+ * Missing files are fine.
  */
 export function removeInstanceFiles(paths: InstancePaths, { keepRuntime = false } = {}): void {
   const files = [paths.pidfile, paths.qmp, paths.hmp, paths.serial, paths.qga, paths.vnc, paths.state];
   if (!keepRuntime) files.push(paths.runtime);
   for (const f of files) rmSync(f, { force: true });
+  try {
+    rmdirSync(paths.chroot);
+  } catch (e) {
+    // Absent (no use_chroot), or not empty: what QEMU left there is kept for inspection.
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && (e as NodeJS.ErrnoException).code !== 'ENOTEMPTY') {
+      throw e;
+    }
+  }
+}
+
+/** Mode of an instance's chroot folder (`use_chroot`), as Ganeti creates it. */
+export const CHROOT_MODE = 0o700;
+
+/** Creates the instance's empty chroot folder (`use_chroot`) with mode 0700. */
+export function ensureChroot(paths: InstancePaths): void {
+  mkdirSync(paths.chroot, { recursive: true, mode: CHROOT_MODE });
+  chmodSync(paths.chroot, CHROOT_MODE);
 }

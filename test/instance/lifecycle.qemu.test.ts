@@ -8,7 +8,15 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -209,6 +217,17 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     expect(allowed(byIndex.get(0)!)).toBe('1');
     expect(allowed(byIndex.get(1)!)).toBe('0');
     await hv.stopInstance('pin1', { force: true });
+  });
+
+  it('use_chroot: QEMU runs chrooted in the instance folder (mode 0700), removed on stop', async () => {
+    const hv = node('chroot', rel.accel);
+    await hv.startInstance(spec('jail1', 9, { use_chroot: true }));
+    const paths = instancePaths(runLayout(started.at(-1)!.root), 'jail1');
+    const { pid } = await hv.getInstanceInfo('jail1');
+    expect(readlinkSync(`/proc/${pid}/root`)).toBe(paths.chroot);
+    expect(statSync(paths.chroot).mode & 0o777).toBe(0o700);
+    await hv.stopInstance('jail1', { force: true });
+    expect(existsSync(paths.chroot)).toBe(false);
   });
 
   it('refuses a second start and explains a QEMU that exits at start-up', async () => {
