@@ -2,7 +2,9 @@
  * The KVM hypervisor: Ganeti's `KVMHypervisor` class. The static half owns the hvparam
  * registry and its checks; an instance owns one monitor per VM and drives migrations.
  * Over ~400 lines because it is the public facade: each method is a few lines of wiring
- * under the TSDoc users read; the work is in src/migration/.
+ * under the TSDoc users read; the work is in src/migration/ (migration) and src/instance/
+ * (the instance life cycle: start, stop, reboot, info, the destination started from a
+ * runtime).
  */
 
 import { join } from 'node:path';

@@ -20,7 +20,10 @@ import {
   parseXpWords,
   writeGuestImage,
 } from '../guest/index.js';
+import { instancePaths, runLayout } from '../instance/layout.js';
+import { processAlive } from '../instance/process.js';
 import type { InstanceSpec } from '../instance/spec.js';
+import { readInstanceState } from '../instance/state.js';
 import { KVMHypervisor } from '../kvm.js';
 import type { Instance } from '../migration/types.js';
 import type { Monitor } from '../monitor/types.js';
@@ -114,16 +117,19 @@ export function checkDemoOptions(o: DemoOptions): void {
 
 /** Everything the demo started, so that cleanup can undo exactly that. */
 class DemoResources {
-  readonly hypervisors: KVMHypervisor[] = [];
+  readonly hypervisors: { hv: KVMHypervisor; root: string }[] = [];
   dir: string | undefined;
 
   async cleanup(logger: Logger): Promise<void> {
-    for (const hv of this.hypervisors.splice(0)) {
+    for (const { hv, root } of this.hypervisors.splice(0)) {
       // Every instance either node still runs (the source after a failure, the destination).
       for (const name of hv.listInstances()) {
-        await hv
-          .stopInstance(name, { force: true, killTimeoutMs: 5000 })
-          .catch((e: unknown) => logger.error({ err: e, instance: name }, 'stopping an instance'));
+        await hv.stopInstance(name, { force: true, killTimeoutMs: 5000 }).catch((e: unknown) => {
+          // Refused (a migration still runs): these VMs are the demo's own, kill them.
+          logger.warn({ err: e, instance: name }, 'stop refused; killing the demo VM');
+          const st = readInstanceState(instancePaths(runLayout(root), name));
+          if (st && processAlive(st)) process.kill(st.pid, 'SIGKILL');
+        });
       }
       await hv.close().catch((e: unknown) => logger.debug({ err: e }, 'closing a hypervisor'));
     }
@@ -193,10 +199,14 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
 
     const accel = resolveAccelerator(o.accel ?? 'auto');
     // Two run directories: two "nodes" on this host.
-    const node = (n: string) => new KVMHypervisor({ instanceDir: join(res.dir as string, n), accel, logger });
+    const node = (n: string) => {
+      const root = join(res.dir as string, n);
+      const hv = new KVMHypervisor({ instanceDir: root, accel, logger });
+      res.hypervisors.push({ hv, root });
+      return hv;
+    };
     const hvSrc = node('node1');
     const hvDst = node('node2');
-    res.hypervisors.push(hvSrc, hvDst);
     const rateText = o.rate === 0 ? 'as fast as it can' : `${o.rate} MiB/s`;
     step(
       `starting the source instance (${ACCEL_NAMES[accel]}, ${o.memory} MiB) with the guest dirtying ${o.dirty} MiB at ${rateText}`,

@@ -6,8 +6,10 @@
  */
 
 import { readFileSync } from 'node:fs';
+import { HypervisorError } from '../errors.js';
 import { errorText } from '../migration/channel.js';
 import { Deadline } from '../migration/deadline.js';
+import { ACTIVE_STATUSES, parseQueryMigrate } from '../migration/status.js';
 import type { InstanceLifecycle } from './lifecycle.js';
 import { processAlive, type TerminationStep, terminateProcess, waitForExit } from './process.js';
 import * as qmp from './qmp-actions.js';
@@ -16,7 +18,10 @@ import { readInstanceState, removeInstanceFiles } from './state.js';
 
 /** Options of `stopInstance`. */
 export interface StopInstanceOptions {
-  /** Skip the power button: `quit`, then SIGTERM, then SIGKILL. */
+  /**
+   * Skip the power button: `quit`, then SIGTERM, then SIGKILL; also stop a QEMU whose
+   * migration status cannot be read (frozen). A running migration is refused even so.
+   */
   force?: boolean;
   /** How long the guest gets to power off after the power button, ms (default 60 000). */
   timeoutMs?: number;
@@ -49,6 +54,7 @@ export async function stopInstance(
   let how: StopOutcome['how'] = 'already-gone';
   try {
     if (state && processAlive(state)) {
+      await refuseDuringMigration(lc, name, options.force === true);
       const killMs = options.killTimeoutMs ?? 10_000;
       if (!options.force && acpiOn(paths.runtime)) {
         if (await powerButton(lc, name, options.timeoutMs ?? 60_000)) how = 'powered-off';
@@ -73,6 +79,38 @@ export async function stopInstance(
   }
   log.info({ instance: name, how }, 'instance stopped');
   return { name, how };
+}
+
+/**
+ * Stopping either end of a running migration can lose the VM (in post-copy each end holds
+ * part of it): refused while QEMU reports one. A QEMU whose migration status cannot be
+ * read is stopped only with `force`.
+ */
+async function refuseDuringMigration(lc: InstanceLifecycle, name: string, force: boolean): Promise<void> {
+  let status: string;
+  try {
+    const s = await lc.step(name, Deadline.after(MONITOR_STEP_MS));
+    status = parseQueryMigrate(
+      await s.deadline.race(s.monitor.execute('query-migrate'), "'query-migrate'"),
+    ).status;
+  } catch (e) {
+    if (force) {
+      lc.deps.log.warn(
+        { instance: name, err: errorText(e) },
+        'migration status unreadable; stopping anyway (force)',
+      );
+      return;
+    }
+    throw new HypervisorError(
+      `instance '${name}': cannot read its migration status (${errorText(e)}); if no migration runs, stop it with force`,
+      { cause: e },
+    );
+  }
+  if (ACTIVE_STATUSES.has(status)) {
+    throw new HypervisorError(
+      `instance '${name}': a migration is in progress (status '${status}'): cancel or finalize it first; stopping either end now could lose the VM`,
+    );
+  }
 }
 
 function acpiOn(runtimePath: string): boolean {

@@ -242,7 +242,9 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     expect(String((err as Error).message)).toMatch(/no-such-machine|unsupported machine/i);
     // QEMU opens its sockets before it loads the kernel: a death after that is explained too.
     const noKernel = spec('life4', 8, { kernel_path: join(dir, 'missing-kernel') });
-    await expect(hv.startInstance(noKernel)).rejects.toThrow(/QEMU exited during start-up.*missing-kernel/);
+    await expect(hv.startInstance(noKernel)).rejects.toThrow(
+      /QEMU exited during start-up[\s\S]*missing-kernel/,
+    );
     expect(hv.listInstances()).toEqual([]);
   });
 
@@ -268,11 +270,21 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     await src.waitForMigration(inst, { timeoutMs: 60_000 });
     const arrived = await dst.waitForIncomingMigration(inst, { timeoutMs: 60_000 });
     expect(arrived.running).toBe(false); // non-live: both ends paused now
-    // Same RAM on both ends, byte for byte.
+    // Same RAM on both ends, byte for byte: conventional memory and everything above 1 MiB
+    // (the guest's code and the region it dirties). The 0xA0000-0xFFFFF hole is left out:
+    // it maps the VGA window and the BIOS shadow, whose read-back differs under KVM (one
+    // page at 0xE8000 on every release) although the guest never writes it.
     const sum = async (hv: KVMHypervisor, name: string, file: string) => {
       const m = await hv.monitorFor(name);
-      await m.execute('pmemsave', { val: 0, size: 64 * 1024 * 1024, filename: file });
-      return createHash('sha256').update(readFileSync(file)).digest('hex');
+      const hash = createHash('sha256');
+      for (const [val, size] of [
+        [0, 0xa0000],
+        [0x100000, 64 * 1024 * 1024 - 0x100000],
+      ] as const) {
+        await m.execute('pmemsave', { val, size, filename: file });
+        hash.update(readFileSync(file));
+      }
+      return hash.digest('hex');
     };
     expect(await sum(dst, 'mig1', join(dir, 'dst.mem'))).toBe(await sum(src, 'mig1', join(dir, 'src.mem')));
     const before = await guestStatus(srcPaths.hmp);
@@ -297,6 +309,27 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
 
     expect(dst.listInstances()).toEqual(['mig1']);
     await dst.stopInstance('mig1', { force: true });
+  });
+
+  it('refuses to stop either end while a migration runs; after a cancel the source stays, the destination goes', async () => {
+    const src = node('src', rel.accel);
+    const dst = node('dst', rel.accel);
+    const port = await freePort();
+    // 1 MiB/s for 64 MiB of RAM: the migration runs for a long while.
+    const s = spec('mig3', 11, { migration_port: port, migration_bandwidth: 1 });
+    await src.startInstance(s);
+    const inst = { name: 'mig3', hvparams: s.hvparams };
+    await dst.acceptInstance(inst, src.getMigrationInfo('mig3'), '127.0.0.1');
+    await src.migrateInstance(inst, '127.0.0.1', true);
+    await expect(src.stopInstance('mig3', { force: true })).rejects.toThrow(/migration is in progress/);
+    expect((await src.getInstanceInfo('mig3')).state).toBe('running');
+    await expect(dst.stopInstance('mig3', { force: true })).rejects.toThrow(/migration is in progress/);
+    await src.cancelMigration(inst);
+    expect((await src.finalizeMigrationSource(inst, false)).action).toMatch(/already-running|resumed/);
+    expect((await dst.finalizeMigrationDst(inst, false)).action).toMatch(/quit|already-gone/);
+    expect(dst.listInstances()).toEqual([]);
+    expect((await src.getInstanceInfo('mig3')).state).toBe('running');
+    expect((await src.stopInstance('mig3', { force: true })).how).toBe('quit');
   });
 
   it('a failed migration stops the destination it started and keeps the source', async () => {
