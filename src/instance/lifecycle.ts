@@ -5,7 +5,7 @@
  * of a migration in accept.ts. Every monitor call is raced against a deadline.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { HypervisorError } from '../errors.js';
+import { HypervisorError, UnrecognizedOutputError } from '../errors.js';
 import type { LoggerLike } from '../logger.js';
 import { errorText } from '../migration/channel.js';
 import { Deadline } from '../migration/deadline.js';
@@ -321,6 +321,8 @@ export class InstanceLifecycle {
         qemuVersion: formatVersion(s.monitor.version),
       };
     } catch (e) {
+      // A wrong identity or an answer the parsers cannot read is an error, never a state.
+      if (e instanceof UnrecognizedOutputError) throw e;
       if (e instanceof HypervisorError && /another VM answers/.test(e.message)) throw e;
       return { ...base, state: 'unresponsive', error: errorText(e) };
     }
