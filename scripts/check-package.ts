@@ -11,8 +11,9 @@
  * 3. Type-checks a consumer file, unchanged, as CommonJS (TypeScript `module` commonjs,
  *    node16, nodenext) and as ESM (node16, nodenext, bundler), with strict settings and
  *    without skipLibCheck, then runs each compiled result with node: it imports the root and
- *    `kvm-hypervisor/testing`, checks class names, parses and checks hvparams and
- *    constructs a KVMHypervisor.
+ *    `kvm-hypervisor/testing`, checks class names, parses and checks hvparams, and runs a
+ *    user's orchestration against the fake migration pair (a migration over QMP; a failure
+ *    over HMP and the documented recovery, `finalizeMigrationDst(…, false)` with `quit`).
  *
  * Prints `package check: PASS (N checks)` and exits 0, or `package check: FAIL …` with what
  * failed and exits 1.
@@ -117,8 +118,9 @@ const CONSUMER = `import {
   type LoggerLike,
   MigrationError,
   parseHvParams,
+  runMigration,
 } from 'kvm-hypervisor';
-import { MockMonitor } from 'kvm-hypervisor/testing';
+import { createFakeMigrationPair, MockMonitor } from 'kvm-hypervisor/testing';
 
 // Fails to compile if the hvparam types collapsed to \`any\` (a type that did not resolve).
 type IsAny<T> = 0 extends 1 & T ? true : false;
@@ -145,6 +147,37 @@ async function main(): Promise<void> {
   console.log(\`bandwidth: \${filled.migration_bandwidth} \${bandwidthIsTyped}\`);
   await hv.close();
   await monitor.close();
+  await orchestrate();
+}
+
+// A user's orchestration against the linked fake pair (real monitor clients underneath):
+// a migration over QMP, then a failure over HMP and the documented recovery.
+async function orchestrate(): Promise<void> {
+  const instance = { name: 'web1', hvparams: { migration_bandwidth: 64 } };
+  const ok = createFakeMigrationPair({ version: '7.2.22', protocol: 'qmp' });
+  const src = new KVMHypervisor({ monitor: ok.sourceMonitor });
+  const dst = new KVMHypervisor({ monitor: ok.destinationMonitor });
+  const done = await runMigration({
+    source: { hypervisor: src, instance },
+    destination: { hypervisor: dst, instance },
+    target: '10.0.0.2',
+    pollIntervalMs: 1,
+  });
+  console.log(\`migrate: \${done.status} \${ok.source.qemu.runState} \${ok.destination.qemu.runState}\`);
+  await Promise.all([src.close(), dst.close()]);
+
+  const bad = createFakeMigrationPair({ version: '11.1.3', protocol: 'hmp' });
+  const src2 = new KVMHypervisor({ monitor: bad.sourceMonitor });
+  const dst2 = new KVMHypervisor({ monitor: bad.destinationMonitor });
+  await dst2.acceptInstance(instance);
+  await src2.migrateInstance(instance, '10.0.0.2');
+  bad.fail('Unable to write to socket: Broken pipe', { destination: 'waits' });
+  const failed = await src2.waitForMigration(instance, { pollIntervalMs: 1 }).catch((e: unknown) => e);
+  const reason = failed instanceof MigrationError ? failed.reason : String(failed);
+  const d = await dst2.finalizeMigrationDst(instance, false);
+  const s = await src2.finalizeMigrationSource(instance, false);
+  console.log(\`recovery: \${reason}; \${d.action} \${s.action} \${bad.source.qemu.runState}\`);
+  await Promise.all([src2.close(), dst2.close()]);
 }
 
 main().catch((err: unknown) => {
@@ -157,6 +190,8 @@ const EXPECTED_OUTPUT = [
   'names: HvParamError MigrationError KVMHypervisor MockMonitor',
   'error: HvParamError',
   'bandwidth: 64 false',
+  'migrate: completed postmigrate running',
+  'recovery: Unable to write to socket: Broken pipe; quit already-running running',
 ].join('\n');
 
 interface Variant {

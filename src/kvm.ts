@@ -27,6 +27,7 @@ import {
   type AcceptInstanceStartOptions,
   discardDestination,
   launchDestination,
+  nodeHvParamsOf,
   settleDestination,
 } from './instance/accept.js';
 import { DEFAULT_INSTANCE_RUN_DIR, instancePaths, runLayout } from './instance/layout.js';
@@ -299,6 +300,7 @@ export class KVMHypervisor {
       infoOrOptions,
       deadline,
       startOptions.accel,
+      nodeHvParamsOf(KVMHypervisor.instanceParameters(instance), instance.hvparams ?? {}),
     );
     try {
       const ch = await this.stepChannel(instance.name, deadline, 'accepting the migration');

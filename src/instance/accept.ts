@@ -9,6 +9,7 @@ import type { FinalizeOutcome } from '../errors.js';
 import { HypervisorError } from '../errors.js';
 import type { Deadline } from '../migration/deadline.js';
 import type { AcceleratorChoice } from '../qemu/accel.js';
+import { type LaunchContext, NODE_HV_PARAMS } from './argv.js';
 import { probeQemuFeatures } from './features.js';
 import { acceleratorFor, explainExit, type Launched, launchQemu } from './launch.js';
 import type { InstanceLifecycle } from './lifecycle.js';
@@ -32,6 +33,20 @@ export interface AcceptInstanceStartOptions {
 }
 
 /**
+ * The `keymap`, `security_model`, `security_domain` and `use_chroot` that the instance's
+ * own hvparams set explicitly: on a target they win over the source's runtime (Ganeti
+ * takes them from the current config at every start).
+ */
+export function nodeHvParamsOf(
+  filled: Readonly<Record<string, unknown>>,
+  given: Readonly<Record<string, unknown>>,
+): LaunchContext['nodeHvParams'] {
+  const out: Record<string, unknown> = {};
+  for (const key of NODE_HV_PARAMS) if (key in given) out[key] = filled[key];
+  return out as LaunchContext['nodeHvParams'];
+}
+
+/**
  * Starts the destination QEMU of instance `name` from `migrationInfo` (a runtime) with
  * `-incoming defer`, and writes the runtime and a state file marked `incoming`.
  * @throws HypervisorError when the runtime belongs to another instance or the instance
@@ -43,6 +58,7 @@ export async function launchDestination(
   migrationInfo: string,
   deadline: Deadline,
   accel?: AcceleratorChoice,
+  nodeHvParams?: LaunchContext['nodeHvParams'],
 ): Promise<Launched> {
   const runtime = parseRuntime(migrationInfo);
   if (runtime.instance.name !== name) {
@@ -73,6 +89,7 @@ export async function launchDestination(
       accel: chosen,
       incoming: 'defer',
       deadline,
+      ...(nodeHvParams === undefined ? {} : { nodeHvParams }),
     });
     lc.deps.log.info(
       { instance: name, pid: launched.state.pid, accel: chosen },

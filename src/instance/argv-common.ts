@@ -3,6 +3,7 @@
  * long-form booleans) and the context a rendering part writes into.
  */
 import { HvParamError, type HvParamProblem } from '../errors.js';
+import type { KvmHvParams } from '../hvparams/registry.js';
 import type { QemuFeatures } from './features.js';
 import type { InstancePaths } from './layout.js';
 import type { InstanceRuntime } from './runtime-schema.js';
@@ -31,6 +32,38 @@ export interface LaunchContext {
   poolUser?: string;
   /** SPICE TLS files (`spice_use_tls`): Ganeti's `spice-ca.pem` and `spice.pem` (certificate and key). */
   spiceTls?: { caCert: string; cert: string; key: string };
+  /**
+   * Start with the vCPUs paused (`-S`; default true). A migration destination may leave it
+   * out (`false`, with `incoming`) so that QEMU runs the guest as soon as the state is loaded.
+   */
+  paused?: boolean;
+  /**
+   * `-no-shutdown`: a guest that powers off leaves QEMU in run state `shutdown` instead of
+   * exiting (default false).
+   */
+  noShutdown?: boolean;
+  /**
+   * This node's values of the hvparams Ganeti takes from the current config at every start
+   * rather than from the saved runtime (`keymap`, `security_model`, `security_domain`,
+   * `use_chroot`): on a migration target they may differ from the source's. Absent keys
+   * come from the runtime.
+   */
+  nodeHvParams?: Partial<Pick<KvmHvParams, NodeHvParamName>>;
+}
+
+/** The hvparams a node may override at start ({@link LaunchContext.nodeHvParams}). */
+export const NODE_HV_PARAMS = ['keymap', 'security_model', 'security_domain', 'use_chroot'] as const;
+/** Name of one of {@link NODE_HV_PARAMS}. */
+export type NodeHvParamName = (typeof NODE_HV_PARAMS)[number];
+
+/** The runtime's hvparams with this node's {@link LaunchContext.nodeHvParams} applied. */
+export function effectiveHvParams(runtime: InstanceRuntime, ctx: LaunchContext): KvmHvParams {
+  const out = { ...runtime.hvparams };
+  for (const key of NODE_HV_PARAMS) {
+    const value = ctx.nodeHvParams?.[key];
+    if (value !== undefined) (out as Record<string, unknown>)[key] = value;
+  }
+  return out;
 }
 
 /** A QEMU option value: commas doubled (QemuOpts/keyval escaping). */
@@ -54,6 +87,8 @@ export function opts(pairs: ReadonlyArray<readonly [string, string | number | bo
 /** What a rendering part gets: the runtime, the target QEMU, the node context, and where to put things. */
 export interface RenderState {
   runtime: InstanceRuntime;
+  /** `runtime.hvparams` with the node's overrides ({@link effectiveHvParams}). */
+  hv: KvmHvParams;
   features: QemuFeatures;
   ctx: LaunchContext;
   argv: string[];

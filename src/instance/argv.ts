@@ -1,6 +1,7 @@
 /**
  * Renders the QEMU command line of an instance from its typed runtime, for one QEMU
  * release on one node. Pure: the same runtime, features and context give the same argv.
+ * `ctx.paused: false` leaves `-S` out (a migration destination that runs once loaded).
  * Current spellings only (`-accel`, `-run-with` where QEMU has it, long-form booleans,
  * `-audio` instead of `-soundhw`, `acpi=off` instead of `-no-acpi` from 8.0); QEMU always
  * starts paused (`-S`): the life cycle sets passwords, pinning and the balloon, then `cont`.
@@ -8,14 +9,46 @@
 import { Buffer } from 'node:buffer';
 import { InstanceSpecError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
-import { cannotHonour, type LaunchContext, opts, type RenderState } from './argv-common.js';
+import {
+  cannotHonour,
+  effectiveHvParams,
+  type LaunchContext,
+  opts,
+  type RenderState,
+} from './argv-common.js';
 import { renderNics, renderStorage } from './argv-devices.js';
 import { renderDisplay, renderGuestAgent, renderSound, renderUsb } from './argv-display.js';
 import { describeQemu, hasDevice, hasOption, type QemuFeatures } from './features.js';
 import type { InstanceRuntime } from './runtime-schema.js';
 import { ShellSplitError, shellSplit } from './shell-split.js';
 
-export type { InterfaceAddress, LaunchContext } from './argv-common.js';
+export {
+  type InterfaceAddress,
+  type LaunchContext,
+  NODE_HV_PARAMS,
+  type NodeHvParamName,
+} from './argv-common.js';
+
+/**
+ * The accelerator `kvm_flag` asks for on a node where KVM is (`kvmUsable`) or is not
+ * usable: `enabled` → KVM (refused without it), `disabled` → TCG, empty → KVM when usable.
+ * @throws HvParamError naming `kvm_flag` when it is `enabled` and KVM is not usable.
+ */
+export function chooseAccelerator(hvparams: { kvm_flag: string }, kvmUsable: boolean): 'kvm' | 'tcg' {
+  if (hvparams.kvm_flag === 'enabled') {
+    if (!kvmUsable) {
+      throw cannotHonour([
+        {
+          param: 'kvm_flag',
+          message: "'enabled' but KVM is not usable on this node (/dev/kvm cannot be opened read-write)",
+        },
+      ]);
+    }
+    return 'kvm';
+  }
+  if (hvparams.kvm_flag === 'disabled') return 'tcg';
+  return kvmUsable ? 'kvm' : 'tcg';
+}
 
 /** Longest UNIX socket path Linux accepts (`sun_path` is 108 bytes with the NUL). */
 export const MAX_SOCKET_PATH_BYTES = 107;
@@ -26,8 +59,7 @@ function unixServer(path: string): string {
 }
 
 function renderCore(state: RenderState): void {
-  const { runtime, features, ctx, argv, problems } = state;
-  const hv = runtime.hvparams;
+  const { runtime, features, ctx, argv, problems, hv } = state;
   if (!features.machines.some((m) => m.name === runtime.machine.type)) {
     problems.push({
       param: 'machine_version',
@@ -54,7 +86,8 @@ function renderCore(state: RenderState): void {
   argv.push(features.binary, '-name', runtime.instance.name, '-uuid', runtime.instance.uuid);
   argv.push('-machine', machineOpts, '-accel', ctx.accel);
   if (noAcpiOption) argv.push('-no-acpi');
-  argv.push('-nodefaults', '-no-user-config', '-S');
+  argv.push('-nodefaults', '-no-user-config');
+  if (ctx.paused !== false) argv.push('-S');
   argv.push('-m', String(runtime.memory.maxMiB));
   const { cpus, sockets, cores, threads } = runtime.smp;
   argv.push(
@@ -80,6 +113,7 @@ function renderCore(state: RenderState): void {
   argv.push('-qmp', unixServer(ctx.paths.qmp), '-monitor', unixServer(ctx.paths.hmp));
   argv.push('-serial', hv.serial_console ? unixServer(ctx.paths.serial) : 'none');
   if (hv.reboot_behavior === 'exit') argv.push('-no-reboot');
+  if (ctx.noShutdown) argv.push('-no-shutdown');
   if (hv.mem_path) argv.push('-mem-path', hv.mem_path, '-mem-prealloc');
   if (hv.use_localtime) argv.push('-rtc', 'base=localtime');
   if (hv.keymap) argv.push('-k', hv.keymap);
@@ -94,11 +128,12 @@ function renderCore(state: RenderState): void {
 
 /** `security_model`/`security_domain` and `use_chroot`: `-run-with` where QEMU has the keys, else `-runas`/`-chroot`. */
 function renderProcessOptions(state: RenderState): void {
-  const { runtime, features, ctx, argv, problems } = state;
-  const hv = runtime.hvparams;
+  const { features, ctx, argv, problems, hv } = state;
   let user: string | undefined;
-  if (hv.security_model === 'user') user = hv.security_domain;
-  else if (hv.security_model === 'pool') {
+  if (hv.security_model === 'user') {
+    user = hv.security_domain;
+    if (!user) problems.push({ param: 'security_domain', message: "empty, but security_model is 'user'" });
+  } else if (hv.security_model === 'pool') {
     user = ctx.poolUser;
     if (!user)
       problems.push({
@@ -149,7 +184,15 @@ function checkSockets(runtime: InstanceRuntime, ctx: LaunchContext): void {
  */
 export function renderArgv(runtime: InstanceRuntime, features: QemuFeatures, ctx: LaunchContext): string[] {
   checkSockets(runtime, ctx);
-  const state: RenderState = { runtime, features, ctx, argv: [], problems: [], drivers: new Map() };
+  const state: RenderState = {
+    runtime,
+    hv: effectiveHvParams(runtime, ctx),
+    features,
+    ctx,
+    argv: [],
+    problems: [],
+    drivers: new Map(),
+  };
   renderCore(state);
   renderDisplay(state);
   renderUsb(state);

@@ -6,9 +6,10 @@
  * QEMU again (Ganeti runs `--help` up to seven times per start).
  */
 import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { access, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { delimiter, join, resolve } from 'node:path';
 import { HypervisorError } from '../errors.js';
 import { formatVersion, type QemuVersion } from '../qemu/version.js';
 import {
@@ -92,8 +93,15 @@ export interface ProbeOptions {
   timeoutMs?: number;
   /** Environment of the probe processes (default: this process's), e.g. `QEMU_MODULE_DIR`. */
   env?: NodeJS.ProcessEnv;
-  /** Skip the cache and probe again. */
+  /** Skip the caches and probe again. */
   refresh?: boolean;
+  /**
+   * A folder for a cache file per binary (`qemu-features-<hash>.json`: the raw replies with
+   * the binary's mtime and size), so that other processes skip the probe too. The replies
+   * are parsed again on every read; an unreadable or stale file means a new probe, and a
+   * file that cannot be written is left out (the probe result is still returned).
+   */
+  cacheDir?: string;
 }
 
 /** The probe could not run or QEMU did not answer it. */
@@ -303,13 +311,53 @@ export async function probeQemuFeatures(binary: string, opts: ProbeOptions = {})
   }
   const hit = cache.get(binary);
   if (!opts.refresh && hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) return hit.features;
-  const features = recordQemuProbe(binary, opts).then((r) => featuresFromProbe(binary, r));
+  const features = cachedReplies(binary, st, opts).then((r) => featuresFromProbe(binary, r));
   cache.set(binary, { mtimeMs: st.mtimeMs, size: st.size, features });
   // A failed probe is not cached.
   features.catch(() => {
     if (cache.get(binary)?.features === features) cache.delete(binary);
   });
   return features;
+}
+
+interface CacheFile {
+  binary: string;
+  mtimeMs: number;
+  size: number;
+  replies: QemuProbeReplies;
+}
+
+/** The replies from `opts.cacheDir` when they belong to this binary as it is now, else a new probe (saved there). */
+async function cachedReplies(
+  binary: string,
+  st: { mtimeMs: number; size: number },
+  opts: ProbeOptions,
+): Promise<QemuProbeReplies> {
+  if (!opts.cacheDir) return recordQemuProbe(binary, opts);
+  const file = join(
+    opts.cacheDir,
+    `qemu-features-${createHash('sha256').update(resolve(binary)).digest('hex').slice(0, 16)}.json`,
+  );
+  if (!opts.refresh) {
+    try {
+      const saved = JSON.parse(await readFile(file, 'utf8')) as CacheFile;
+      if (saved.binary === resolve(binary) && saved.mtimeMs === st.mtimeMs && saved.size === st.size) {
+        return saved.replies;
+      }
+    } catch {
+      // No usable cache file: probe.
+    }
+  }
+  const replies = await recordQemuProbe(binary, opts);
+  const saved: CacheFile = { binary: resolve(binary), mtimeMs: st.mtimeMs, size: st.size, replies };
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    await writeFile(tmp, JSON.stringify(saved));
+    await rename(tmp, file);
+  } catch {
+    await rm(tmp, { force: true }).catch(() => {});
+  }
+  return replies;
 }
 
 /** `binary` itself when it has a slash, else the first executable of that name on `$PATH`. */
@@ -326,6 +374,11 @@ async function findExecutable(binary: string, env: NodeJS.ProcessEnv): Promise<s
     }
   }
   throw new Error(`'${binary}' is not on PATH`);
+}
+
+/** Forgets every probe result held in memory (cache files in a `cacheDir` stay). */
+export function clearQemuFeaturesCache(): void {
+  cache.clear();
 }
 
 /** A one-line description (`QEMU 7.2.22 at /usr/bin/kvm`) for messages. */

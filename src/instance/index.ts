@@ -2,9 +2,18 @@
  * Instances: the spec, its checks, QEMU feature probing, the typed runtime and the argv.
  * @packageDocumentation
  */
-export { type InterfaceAddress, type LaunchContext, MAX_SOCKET_PATH_BYTES, renderArgv } from './argv.js';
+export {
+  chooseAccelerator,
+  type InterfaceAddress,
+  type LaunchContext,
+  MAX_SOCKET_PATH_BYTES,
+  NODE_HV_PARAMS,
+  type NodeHvParamName,
+  renderArgv,
+} from './argv.js';
 export { checkInstanceSpec, INSTANCE_NAME_PATTERN, isUnicastMac, MIN_INSTANCE_MEMORY_MIB } from './check.js';
 export {
+  clearQemuFeaturesCache,
   describeQemu,
   featuresFromProbe,
   hasDevice,
@@ -18,6 +27,7 @@ export {
   recordQemuProbe,
 } from './features.js';
 export { PROBED_ACCELERATORS, PROBED_DEVICES } from './features-parse.js';
+export { HV_PARAM_EFFECTS, type HvParamEffect } from './hvparam-effects.js';
 export {
   DEFAULT_INSTANCE_RUN_DIR,
   type InstancePaths,

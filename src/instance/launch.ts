@@ -12,7 +12,7 @@ import type { KvmHvParams } from '../hvparams/index.js';
 import type { Deadline } from '../migration/deadline.js';
 import { type Accelerator, type AcceleratorChoice, kvmUsable, resolveAccelerator } from '../qemu/accel.js';
 import { listeningUnixSockets } from '../qemu/process.js';
-import { type LaunchContext, renderArgv } from './argv.js';
+import { chooseAccelerator, type LaunchContext, renderArgv } from './argv.js';
 import type { QemuFeatures } from './features.js';
 import type { InstancePaths } from './layout.js';
 import {
@@ -36,34 +36,22 @@ export function acceleratorFor(
   choice?: AcceleratorChoice,
   kvmDevice = '/dev/kvm',
 ): Accelerator {
-  if (hvparams.kvm_flag === 'enabled') {
-    if (!kvmUsable(kvmDevice)) {
-      throw new HvParamError([
-        {
-          param: 'kvm_flag',
-          message: `kvm_flag is 'enabled' but ${kvmDevice} cannot be opened read-write (no KVM on this node, or no permission)`,
-        },
-      ]);
-    }
-    return 'kvm';
+  if (hvparams.kvm_flag === 'enabled' || hvparams.kvm_flag === 'disabled') {
+    return chooseAccelerator(hvparams, kvmUsable(kvmDevice));
   }
-  if (hvparams.kvm_flag === 'disabled') return 'tcg';
   return resolveAccelerator(choice, kvmDevice);
 }
 
 /**
- * The argv the life cycle starts: the rendered one plus `-no-shutdown`, so a guest that
- * powers off leaves QEMU in run state `shutdown` (visible to `getInstanceInfo`, restartable
- * by `rebootInstance`) instead of an exited process that cannot tell a poweroff from a
- * crash. A migration destination gets no `-S`: QEMU then resumes the VM the moment it has
- * loaded it (as the source ran it: a non-live migration stays paused), instead of adding
- * the time until `finalizeMigrationDst` sends `cont` to the downtime.
+ * The argv the life cycle starts: always `-no-shutdown`, so a guest that powers off leaves
+ * QEMU in run state `shutdown` (visible to `getInstanceInfo`, restartable by
+ * `rebootInstance`) instead of an exited process that cannot tell a poweroff from a crash.
+ * A migration destination gets no `-S`: QEMU then resumes the VM the moment it has loaded
+ * it (as the source ran it: a non-live migration stays paused), instead of adding the time
+ * until `finalizeMigrationDst` sends `cont` to the downtime.
  */
 export function launchArgv(runtime: InstanceRuntime, features: QemuFeatures, ctx: LaunchContext): string[] {
-  let argv = renderArgv(runtime, features, ctx);
-  if (ctx.incoming !== undefined) argv = argv.filter((a) => a !== '-S');
-  if (!argv.includes('-no-shutdown')) argv.push('-no-shutdown');
-  return argv;
+  return renderArgv(runtime, features, { ...ctx, paused: ctx.incoming === undefined, noShutdown: true });
 }
 
 /** What {@link launchQemu} needs. */
@@ -74,6 +62,8 @@ export interface LaunchRequest {
   accel: Accelerator;
   /** `-incoming` value (`defer`) for a migration destination. */
   incoming?: string;
+  /** This node's `keymap`, `security_model`, `security_domain`, `use_chroot` (a destination's own). */
+  nodeHvParams?: LaunchContext['nodeHvParams'];
   /** Bounds the wait for the QMP socket. */
   deadline: Deadline;
 }
@@ -122,11 +112,12 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
     paths,
     accel: req.accel,
     interfaces: networkInterfaces(),
+    ...(req.nodeHvParams === undefined ? {} : { nodeHvParams: req.nodeHvParams }),
     ...(req.incoming === undefined ? {} : { incoming: req.incoming }),
   };
   const argv = launchArgv(runtime, req.features, ctx);
   for (const f of [paths.qmp, paths.hmp, paths.pidfile]) rmSync(f, { force: true });
-  if (runtime.hvparams.use_chroot) ensureChroot(paths);
+  if (req.nodeHvParams?.use_chroot ?? runtime.hvparams.use_chroot) ensureChroot(paths);
   let logOffset = 0;
   try {
     logOffset = statSync(paths.log).size;

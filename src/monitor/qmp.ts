@@ -4,7 +4,6 @@
  */
 
 import {
-  HmpError,
   type MonitorClosedError,
   MonitorError,
   MonitorProtocolError,
@@ -15,7 +14,7 @@ import {
 import type { MonitorLogger } from '../logger.js';
 import type { QemuVersion } from '../qemu/version.js';
 import { createEventWaiter, dispatchEvent } from './events.js';
-import { detectHmpError } from './hmp-parser.js';
+import { humanCommandOverQmp } from './human-command.js';
 import { type QmpGreeting, type QmpMessage, QmpParser } from './qmp-parser.js';
 import { readHandshake, StreamMonitor } from './stream-monitor.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
@@ -216,18 +215,11 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
   /**
    * Runs an HMP command line through `human-monitor-command` and resolves with its text
    * (`\r` removed). HMP errors come back inside a successful QMP reply; they are found
-   * with `detectHmpError` and reject with `HmpError`.
+   * with `detectHmpError` and reject with `HmpError`; a reply that is not a string rejects
+   * with `UnrecognizedOutputError`.
    */
-  async humanCommand(commandLine: string, options: ExecuteOptions = {}): Promise<string> {
-    const raw = await this.execute<unknown>(
-      'human-monitor-command',
-      { 'command-line': commandLine },
-      options,
-    );
-    const text = typeof raw === 'string' ? raw.replace(/\r/g, '') : '';
-    const err = detectHmpError(text);
-    if (err !== undefined) throw new HmpError(commandLine, err);
-    return text;
+  humanCommand(commandLine: string, options: ExecuteOptions = {}): Promise<string> {
+    return humanCommandOverQmp((command, args) => this.execute(command, args, options), commandLine);
   }
 
   /** Subscribes at once and waits for the first matching event (see `Monitor.waitForEvent`). */

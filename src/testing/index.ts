@@ -1,7 +1,14 @@
 /**
  * Test helpers for users of kvm-hypervisor: `kvm-hypervisor/testing`.
  *
- * * {@link MockMonitor}: an in-memory `Monitor` that answers like a given QEMU version.
+ * * {@link createFakeMigrationPair}: a linked source and destination fake QEMU on a
+ *   {@link FakeClock} the test controls, served to the real `QmpMonitor` / `HmpMonitor`
+ *   over in-memory streams: run `KVMHypervisor` against it, with faults (freeze, lost
+ *   monitor, refused commands, failures with QEMU's reason). See docs/monitor.md.
+ * * {@link FakeQemu}: the QEMU state machine behind it; {@link FakeQemuHost} serves one over
+ *   QMP or HMP ({@link serveQmp}, {@link serveHmp} for any stream).
+ * * {@link MockMonitor}: an in-memory `Monitor` over a `FakeQemu`, without a wire protocol,
+ *   with scripted failures and replies.
  * * {@link FakeQmpServer}: a scripted QMP server on a UNIX socket, for socket-level tests.
  * * {@link QemuVm}: starts and stops real local `qemu-system-x86_64` processes (TCG).
  * * {@link buildGuestImage}: a tiny Multiboot guest that dirties memory at a chosen rate,
@@ -23,6 +30,30 @@ export {
 // Monitor of your own; the declarations of both entries share it.
 export { MonitorEmitter } from '../monitor/events.js';
 export { findQemuBinary, freePort, type QemuExit, QemuVm, type QemuVmOptions } from '../qemu/process.js';
+export {
+  createFakeMigrationPair,
+  FakeClock,
+  type FakeConnectOptions,
+  type FakeDestinationOnFailure,
+  type FakeEndOptions,
+  type FakeIncoming,
+  FakeMigration,
+  FakeMigrationPair,
+  type FakeMigrationPairOptions,
+  type FakeMigrationProgress,
+  FakeMonitorFaults,
+  FakeQemu,
+  type FakeQemuEvent,
+  FakeQemuHost,
+  type FakeQemuHostOptions,
+  type FakeQemuOptions,
+  type FakeQmpCall,
+  type FakeQmpErrorReply,
+  type FakeRunState,
+  type FakeServerHooks,
+  serveHmp,
+  serveQmp,
+} from './fake-qemu/index.js';
 export {
   type FakeQmpCommand,
   type FakeQmpHandler,

@@ -13,6 +13,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { HmpError, HypervisorError, MonitorError, QmpError } from '../errors.js';
 import { createEventWaiter, MonitorEmitter, rejectedWaiter } from '../monitor/events.js';
 import { detectHmpError } from '../monitor/hmp-parser.js';
+import { humanCommandOverQmp } from '../monitor/human-command.js';
 import type {
   EventWaiter,
   Monitor,
@@ -130,10 +131,7 @@ export class TranscriptMonitor extends MonitorEmitter implements Monitor {
 
   async humanCommand(commandLine: string): Promise<string> {
     if (this.protocol === 'qmp') {
-      const text = String(await this.execute('human-monitor-command', { 'command-line': commandLine }));
-      const err = detectHmpError(text);
-      if (err !== undefined) throw new HmpError(commandLine, err);
-      return text;
+      return humanCommandOverQmp((command, args) => this.execute(command, args), commandLine);
     }
     const ex = this.next(commandLine);
     if (!('text' in ex.reply))
@@ -211,10 +209,7 @@ export class RecordingMonitor extends MonitorEmitter implements Monitor {
   async humanCommand(commandLine: string): Promise<string> {
     if (this.inner.protocol === 'qmp') {
       // Recorded as the QMP command it is, so a replay runs the same error detection.
-      const text = String(await this.execute('human-monitor-command', { 'command-line': commandLine }));
-      const err = detectHmpError(text);
-      if (err !== undefined) throw new HmpError(commandLine, err);
-      return text;
+      return humanCommandOverQmp((command, args) => this.execute(command, args), commandLine);
     }
     try {
       const text = await this.inner.humanCommand(commandLine);

@@ -4,6 +4,7 @@
  */
 import type { LaunchContext } from '../../src/instance/argv.js';
 import type { InstanceSpec } from '../../src/instance/spec.js';
+import { HV_PARAM_EXAMPLES } from './hvparam-examples.js';
 import { baseSpec } from './specs.js';
 
 export interface ArgvCase {
@@ -18,7 +19,7 @@ const hv = (params: Record<string, unknown>): InstanceSpec =>
 
 export const ARGV_CASES: ArgvCase[] = [
   { name: 'base', spec: baseSpec() },
-  { name: 'kvm accelerator', spec: baseSpec(), ctx: { accel: 'kvm' } },
+  { name: 'tcg accelerator', spec: baseSpec(), ctx: { accel: 'tcg' } },
   { name: 'incoming defer', spec: baseSpec(), ctx: { incoming: 'defer' } },
   {
     name: 'qcow2 block disk, read-only second disk',
@@ -64,7 +65,7 @@ export const ARGV_CASES: ArgvCase[] = [
     }),
   },
   {
-    name: 'kernel without root_path',
+    name: 'kernel without root_path (refused by the hvparam checks)',
     spec: baseSpec({ hvparams: { kernel_path: '/boot/vmlinuz', root_path: null } }),
   },
   { name: 'serial_console off', spec: hv({ serial_console: false }) },
@@ -75,3 +76,12 @@ export const ARGV_CASES: ArgvCase[] = [
   { name: 'acpi off', spec: hv({ acpi: false }) },
   { name: 'vnc on 0.0.0.0', spec: { ...hv({ vnc_bind_address: '0.0.0.0' }), networkPort: 5905 } },
 ];
+
+/** One golden case per hvparam example (kvm_path only changes argv[0], which the fixtures fix). */
+export const HVPARAM_ARGV_CASES: ArgvCase[] = Object.entries(HV_PARAM_EXAMPLES)
+  .filter(([name]) => name !== 'kvm_path')
+  .map(([name, example]) => ({
+    name: `hvparam ${name}: ${JSON.stringify({ ...example!.base, ...example!.set })}`,
+    spec: baseSpec({ ...example!.spec, hvparams: { kernel_path: '', ...example!.base, ...example!.set } }),
+    ...(example!.ctx ? { ctx: example!.ctx } : {}),
+  }));

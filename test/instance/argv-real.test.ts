@@ -4,7 +4,16 @@
  * nodes, run state). Every QEMU started here is killed by pid after each test.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, beforeAll, expect, it } from 'vitest';
 import { renderArgv } from '../../src/instance/argv.js';
@@ -13,7 +22,8 @@ import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import { resolveRuntime } from '../../src/instance/runtime.js';
 import type { InstanceSpec } from '../../src/instance/spec.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
-import { describeEachRelease, releaseCases } from '../support/real-qemu.js';
+import { qemuReleases } from '../support/qemu-releases.js';
+import { accelerators, describeEachRelease, releaseCases } from '../support/real-qemu.js';
 import { baseSpec } from './specs.js';
 
 const QEMU_IMG = (() => {
@@ -30,6 +40,23 @@ interface PciDevice {
   qdev_id: string;
 }
 
+/** A TCP port that was free a moment ago (VNC needs a display number, so a concrete port). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    // VNC display = port − 5900: look above 5900.
+    const tryPort = (p: number) => {
+      server.once('error', () => tryPort(p + 1));
+      server.listen(p, '127.0.0.1', () => {
+        server.close(() => resolve(p));
+      });
+    };
+    server.removeAllListeners('error');
+    tryPort(5900 + 100 + (process.pid % 500));
+  });
+}
+
 async function waitForFile(path: string, child: ChildProcess, stderr: () => string): Promise<void> {
   const deadline = Date.now() + 30_000;
   while (!existsSync(path)) {
@@ -41,7 +68,7 @@ async function waitForFile(path: string, child: ChildProcess, stderr: () => stri
   }
 }
 
-describeEachRelease('rendered argv starts', releaseCases(['tcg']), (release) => {
+describeEachRelease('rendered argv starts', releaseCases(accelerators()), (release) => {
   let dir: string;
   let features: QemuFeatures;
   const children: ChildProcess[] = [];
@@ -57,14 +84,15 @@ describeEachRelease('rendered argv starts', releaseCases(['tcg']), (release) => 
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  async function start(spec: InstanceSpec) {
+  async function start(spec: InstanceSpec, resolvedOn?: QemuFeatures) {
     dir = mkdtempSync('/tmp/kvr-');
     const layout = runLayout(dir);
     for (const d of [layout.pid, layout.ctrl, layout.conf, layout.chroot, layout.log])
       mkdirSync(d, { recursive: true });
     const paths = instancePaths(layout, spec.name);
-    const runtime = resolveRuntime(spec, features);
-    const argv = renderArgv(runtime, features, { paths, accel: 'tcg' });
+    mkdirSync(paths.chroot, { mode: 0o700 });
+    const runtime = resolveRuntime(spec, resolvedOn ?? features);
+    const argv = renderArgv(runtime, features, { paths, accel: release.accel });
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(child);
     let stderr = '';
@@ -131,6 +159,133 @@ describeEachRelease('rendered argv starts', releaseCases(['tcg']), (release) => 
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
+  });
+
+  it('many hvparams at once: CD-ROM boot, floppy, VNC on an IP with TLS and password, USB tablet, sound, VGA, guest agent, mem_path, kvm_extra, q35', async () => {
+    const tmp = mkdtempSync('/tmp/kvd-');
+    try {
+      const [raw] = disks(tmp);
+      const iso = join(tmp, 'install.iso');
+      writeFileSync(iso, Buffer.alloc(1 << 20));
+      const floppy = join(tmp, 'floppy.img');
+      writeFileSync(floppy, Buffer.alloc(1474560));
+      const port = await freePort();
+      for (const machine of ['', 'q35']) {
+        const { runtime, qmp, child } = await start(
+          baseSpec({
+            networkPort: port,
+            disks: [raw!],
+            hvparams: {
+              kernel_path: '',
+              machine_version: machine,
+              cdrom_image_path: iso,
+              cdrom_disk_type: 'ide',
+              boot_order: 'cdrom',
+              ...(machine === 'q35' ? {} : { floppy_image_path: floppy }),
+              vnc_bind_address: '127.0.0.1',
+              vnc_tls: true,
+              vnc_password_file: '/etc/hostname',
+              soundhw: 'hda',
+              vga: 'cirrus',
+              keymap: 'en-us',
+              use_guest_agent: true,
+              use_localtime: true,
+              disk_discard: 'unmap',
+              disk_cache: 'writethrough',
+              mem_path: tmp,
+              cpu_type: 'qemu64',
+              kvm_extra: '-msg timestamp=on',
+            },
+          }),
+        );
+        expect(runtime.machine.type).toMatch(machine === 'q35' ? /^pc-q35-/ : /^pc-i440fx-/);
+        const vnc = (await qmp.execute('query-vnc')) as { enabled: boolean; service: string; auth: string };
+        // TLS (anonymous credentials) wrapping VNC password authentication.
+        expect(vnc).toMatchObject({ enabled: true, service: String(port), auth: 'vencrypt+tls+vnc' });
+        const nodes = ((await qmp.execute('query-named-block-nodes')) as Array<{ 'node-name': string }>).map(
+          (n) => n['node-name'],
+        );
+        expect(nodes).toContain('cdrom1');
+        if (machine !== 'q35') expect(nodes).toContain('floppy1');
+        const chardevs = ((await qmp.execute('query-chardev')) as Array<{ label: string }>).map(
+          (c) => c.label,
+        );
+        expect(chardevs).toContain('qga0');
+        const pci = await pciDevices(qmp);
+        expect(pci).toContainEqual(expect.objectContaining({ qdev_id: runtime.disks[0]!.id, slot: 0xc }));
+        await qmp.execute('quit').catch(() => {});
+        await qmp.close();
+        await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
+        rmSync(dir, { recursive: true, force: true });
+      }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('SPICE with the vdagent channel where QEMU has SPICE and QXL', async (t) => {
+    if (!features.options.spice || !features.devices.includes('qxl-vga')) {
+      t.skip();
+      return;
+    }
+    const port = await freePort();
+    const { qmp, child } = await start(
+      baseSpec({
+        networkPort: port,
+        disks: [],
+        hvparams: {
+          kernel_path: '',
+          spice_bind: '127.0.0.1',
+          spice_image_compression: 'quic',
+          soundhw: 'hda',
+        },
+      }),
+    );
+    const spice = (await qmp.execute('query-spice')) as { enabled: boolean; port?: number; host?: string };
+    expect(spice).toMatchObject({ enabled: true, port, host: '127.0.0.1' });
+    const chardevs = ((await qmp.execute('query-chardev')) as Array<{ label: string }>).map((c) => c.label);
+    expect(chardevs).toContain('spicechannel0');
+    await qmp.execute('quit').catch(() => {});
+    await qmp.close();
+    await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
+  });
+
+  it.runIf(process.getuid?.() === 0)(
+    'security_model user and use_chroot: QEMU runs as the user, chrooted',
+    async () => {
+      const { qmp, child } = await start(
+        baseSpec({
+          disks: [],
+          hvparams: { kernel_path: '', security_model: 'user', security_domain: 'nobody', use_chroot: true },
+        }),
+      );
+      const status = (await qmp.execute('query-status')) as { status: string };
+      expect(status.status).toBe('prelaunch');
+      const procStatus = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+      const uid = /^Uid:\s+(\d+)/m.exec(procStatus)?.[1];
+      expect(uid).toBe(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).trim());
+      expect(readlinkSync(`/proc/${child.pid}/root`)).toBe(join(dir, 'chroot', 'web1'));
+      await qmp.execute('quit').catch(() => {});
+      await qmp.close();
+      await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
+    },
+  );
+
+  it('a runtime resolved on the oldest release starts here with its machine type, ids and slots', async () => {
+    const oldest = qemuReleases()[0]!;
+    const source = await probeQemuFeatures(oldest.binary, { timeoutMs: 60_000 });
+    const { runtime, qmp, child } = await start(
+      baseSpec({ disks: [], hvparams: { kernel_path: '', acpi: false, soundhw: 'hda' } }),
+      source,
+    );
+    expect(runtime.qemu.version).toBe(oldest.version);
+    const type = await qmp.execute('qom-get', { path: '/machine', property: 'type' });
+    expect(type).toBe(`${runtime.machine.type}-machine`);
+    const pci = await pciDevices(qmp);
+    expect(pci).toContainEqual(expect.objectContaining({ qdev_id: runtime.nics[0]!.id, slot: 0xc }));
+    await qmp.execute('quit').catch(() => {});
+    await qmp.close();
+    await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
   });
 
   it('SCSI and IDE disks, e1000 NIC, no ACPI, exit on reboot, localtime, topology', async () => {

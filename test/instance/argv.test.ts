@@ -1,16 +1,21 @@
 import { describe, expect, it } from 'vitest';
 import { HvParamError } from '../../src/errors.js';
-import { type LaunchContext, renderArgv } from '../../src/instance/argv.js';
+import { chooseAccelerator, type LaunchContext, renderArgv } from '../../src/instance/argv.js';
 import { resolveRuntime } from '../../src/instance/runtime.js';
-import { ARGV_CASES, type ArgvCase } from './argv-cases.js';
+import { ARGV_CASES, type ArgvCase, HVPARAM_ARGV_CASES } from './argv-cases.js';
 import { FIXTURE_PATHS, RECORDED_RELEASES, recordedFeatures } from './fixtures.js';
 
 /** The argv of `c` on `release`, or the error it gives, as golden text. */
 function render(c: ArgvCase, release: string): string {
   const features = recordedFeatures(release);
-  const ctx: LaunchContext = { paths: FIXTURE_PATHS(c.spec.name), accel: 'tcg', ...c.ctx };
   try {
-    const argv = renderArgv(resolveRuntime(c.spec, features), features, ctx);
+    const runtime = resolveRuntime(c.spec, features);
+    const ctx: LaunchContext = {
+      paths: FIXTURE_PATHS(c.spec.name),
+      accel: chooseAccelerator(runtime.hvparams, true),
+      ...c.ctx,
+    };
+    const argv = renderArgv(runtime, features, ctx);
     return argv
       .map((a, i) => (i > 0 && a.startsWith('-') ? `\n  ${a}` : ` ${a}`))
       .join('')
@@ -23,7 +28,9 @@ function render(c: ArgvCase, release: string): string {
 
 describe('argv golden files', () => {
   it.each(RECORDED_RELEASES)('QEMU %s', async (release) => {
-    const text = ARGV_CASES.map((c) => `## ${c.name}\n${render(c, release)}\n`).join('\n');
+    const text = [...ARGV_CASES, ...HVPARAM_ARGV_CASES]
+      .map((c) => `## ${c.name}\n${render(c, release)}\n`)
+      .join('\n');
     await expect(text).toMatchFileSnapshot(`../fixtures/argv/qemu-${release}.txt`);
   });
 });
@@ -43,6 +50,67 @@ describe('renderArgv', () => {
     expect(argv.filter((a) => a === '-accel')).toHaveLength(1);
     expect(argv[argv.indexOf('-accel') + 1]).toBe('kvm');
     expect(argv.join(' ')).not.toMatch(/accel=/);
+  });
+
+  it('leaves -S out only when asked (a destination that runs once loaded)', () => {
+    const runtime = resolveRuntime(ARGV_CASES[0]!.spec, f);
+    expect(renderArgv(runtime, f, { paths, accel: 'tcg', incoming: 'defer', paused: false })).not.toContain(
+      '-S',
+    );
+    expect(renderArgv(runtime, f, { paths, accel: 'tcg', incoming: 'defer' })).toContain('-S');
+  });
+
+  it('renders -no-shutdown only when asked', () => {
+    const runtime = resolveRuntime(ARGV_CASES[0]!.spec, f);
+    expect(renderArgv(runtime, f, { paths, accel: 'tcg', noShutdown: true })).toContain('-no-shutdown');
+    expect(renderArgv(runtime, f, { paths, accel: 'tcg' })).not.toContain('-no-shutdown');
+  });
+
+  it("takes keymap, security and chroot from the node's hvparams when given", () => {
+    const spec = { ...ARGV_CASES[0]!.spec, hvparams: { kernel_path: '', keymap: 'de' } };
+    const runtime = resolveRuntime(spec, f);
+    const argv = renderArgv(runtime, f, {
+      paths,
+      accel: 'tcg',
+      nodeHvParams: { keymap: 'fr', security_model: 'user', security_domain: 'qemu', use_chroot: true },
+    }).join(' ');
+    expect(argv).toContain('-k fr');
+    expect(argv).toContain(`-run-with user=qemu,chroot=${paths.chroot}`);
+    expect(() =>
+      renderArgv(runtime, f, {
+        paths,
+        accel: 'tcg',
+        nodeHvParams: { security_model: 'user', security_domain: '' },
+      }),
+    ).toThrow(/security_domain/);
+  });
+
+  it('resolves an interface bind on this node, and refuses one it does not have', () => {
+    const spec = {
+      ...ARGV_CASES[0]!.spec,
+      networkPort: 5902,
+      hvparams: { kernel_path: '', vnc_bind_address: 'br0' },
+    };
+    const runtime = resolveRuntime(spec, f);
+    const interfaces = {
+      br0: [
+        { address: 'fe80::1', family: 'IPv6' },
+        { address: '198.51.100.7', family: 'IPv4' },
+      ],
+    };
+    expect(renderArgv(runtime, f, { paths, accel: 'tcg', interfaces }).join(' ')).toContain(
+      '-vnc 198.51.100.7:2',
+    );
+    expect(() => renderArgv(runtime, f, { paths, accel: 'tcg', interfaces: {} })).toThrow(
+      /vnc_bind_address.*br0/,
+    );
+    const v6 = resolveRuntime({ ...spec, hvparams: { kernel_path: '', vnc_bind_address: '2001:db8::5' } }, f);
+    expect(renderArgv(v6, f, { paths, accel: 'tcg' }).join(' ')).toContain('-vnc [2001:db8::5]:2');
+  });
+
+  it('refuses VNC on an address without a network port above 5900', () => {
+    const spec = { ...ARGV_CASES[0]!.spec, hvparams: { kernel_path: '', vnc_bind_address: '0.0.0.0' } };
+    expect(() => resolveRuntime(spec, f)).toThrow(/vnc_bind_address.*networkPort/);
   });
 
   it('escapes commas in paths', () => {

@@ -1,9 +1,14 @@
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UnrecognizedOutputError } from '../../src/errors.js';
-import { featuresFromProbe, probeQemuFeatures, QemuProbeError } from '../../src/instance/features.js';
+import {
+  clearQemuFeaturesCache,
+  featuresFromProbe,
+  probeQemuFeatures,
+  QemuProbeError,
+} from '../../src/instance/features.js';
 import {
   parseHelpOptions,
   parseQueryMachines,
@@ -152,6 +157,28 @@ describe('probeQemuFeatures', () => {
 
   it('refuses a missing binary', async () => {
     await expect(probeQemuFeatures(join(dir, 'nope'))).rejects.toThrow(QemuProbeError);
+  });
+
+  it('keeps the replies in a cache file that another process (a fresh memory cache) reuses', async () => {
+    const fake = join(dir, 'counting-qemu');
+    const real = qemuReleases()[0];
+    if (!real) return;
+    // A wrapper that counts its runs: the cache file must spare the second probe.
+    writeFileSync(fake, `#!/bin/sh\necho run >> ${join(dir, 'runs')}\nexec ${real.binary} "$@"\n`);
+    chmodSync(fake, 0o755);
+    const cacheDir = join(dir, 'cache');
+    mkdirSync(cacheDir);
+    const first = await probeQemuFeatures(fake, { cacheDir, timeoutMs: 60_000 });
+    const runs = readFileSync(join(dir, 'runs'), 'utf8').split('\n').filter(Boolean).length;
+    expect(runs).toBe(2); // the QMP probe and -help
+    const again = await probeQemuFeatures(fake, { cacheDir, refresh: false, timeoutMs: 60_000 });
+    expect(again).toBe(first);
+    // A new process has an empty memory cache: the file answers.
+    clearQemuFeaturesCache();
+    const fromFile = await probeQemuFeatures(fake, { cacheDir, timeoutMs: 60_000 });
+    expect(fromFile).not.toBe(first);
+    expect(fromFile).toEqual(first);
+    expect(readFileSync(join(dir, 'runs'), 'utf8').split('\n').filter(Boolean).length).toBe(runs);
   });
 
   const releases = qemuReleases();

@@ -1,0 +1,124 @@
+/**
+ * A QMP server for a {@link FakeQemu} on any duplex stream (one end of
+ * `createStreamPair()`): QEMU's greeting, capabilities negotiation, replies matched by
+ * id, events once negotiated, and `quit` closing the connection after its reply.
+ */
+import type { Duplex } from 'node:stream';
+import { QmpError } from '../../errors.js';
+import { QmpParser } from '../../monitor/qmp-parser.js';
+import type { FakeMonitorFaults } from './faults.js';
+import type { FakeQemu } from './machine.js';
+import { type FakeQmpCall, isQuitCommand, runQmpCommand } from './qmp-commands.js';
+
+/** Hooks of {@link serveQmp}. */
+export interface FakeServerHooks {
+  /** Fault switches (frozen, refused commands); default: none. */
+  faults?: FakeMonitorFaults;
+  /** Called with each command's name (QMP) or line (HMP) before it is answered. */
+  onCommand?: (command: string) => void;
+}
+
+/**
+ * Serves QMP for `qemu` on `stream` until either side closes it. Returns a function that
+ * closes the connection: after the replies written so far (QEMU exiting), or `abrupt`ly.
+ */
+export function serveQmp(
+  qemu: FakeQemu,
+  stream: Duplex,
+  hooks: FakeServerHooks = {},
+): (abrupt?: boolean) => void {
+  const parser = new QmpParser();
+  let negotiated = false;
+  const send = (obj: unknown) => {
+    if (!stream.destroyed && stream.writable) stream.write(`${JSON.stringify(obj)}\r\n`);
+  };
+  // Abruptly (a reset), or after the replies already written (QEMU exiting).
+  const close = (abrupt = false) => {
+    unsubscribe();
+    if (stream.destroyed) return;
+    if (abrupt) stream.destroy();
+    else {
+      stream.once('finish', () => stream.destroy());
+      stream.end();
+    }
+  };
+  const unsubscribe = qemu.onEvent((ev) => {
+    if (negotiated && !hooks.faults?.isFrozen) send(ev);
+  });
+  stream.on('close', unsubscribe);
+  stream.on('error', () => {});
+  // The client hung up: QEMU closes its end too.
+  stream.on('end', () => close(true));
+  const v = qemu.version;
+  const greet = () =>
+    send({
+      QMP: {
+        version: { qemu: { major: v.major, minor: v.minor, micro: v.micro }, package: qemu.package },
+        capabilities: qemu.has(2, 12) ? ['oob'] : [],
+      },
+    });
+  // A frozen QEMU greets nobody either.
+  if (hooks.faults) hooks.faults.gate(greet);
+  else greet();
+  const answer = (call: FakeQmpCall, id: unknown) => {
+    const withId = (reply: Record<string, unknown>) => (id === undefined ? reply : { ...reply, id });
+    if (call.execute === 'qmp_capabilities' && !negotiated) {
+      negotiated = true;
+      send(withId({ return: {} }));
+      return;
+    }
+    if (!negotiated) {
+      send(
+        withId({
+          error: {
+            class: 'CommandNotFound',
+            desc: "Expecting capabilities negotiation with 'qmp_capabilities'",
+          },
+        }),
+      );
+      return;
+    }
+    hooks.onCommand?.(call.execute);
+    const refused = hooks.faults?.refusalFor(call.execute);
+    if (refused) {
+      send(withId({ error: refused }));
+      return;
+    }
+    try {
+      send(withId({ return: runQmpCommand(qemu, call) }));
+    } catch (e) {
+      if (!(e instanceof QmpError)) throw e;
+      send(withId({ error: { class: e.errorClass, desc: e.desc } }));
+      return;
+    }
+    if (isQuitCommand(call)) qemu.quit();
+  };
+  stream.on('data', (chunk: Buffer) => {
+    let messages: ReturnType<QmpParser['push']>;
+    try {
+      messages = parser.push(chunk);
+    } catch {
+      close(true);
+      return;
+    }
+    for (const m of messages) {
+      if (m.kind === 'parse-error') {
+        send({ error: { class: 'GenericError', desc: 'JSON parse error, expecting value' } });
+        continue;
+      }
+      const raw =
+        'raw' in m ? (m.raw as { execute?: unknown; arguments?: unknown; id?: unknown }) : undefined;
+      if (typeof raw?.execute !== 'string') {
+        send({ error: { class: 'GenericError', desc: "QMP input lacks member 'execute'" } });
+        continue;
+      }
+      const call: FakeQmpCall = { execute: raw.execute };
+      if (raw.arguments !== undefined) call.arguments = raw.arguments as Record<string, unknown>;
+      const id = raw.id;
+      const run = () => answer(call, id);
+      if (hooks.faults) hooks.faults.gate(run);
+      else run();
+    }
+  });
+  return close;
+}
