@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { HvParamError, UnrecognizedOutputError } from '../../src/errors.js';
+import { nodeHvParamsOf } from '../../src/instance/accept.js';
 import { acceleratorFor } from '../../src/instance/launch.js';
 import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import { pinningPlan, tasksetArgs } from '../../src/instance/pinning.js';
@@ -216,5 +217,22 @@ describe('acceleratorFor', () => {
     expect(acceleratorFor({ kvm_flag: 'disabled' }, 'kvm')).toBe('tcg');
     expect(acceleratorFor({ kvm_flag: '' }, 'tcg')).toBe('tcg');
     expect(acceleratorFor({ kvm_flag: '' }, 'auto', join(dir, 'no-kvm'))).toBe('tcg');
+  });
+});
+
+describe('nodeHvParamsOf', () => {
+  it("keeps only the node's keys the instance's hvparams set, with their filled values", () => {
+    const filled = {
+      keymap: 'de',
+      security_model: 'none',
+      security_domain: '',
+      use_chroot: true,
+      acpi: false,
+    };
+    expect(nodeHvParamsOf(filled, { keymap: 'de', use_chroot: 'yes', acpi: false })).toEqual({
+      keymap: 'de',
+      use_chroot: true,
+    });
+    expect(nodeHvParamsOf(filled, {})).toEqual({});
   });
 });
