@@ -5,6 +5,7 @@
  *   npx tsx scripts/gen-instances-doc.ts           update docs/instances.md
  *   npx tsx scripts/gen-instances-doc.ts --check   exit 1 if the table is not up to date
  */
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { HV_PARAMETER_NAMES } from '../src/hvparams/registry.js';
@@ -44,6 +45,15 @@ export function renderEffectsTable(): string {
   return lines.join('\n');
 }
 
+/** `text` as Biome formats docs/instances.md (Biome pads Markdown tables; `npm run lint` checks it). */
+function formatMarkdown(text: string): string {
+  const biome = fileURLToPath(new URL('../node_modules/.bin/biome', import.meta.url));
+  return execFileSync(biome, ['format', '--stdin-file-path=docs/instances.md'], {
+    input: text,
+    encoding: 'utf8',
+  });
+}
+
 function main(argv: readonly string[]): number {
   const current = readFileSync(OUTPUT, 'utf8');
   const start = current.indexOf(START);
@@ -52,7 +62,9 @@ function main(argv: readonly string[]): number {
     console.error(`${OUTPUT}: the markers of the hvparam → QEMU table are missing`);
     return 1;
   }
-  const expected = current.slice(0, start) + renderEffectsTable() + current.slice(end + END.length);
+  const expected = formatMarkdown(
+    current.slice(0, start) + renderEffectsTable() + current.slice(end + END.length),
+  );
   if (argv.includes('--check')) {
     if (current !== expected) {
       console.error(

@@ -43,6 +43,12 @@ export interface LaunchContext {
    */
   noShutdown?: boolean;
   /**
+   * Whether `/dev/vhost-net` is usable on this node. `false` refuses a NIC with vhost
+   * (`vhost_net`) with an `HvParamError` instead of a QEMU that exits at start; absent: not
+   * checked.
+   */
+  vhostNet?: boolean;
+  /**
    * This node's values of the hvparams Ganeti takes from the current config at every start
    * rather than from the saved runtime (`keymap`, `security_model`, `security_domain`,
    * `use_chroot`): on a migration target they may differ from the source's. Absent keys

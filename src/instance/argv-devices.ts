@@ -95,6 +95,12 @@ export function renderNics(state: RenderState): void {
   for (const nic of runtime.nics) {
     useDriver(state, nic.driver, 'nic_type');
     const virtio = nic.driver === 'virtio-net-pci';
+    if (virtio && nic.vhost && state.ctx.vhostNet === false) {
+      state.problems.push({
+        param: 'vhost_net',
+        message: `NIC ${nic.id}: /dev/vhost-net is not usable on this node`,
+      });
+    }
     if (nic.network.type === 'tap') {
       argv.push(
         '-netdev',

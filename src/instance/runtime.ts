@@ -140,12 +140,17 @@ function resolveDisplay(spec: InstanceSpec, hv: KvmHvParams, problems: HvParamPr
 /**
  * Resolves a spec into the runtime for `features`' QEMU: pins the machine type, allocates
  * ids, PCI slots and SCSI targets (disks first, then NICs), picks device models and cache
- * flags, the display and the boot device.
+ * flags, the display and the boot device. `clusterHvParams` fill what `spec.hvparams`
+ * leaves out (before the registry defaults), as in {@link checkInstanceSpec}.
  * @throws InstanceSpecError / HvParamError from {@link checkInstanceSpec}.
  * @throws HvParamError naming each hvparam this QEMU cannot honour (all at once).
  */
-export function resolveRuntime(spec: InstanceSpec, features: QemuFeatures): InstanceRuntime {
-  const checked = checkInstanceSpec(spec);
+export function resolveRuntime(
+  spec: InstanceSpec,
+  features: QemuFeatures,
+  clusterHvParams: Partial<KvmHvParams> = {},
+): InstanceRuntime {
+  const checked = checkInstanceSpec(spec, clusterHvParams);
   const hv = checked.hvparams;
   const problems: HvParamProblem[] = [];
   const machine = resolveMachine(hv, features, problems);

@@ -288,6 +288,57 @@ describeEachRelease('rendered argv starts', releaseCases(accelerators()), (relea
     await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
   });
 
+  it.runIf(process.getuid?.() === 0 && existsSync('/dev/net/tun'))(
+    'a tap NIC opened by name: multiqueue paravirtual (queues, mq, vnet_hdr) and an e1000',
+    async () => {
+      // Unique per test process: other workers may create taps too. Down, on no bridge.
+      const taps = [`kvr${process.pid % 100000}q`, `kvr${process.pid % 100000}e`];
+      try {
+        execFileSync('ip', ['tuntap', 'add', 'dev', taps[0]!, 'mode', 'tap', 'multi_queue', 'vnet_hdr']);
+        execFileSync('ip', ['tuntap', 'add', 'dev', taps[1]!, 'mode', 'tap']);
+        const { runtime, qmp, child } = await start(
+          baseSpec({
+            disks: [],
+            nics: [
+              {
+                uuid: '003fc157-66a8-4e6d-8b7e-ec4f69751396',
+                mac: 'aa:00:00:12:34:56',
+                network: { type: 'tap', ifname: taps[0]! },
+              },
+              {
+                uuid: '103fc157-66a8-4e6d-8b7e-ec4f69751396',
+                mac: 'aa:00:00:12:34:57',
+                model: 'e1000',
+                network: { type: 'tap', ifname: taps[1]! },
+              },
+            ],
+            // No /dev/vhost-net on every node: vhost off here.
+            hvparams: { kernel_path: '', vhost_net: false, virtio_net_queues: 2 },
+          }),
+        );
+        const pci = await pciDevices(qmp);
+        expect(pci).toContainEqual(expect.objectContaining({ qdev_id: runtime.nics[0]!.id, slot: 0xc }));
+        expect(pci).toContainEqual(expect.objectContaining({ qdev_id: runtime.nics[1]!.id, slot: 0xd }));
+        const mq = await qmp.execute('qom-get', {
+          path: `/machine/peripheral/${runtime.nics[0]!.id}`,
+          property: 'mq',
+        });
+        expect(mq).toBe(true);
+        await qmp.execute('quit').catch(() => {});
+        await qmp.close();
+        await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
+      } finally {
+        for (const tap of taps) {
+          try {
+            execFileSync('ip', ['link', 'del', tap], { stdio: 'ignore' });
+          } catch {
+            // not created
+          }
+        }
+      }
+    },
+  );
+
   it('SCSI and IDE disks, e1000 NIC, no ACPI, exit on reboot, localtime, topology', async () => {
     const tmp = mkdtempSync('/tmp/kvd-');
     try {

@@ -60,6 +60,22 @@ describe('renderArgv', () => {
     expect(renderArgv(runtime, f, { paths, accel: 'tcg', incoming: 'defer' })).toContain('-S');
   });
 
+  it('refuses vhost where the node says /dev/vhost-net is unusable', () => {
+    const spec = {
+      ...ARGV_CASES[0]!.spec,
+      nics: [
+        {
+          uuid: '003fc157-66a8-4e6d-8b7e-ec4f69751396',
+          mac: 'aa:00:00:12:34:56',
+          network: { type: 'tap' as const, ifname: 'tap0' },
+        },
+      ],
+    };
+    const runtime = resolveRuntime(spec, f);
+    expect(() => renderArgv(runtime, f, { paths, accel: 'tcg', vhostNet: false })).toThrow(/vhost_net/);
+    expect(renderArgv(runtime, f, { paths, accel: 'tcg', vhostNet: true }).join(' ')).toContain('vhost=on');
+  });
+
   it('renders -no-shutdown only when asked', () => {
     const runtime = resolveRuntime(ARGV_CASES[0]!.spec, f);
     expect(renderArgv(runtime, f, { paths, accel: 'tcg', noShutdown: true })).toContain('-no-shutdown');

@@ -54,6 +54,16 @@ describe('resolveRuntime', () => {
     expect(r.nics[0]!.bus).toEqual({ type: 'pci', slot: 0xc });
   });
 
+  it('takes cluster hvparams under the instance ones', () => {
+    const r = resolveRuntime(baseSpec({ hvparams: { kernel_path: '', disk_cache: 'writethrough' } }), f72, {
+      disk_cache: 'none',
+      nic_type: 'e1000',
+    });
+    expect(r.disks[0]!.cache.writeCache).toBe(false);
+    expect(r.nics[0]!.driver).toBe('e1000');
+    expect(r.hvparams.nic_type).toBe('e1000');
+  });
+
   it('maps disk_cache to the three cache flags', () => {
     const flags = (disk_cache: string) =>
       resolveRuntime(baseSpec({ hvparams: { kernel_path: '', disk_cache } }), f72).disks[0]!.cache;
