@@ -112,6 +112,8 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
     paths,
     accel: req.accel,
     interfaces: networkInterfaces(),
+    // A vhost NIC on a node without /dev/vhost-net: an HvParamError, not a QEMU that dies.
+    vhostNet: kvmUsable('/dev/vhost-net'),
     ...(req.nodeHvParams === undefined ? {} : { nodeHvParams: req.nodeHvParams }),
     ...(req.incoming === undefined ? {} : { incoming: req.incoming }),
   };
