@@ -14,8 +14,9 @@ import { probeQemuFeatures } from './features.js';
 import { acceleratorFor, explainExit, type Launched, launchQemu } from './launch.js';
 import type { InstanceLifecycle } from './lifecycle.js';
 import { processAlive, terminateProcess } from './process.js';
-import { parseRuntime } from './runtime.js';
+import { type InstanceRuntime, parseRuntime } from './runtime.js';
 import {
+  acquireStartLock,
   ensureRunLayout,
   readInstanceState,
   removeInstanceFiles,
@@ -68,6 +69,24 @@ export async function launchDestination(
   }
   const paths = lc.paths(name);
   ensureRunLayout(lc.deps.layout);
+  const release = acquireStartLock(paths);
+  try {
+    return await launchLocked(lc, name, runtime, migrationInfo, deadline, accel, nodeHvParams);
+  } finally {
+    release();
+  }
+}
+
+async function launchLocked(
+  lc: InstanceLifecycle,
+  name: string,
+  runtime: InstanceRuntime,
+  migrationInfo: string,
+  deadline: Deadline,
+  accel: AcceleratorChoice | undefined,
+  nodeHvParams: LaunchContext['nodeHvParams'] | undefined,
+): Promise<Launched> {
+  const paths = lc.paths(name);
   const old = readInstanceState(paths);
   if (old && processAlive(old)) {
     throw new HypervisorError(

@@ -28,6 +28,7 @@ import {
 } from './runtime.js';
 import type { InstanceSpec } from './spec.js';
 import {
+  acquireStartLock,
   ensureRunLayout,
   type InstanceState,
   readInstanceState,
@@ -160,10 +161,24 @@ export class InstanceLifecycle {
   /** See `KVMHypervisor.startInstance`. */
   async start(input: InstanceSpec, options: StartInstanceOptions = {}): Promise<InstanceInfo> {
     const spec = checkInstanceSpec(input);
-    const hvparams = spec.hvparams;
     const deadline = Deadline.after(options.timeoutMs ?? DEFAULT_START_TIMEOUT_MS, options.signal);
     const paths = this.paths(spec.name);
     ensureRunLayout(this.deps.layout);
+    const release = acquireStartLock(paths);
+    try {
+      return await this.startLocked(spec, paths, deadline, options);
+    } finally {
+      release();
+    }
+  }
+
+  private async startLocked(
+    spec: ReturnType<typeof checkInstanceSpec>,
+    paths: InstancePaths,
+    deadline: Deadline,
+    options: StartInstanceOptions,
+  ): Promise<InstanceInfo> {
+    const hvparams = spec.hvparams;
     this.claim(paths);
     const accel = acceleratorFor(hvparams, this.deps.accel);
     const features = await deadline.race(

@@ -121,3 +121,42 @@ export function ensureChroot(paths: InstancePaths): void {
   mkdirSync(paths.chroot, { recursive: true, mode: CHROOT_MODE });
   chmodSync(paths.chroot, CHROOT_MODE);
 }
+
+/**
+ * Takes the start lock of an instance (`<conf>/<n>.lock`, holding this process's pid), so
+ * that two starts or accepts of one name on one node cannot both launch a QEMU. A lock left
+ * by a process that is gone is taken over. Returns the release function.
+ * @throws HypervisorError when another live process holds it.
+ */
+export function acquireStartLock(paths: InstancePaths): () => void {
+  const lock = `${paths.state.slice(0, -'.state'.length)}.lock`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx', mode: STATE_FILE_MODE });
+      return () => rmSync(lock, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
+    }
+    const holder = Number.parseInt(readFileSync(lock, 'utf8'), 10);
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && pidExists(holder)) {
+      throw new HypervisorError(
+        `instance '${paths.name}': another start or accept of it is in progress (process ${holder}, ${lock})`,
+      );
+    }
+    if (holder === process.pid) {
+      throw new HypervisorError(
+        `instance '${paths.name}': a start or accept of it is already in progress here`,
+      );
+    }
+    rmSync(lock, { force: true }); // left by a process that is gone
+  }
+}
+
+function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

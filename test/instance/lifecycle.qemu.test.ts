@@ -233,7 +233,13 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
   it('refuses a second start and explains a QEMU that exits at start-up', async () => {
     const hv = node('b', rel.accel);
     const s2 = spec('life2', 2);
-    await hv.startInstance(s2);
+    // Two starts at once: one wins, the other is refused by the start lock.
+    const both = await Promise.allSettled([hv.startInstance(s2), hv.startInstance(s2)]);
+    expect(both.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    expect(String((both.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason)).toMatch(
+      /in progress/,
+    );
+    expect(hv.listInstances()).toEqual(['life2']);
     await expect(hv.startInstance(s2)).rejects.toThrow(/already running/);
     await hv.stopInstance('life2', { force: true });
     const bad = spec('life3', 3, { machine_version: 'no-such-machine-1.0' });

@@ -4,7 +4,7 @@
  * the QMP reply parsers and the `cpu_mask` plan.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -28,6 +28,7 @@ import {
   parseQueryUuid,
 } from '../../src/instance/qmp-actions.js';
 import {
+  acquireStartLock,
   ensureRunLayout,
   type InstanceState,
   parseInstanceState,
@@ -146,6 +147,22 @@ describe('state file', () => {
     removeInstanceFiles(paths);
     expect(readInstanceState(paths)).toBeUndefined();
   });
+  it('the start lock: one holder at a time; a lock of a process that is gone is taken over', async () => {
+    ensureRunLayout(layout);
+    const release = acquireStartLock(paths);
+    expect(() => acquireStartLock(paths)).toThrow(/already in progress here/);
+    release();
+    // A live other process holds it.
+    const lockFile = join(layout.conf, 'vm1.lock');
+    const other = await spawnDetached(['sleep', '30'], join(dir, 'lock.log'));
+    writeFileSync(lockFile, String(other.pid));
+    expect(() => acquireStartLock(paths)).toThrow(new RegExp(`process ${other.pid}`));
+    await terminateProcess(other);
+    // Its process is gone: the lock is stale and taken over.
+    acquireStartLock(paths)();
+    expect(existsSync(lockFile)).toBe(false);
+  });
+
   it('refuses another format, quoting the text', () => {
     const text = JSON.stringify({ ...state, formatVersion: 2 });
     expect(() => parseInstanceState(text)).toThrow(UnrecognizedOutputError);
