@@ -5,8 +5,7 @@
  * device model (machine type, ids, slots, models).
  */
 import { isIP } from 'node:net';
-import { Value } from 'typebox/value';
-import { type HvParamProblem, HypervisorError } from '../errors.js';
+import type { HvParamProblem } from '../errors.js';
 import { type CpuMaskEntry, parseMultiCpuMask } from '../hvparams/cpu-mask.js';
 import { isUrl } from '../hvparams/paths.js';
 import type { KvmHvParams } from '../hvparams/registry.js';
@@ -29,7 +28,6 @@ import { describeQemu, hasDevice, type QemuFeatures } from './features.js';
 import {
   type DeviceBus,
   type InstanceRuntime,
-  InstanceRuntimeSchema,
   RUNTIME_FORMAT_VERSION,
   type RuntimeCdrom,
   type RuntimeDisk,
@@ -47,6 +45,7 @@ export {
   scsiControllerDriver,
   VNC_BASE_PORT,
 } from './device-model.js';
+export { parseRuntime, RuntimeFormatError, serializeRuntime } from './runtime-json.js';
 export * from './runtime-schema.js';
 
 function problem(param: string, message: string): HvParamProblem {
@@ -321,46 +320,6 @@ export function resolveRuntime(
     display,
     hvparams: hv,
   };
-}
-
-/** The runtime as JSON text (stable key order: the order of the schema). */
-export function serializeRuntime(runtime: InstanceRuntime): string {
-  return `${JSON.stringify(runtime, null, 2)}\n`;
-}
-
-/** A runtime text that is not a runtime this library can read. */
-export class RuntimeFormatError extends HypervisorError {
-  override name = 'RuntimeFormatError';
-}
-
-/**
- * Reads a runtime written by {@link serializeRuntime} (here or on another node).
- * @throws RuntimeFormatError for text that is not JSON, an unknown `formatVersion` (quoted),
- *   or a value the schema refuses (every problem listed).
- */
-export function parseRuntime(text: string): InstanceRuntime {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (cause) {
-    const shown = text.length > 200 ? `${text.slice(0, 200)}…` : text;
-    throw new RuntimeFormatError(`instance runtime is not JSON: ${JSON.stringify(shown)}`, { cause });
-  }
-  const version = (value as { formatVersion?: unknown } | null)?.formatVersion;
-  if (version !== RUNTIME_FORMAT_VERSION) {
-    throw new RuntimeFormatError(
-      `instance runtime has formatVersion ${JSON.stringify(version) ?? 'undefined'}; this library reads ${RUNTIME_FORMAT_VERSION}`,
-    );
-  }
-  const errors = [...Value.Errors(InstanceRuntimeSchema, value)]
-    .filter((e) => e.keyword !== 'boolean')
-    .map((e) => `${e.instancePath || '/'}: ${e.message}`);
-  if (errors.length > 0) {
-    throw new RuntimeFormatError(
-      `instance runtime does not match its schema: ${errors.slice(0, 20).join('; ')}`,
-    );
-  }
-  return value as InstanceRuntime;
 }
 
 /** What the life cycle does over QMP after the paused start and before `cont`. */

@@ -53,7 +53,8 @@ function freePort(): Promise<number> {
       });
     };
     server.removeAllListeners('error');
-    tryPort(5900 + 100 + (process.pid % 500));
+    // A random start: parallel test files and other users of this machine pick different ports.
+    tryPort(6000 + Math.floor(Math.random() * 3000));
   });
 }
 
@@ -72,6 +73,12 @@ describeEachRelease('rendered argv starts', releaseCases(accelerators()), (relea
   let dir: string;
   let features: QemuFeatures;
   const children: ChildProcess[] = [];
+  const scratch: string[] = [];
+  const scratchDir = () => {
+    const d = mkdtempSync('/tmp/kvd-');
+    scratch.push(d);
+    return d;
+  };
 
   beforeAll(async () => {
     features = await probeQemuFeatures(release.binary, { timeoutMs: 60_000 });
@@ -82,6 +89,7 @@ describeEachRelease('rendered argv starts', releaseCases(accelerators()), (relea
       if (c.pid && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     }
     if (dir) rmSync(dir, { recursive: true, force: true });
+    for (const d of scratch.splice(0)) rmSync(d, { recursive: true, force: true });
   });
 
   async function start(spec: InstanceSpec, resolvedOn?: QemuFeatures) {
@@ -100,7 +108,16 @@ describeEachRelease('rendered argv starts', releaseCases(accelerators()), (relea
       stderr += c.toString();
     });
     await waitForFile(paths.qmp, child, () => stderr);
-    const qmp = await QmpMonitor.connect({ path: paths.qmp });
+    // The socket file appears at bind(), a moment before QEMU listens: retry a refused connect.
+    let qmp: QmpMonitor | undefined;
+    for (let attempt = 0; !qmp; attempt++) {
+      try {
+        qmp = await QmpMonitor.connect({ path: paths.qmp });
+      } catch (err) {
+        if (attempt >= 100) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
     return { runtime, qmp, paths, child, stderr: () => stderr };
   }
 
@@ -124,102 +141,92 @@ describeEachRelease('rendered argv starts', releaseCases(accelerators()), (relea
   }
 
   it('virtio disks (raw, qcow2), a user NIC, serial, VNC socket, guest agent: paused, slots as resolved', async () => {
-    const tmp = mkdtempSync('/tmp/kvd-');
-    try {
-      const { runtime, qmp, paths, child } = await start(
-        baseSpec({
-          disks: disks(tmp),
-          hvparams: {
-            kernel_path: '',
-            use_guest_agent: true,
-            vnc_bind_address: tmp,
-            disk_cache: 'writethrough',
-          },
-        }),
+    const tmp = scratchDir();
+    const { runtime, qmp, paths, child } = await start(
+      baseSpec({
+        disks: disks(tmp),
+        hvparams: {
+          kernel_path: '',
+          use_guest_agent: true,
+          vnc_bind_address: tmp,
+          disk_cache: 'writethrough',
+        },
+      }),
+    );
+    const status = (await qmp.execute('query-status')) as { status: string; running: boolean };
+    expect(status).toMatchObject({ status: 'prelaunch', running: false });
+    const pci = await pciDevices(qmp);
+    for (const dev of [...runtime.disks, ...runtime.nics]) {
+      expect(pci).toContainEqual(
+        expect.objectContaining({ qdev_id: dev.id, slot: (dev.bus as { slot: number }).slot }),
       );
-      const status = (await qmp.execute('query-status')) as { status: string; running: boolean };
-      expect(status).toMatchObject({ status: 'prelaunch', running: false });
-      const pci = await pciDevices(qmp);
-      for (const dev of [...runtime.disks, ...runtime.nics]) {
-        expect(pci).toContainEqual(
-          expect.objectContaining({ qdev_id: dev.id, slot: (dev.bus as { slot: number }).slot }),
-        );
-      }
-      const nodes = (await qmp.execute('query-named-block-nodes')) as Array<{ 'node-name': string }>;
-      for (const d of runtime.disks) expect(nodes.map((n) => n['node-name'])).toContain(d.id);
-      expect(existsSync(paths.hmp)).toBe(true);
-      expect(existsSync(paths.serial)).toBe(true);
-      expect(existsSync(paths.qga)).toBe(true);
-      expect(existsSync(join(tmp, 'web1.vnc'))).toBe(true);
-      const uuid = (await qmp.execute('query-uuid')) as { UUID: string };
-      expect(uuid.UUID).toBe(runtime.instance.uuid);
-      await qmp.execute('quit').catch(() => {});
-      await qmp.close();
-      await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
     }
+    const nodes = (await qmp.execute('query-named-block-nodes')) as Array<{ 'node-name': string }>;
+    for (const d of runtime.disks) expect(nodes.map((n) => n['node-name'])).toContain(d.id);
+    expect(existsSync(paths.hmp)).toBe(true);
+    expect(existsSync(paths.serial)).toBe(true);
+    expect(existsSync(paths.qga)).toBe(true);
+    expect(existsSync(join(tmp, 'web1.vnc'))).toBe(true);
+    const uuid = (await qmp.execute('query-uuid')) as { UUID: string };
+    expect(uuid.UUID).toBe(runtime.instance.uuid);
+    await qmp.execute('quit').catch(() => {});
+    await qmp.close();
+    await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
   });
 
   it('many hvparams at once: CD-ROM boot, floppy, VNC on an IP with TLS and password, USB tablet, sound, VGA, guest agent, mem_path, kvm_extra, q35', async () => {
-    const tmp = mkdtempSync('/tmp/kvd-');
-    try {
-      const [raw] = disks(tmp);
-      const iso = join(tmp, 'install.iso');
-      writeFileSync(iso, Buffer.alloc(1 << 20));
-      const floppy = join(tmp, 'floppy.img');
-      writeFileSync(floppy, Buffer.alloc(1474560));
+    const tmp = scratchDir();
+    const [raw] = disks(tmp);
+    const iso = join(tmp, 'install.iso');
+    writeFileSync(iso, Buffer.alloc(1 << 20));
+    const floppy = join(tmp, 'floppy.img');
+    writeFileSync(floppy, Buffer.alloc(1474560));
+    for (const machine of ['', 'q35']) {
       const port = await freePort();
-      for (const machine of ['', 'q35']) {
-        const { runtime, qmp, child } = await start(
-          baseSpec({
-            networkPort: port,
-            disks: [raw!],
-            hvparams: {
-              kernel_path: '',
-              machine_version: machine,
-              cdrom_image_path: iso,
-              cdrom_disk_type: 'ide',
-              boot_order: 'cdrom',
-              ...(machine === 'q35' ? {} : { floppy_image_path: floppy }),
-              vnc_bind_address: '127.0.0.1',
-              vnc_tls: true,
-              vnc_password_file: '/etc/hostname',
-              soundhw: 'hda',
-              vga: 'cirrus',
-              keymap: 'en-us',
-              use_guest_agent: true,
-              use_localtime: true,
-              disk_discard: 'unmap',
-              disk_cache: 'writethrough',
-              mem_path: tmp,
-              cpu_type: 'qemu64',
-              kvm_extra: '-msg timestamp=on',
-            },
-          }),
-        );
-        expect(runtime.machine.type).toMatch(machine === 'q35' ? /^pc-q35-/ : /^pc-i440fx-/);
-        const vnc = (await qmp.execute('query-vnc')) as { enabled: boolean; service: string; auth: string };
-        // TLS (anonymous credentials) wrapping VNC password authentication.
-        expect(vnc).toMatchObject({ enabled: true, service: String(port), auth: 'vencrypt+tls+vnc' });
-        const nodes = ((await qmp.execute('query-named-block-nodes')) as Array<{ 'node-name': string }>).map(
-          (n) => n['node-name'],
-        );
-        expect(nodes).toContain('cdrom1');
-        if (machine !== 'q35') expect(nodes).toContain('floppy1');
-        const chardevs = ((await qmp.execute('query-chardev')) as Array<{ label: string }>).map(
-          (c) => c.label,
-        );
-        expect(chardevs).toContain('qga0');
-        const pci = await pciDevices(qmp);
-        expect(pci).toContainEqual(expect.objectContaining({ qdev_id: runtime.disks[0]!.id, slot: 0xc }));
-        await qmp.execute('quit').catch(() => {});
-        await qmp.close();
-        await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
-        rmSync(dir, { recursive: true, force: true });
-      }
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
+      const { runtime, qmp, child } = await start(
+        baseSpec({
+          networkPort: port,
+          disks: [raw!],
+          hvparams: {
+            kernel_path: '',
+            machine_version: machine,
+            cdrom_image_path: iso,
+            cdrom_disk_type: 'ide',
+            boot_order: 'cdrom',
+            ...(machine === 'q35' ? {} : { floppy_image_path: floppy }),
+            vnc_bind_address: '127.0.0.1',
+            vnc_tls: true,
+            vnc_password_file: '/etc/hostname',
+            soundhw: 'hda',
+            vga: 'cirrus',
+            keymap: 'en-us',
+            use_guest_agent: true,
+            use_localtime: true,
+            disk_discard: 'unmap',
+            disk_cache: 'writethrough',
+            mem_path: tmp,
+            cpu_type: 'qemu64',
+            kvm_extra: '-msg timestamp=on',
+          },
+        }),
+      );
+      expect(runtime.machine.type).toMatch(machine === 'q35' ? /^pc-q35-/ : /^pc-i440fx-/);
+      const vnc = (await qmp.execute('query-vnc')) as { enabled: boolean; service: string; auth: string };
+      // TLS (anonymous credentials) wrapping VNC password authentication.
+      expect(vnc).toMatchObject({ enabled: true, service: String(port), auth: 'vencrypt+tls+vnc' });
+      const nodes = ((await qmp.execute('query-named-block-nodes')) as Array<{ 'node-name': string }>).map(
+        (n) => n['node-name'],
+      );
+      expect(nodes).toContain('cdrom1');
+      if (machine !== 'q35') expect(nodes).toContain('floppy1');
+      const chardevs = ((await qmp.execute('query-chardev')) as Array<{ label: string }>).map((c) => c.label);
+      expect(chardevs).toContain('qga0');
+      const pci = await pciDevices(qmp);
+      expect(pci).toContainEqual(expect.objectContaining({ qdev_id: runtime.disks[0]!.id, slot: 0xc }));
+      await qmp.execute('quit').catch(() => {});
+      await qmp.close();
+      await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
@@ -340,54 +347,50 @@ describeEachRelease('rendered argv starts', releaseCases(accelerators()), (relea
   );
 
   it('SCSI and IDE disks, e1000 NIC, no ACPI, exit on reboot, localtime, topology', async () => {
-    const tmp = mkdtempSync('/tmp/kvd-');
-    try {
-      const [raw] = disks(tmp);
-      const ide = join(tmp, 'ide.img');
-      writeFileSync(ide, Buffer.alloc(1 << 20));
-      for (const [diskType, controller] of [
-        ['scsi-hd', 'virtio-scsi-pci'],
-        ['ide', 'lsi'],
-      ] as const) {
-        const { qmp, child } = await start(
-          baseSpec({
-            vcpus: 4,
-            disks: [raw!, { uuid: 'b32df160-7a22-4067-8d2a-5c1f0b2f1e13', path: ide, kind: 'file' }],
-            nics: [
-              {
-                uuid: '003fc157-66a8-4e6d-8b7e-ec4f69751396',
-                mac: 'aa:00:00:12:34:56',
-                model: 'e1000',
-                network: { type: 'user' },
-              },
-            ],
-            hvparams: {
-              kernel_path: '',
-              disk_type: diskType,
-              scsi_controller_type: controller,
-              acpi: false,
-              reboot_behavior: 'exit',
-              use_localtime: true,
-              cpu_sockets: 2,
-              cpu_cores: 2,
-              cpu_threads: 1,
+    const tmp = scratchDir();
+    const [raw] = disks(tmp);
+    const ide = join(tmp, 'ide.img');
+    writeFileSync(ide, Buffer.alloc(1 << 20));
+    for (const [diskType, controller] of [
+      ['scsi-hd', 'virtio-scsi-pci'],
+      ['ide', 'lsi'],
+    ] as const) {
+      const { qmp, child } = await start(
+        baseSpec({
+          vcpus: 4,
+          disks: [raw!, { uuid: 'b32df160-7a22-4067-8d2a-5c1f0b2f1e13', path: ide, kind: 'file' }],
+          nics: [
+            {
+              uuid: '003fc157-66a8-4e6d-8b7e-ec4f69751396',
+              mac: 'aa:00:00:12:34:56',
+              model: 'e1000',
+              network: { type: 'user' },
             },
-          }),
-        );
-        const cpus = (await qmp.execute('query-cpus-fast')) as unknown[];
-        expect(cpus).toHaveLength(4);
-        const blocks = (await qmp.execute('query-block')) as Array<{
-          qdev?: string;
-          inserted?: { 'node-name': string };
-        }>;
-        expect(blocks.filter((b) => b.inserted?.['node-name']?.startsWith('disk-'))).toHaveLength(2);
-        await qmp.execute('quit').catch(() => {});
-        await qmp.close();
-        await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
-        rmSync(dir, { recursive: true, force: true });
-      }
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
+          ],
+          hvparams: {
+            kernel_path: '',
+            disk_type: diskType,
+            scsi_controller_type: controller,
+            acpi: false,
+            reboot_behavior: 'exit',
+            use_localtime: true,
+            cpu_sockets: 2,
+            cpu_cores: 2,
+            cpu_threads: 1,
+          },
+        }),
+      );
+      const cpus = (await qmp.execute('query-cpus-fast')) as unknown[];
+      expect(cpus).toHaveLength(4);
+      const blocks = (await qmp.execute('query-block')) as Array<{
+        qdev?: string;
+        inserted?: { 'node-name': string };
+      }>;
+      expect(blocks.filter((b) => b.inserted?.['node-name']?.startsWith('disk-'))).toHaveLength(2);
+      await qmp.execute('quit').catch(() => {});
+      await qmp.close();
+      await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

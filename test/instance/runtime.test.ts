@@ -122,6 +122,12 @@ describe('runtime JSON', () => {
     expect(() => parseRuntime(JSON.stringify({ ...r, formatVersion: '1' }))).toThrow(/formatVersion "1"/);
   });
 
+  it('refuses two devices on one PCI slot', () => {
+    const r = JSON.parse(serializeRuntime(resolveRuntime(baseSpec(), f72)));
+    r.nics[0].bus.slot = r.disks[0].bus.slot;
+    expect(() => parseRuntime(JSON.stringify(r))).toThrow(/PCI slot 0xc/);
+  });
+
   it('refuses text that is not JSON and values the schema refuses', () => {
     expect(() => parseRuntime('not json')).toThrow(RuntimeFormatError);
     const r = JSON.parse(serializeRuntime(resolveRuntime(baseSpec(), f72)));
