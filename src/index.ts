@@ -104,7 +104,16 @@ export {
   type ValidationContext,
   validateHvParams,
 } from './hvparams/index.js';
+// Instance life cycle (start, stop, reboot, info, migration of library-started instances).
+export type { AcceptInstanceStartOptions } from './instance/accept.js';
 export * from './instance/index.js';
+export {
+  DEFAULT_START_TIMEOUT_MS,
+  type InstanceInfo,
+  type InstanceStateName,
+  type StartInstanceOptions,
+} from './instance/lifecycle.js';
+export type { StopInstanceOptions, StopOutcome } from './instance/stop.js';
 export { DEFAULT_RUN_DIR, DEFAULT_STEP_TIMEOUT_MS, KVMHypervisor } from './kvm.js';
 export type { LoggerLike, LogMethod, MonitorLogger } from './logger.js';
 // Migration: options, results, statuses and the fail-safe sequence.

@@ -2,7 +2,9 @@
  * The KVM hypervisor: Ganeti's `KVMHypervisor` class. The static half owns the hvparam
  * registry and its checks; an instance owns one monitor per VM and drives migrations.
  * Over ~400 lines because it is the public facade: each method is a few lines of wiring
- * under the TSDoc users read; the work is in src/migration/.
+ * under the TSDoc users read; the work is in src/migration/ (migration) and src/instance/
+ * (the instance life cycle: start, stop, reboot, info, the destination started from a
+ * runtime).
  */
 
 import { join } from 'node:path';
@@ -21,6 +23,23 @@ import {
   type ValidationContext,
   validateHvParams,
 } from './hvparams/index.js';
+import {
+  type AcceptInstanceStartOptions,
+  discardDestination,
+  launchDestination,
+  nodeHvParamsOf,
+  settleDestination,
+} from './instance/accept.js';
+import { DEFAULT_INSTANCE_RUN_DIR, instancePaths, runLayout } from './instance/layout.js';
+import {
+  DEFAULT_START_TIMEOUT_MS,
+  type InstanceInfo,
+  InstanceLifecycle,
+  type StartInstanceOptions,
+} from './instance/lifecycle.js';
+import type { InstanceSpec } from './instance/spec.js';
+import { readInstanceState } from './instance/state.js';
+import { type StopInstanceOptions, type StopOutcome, stopInstance } from './instance/stop.js';
 import { type LoggerLike, silentLogger } from './logger.js';
 import { errorText, isMonitorGone, VmChannel } from './migration/channel.js';
 import { type ConvergencePolicyOptions, completionTimeoutMs } from './migration/convergence.js';
@@ -140,6 +159,7 @@ export class KVMHypervisor {
   private readonly accepted = new Map<string, AcceptedMigration>();
   private readonly convergence: ConvergencePolicyOptions;
   private readonly tls: MigrationTlsOptions | undefined;
+  private readonly lifecycle: InstanceLifecycle;
 
   /**
    * @param options `monitor`: opens an instance's monitor (default: QMP at
@@ -148,13 +168,39 @@ export class KVMHypervisor {
    */
   constructor(options: KVMHypervisorOptions = {}) {
     this.log = options.logger ?? silentLogger;
-    const runDir = options.runDir ?? DEFAULT_RUN_DIR;
+    const layout = runLayout(options.instanceDir ?? DEFAULT_INSTANCE_RUN_DIR);
+    const runDir = options.runDir ?? layout.ctrl;
+    // An instance this library started: the socket its state file names.
+    const socketOf = (name: string): string => {
+      try {
+        return readInstanceState(instancePaths(layout, name))?.qmp ?? join(runDir, `${name}.qmp`);
+      } catch {
+        return join(runDir, `${name}.qmp`);
+      }
+    };
     this.factory =
-      options.monitor ??
-      ((name) => QmpMonitor.connect({ path: join(runDir, `${name}.qmp`) }, { logger: this.log }));
+      options.monitor ?? ((name) => QmpMonitor.connect({ path: socketOf(name) }, { logger: this.log }));
     this.convergence = options.convergence ?? {};
     if (options.tls) checkTlsOptions(options.tls);
     this.tls = options.tls;
+    this.lifecycle = new InstanceLifecycle({
+      layout,
+      log: this.log,
+      monitor: (name, deadline) => this.monitorFor(name, deadline),
+      forgetMonitor: (name) => this.forgetMonitor(name),
+      ...(options.accel === undefined ? {} : { accel: options.accel }),
+    });
+  }
+
+  /** Closes and drops the cached monitor of an instance. */
+  private async forgetMonitor(name: string): Promise<void> {
+    const cached = this.monitors.get(name);
+    this.monitors.delete(name);
+    this.sessions.get(name)?.detach();
+    this.sessions.delete(name);
+    this.accepted.delete(name);
+    const m = await cached?.catch(() => undefined);
+    await m?.close().catch(() => undefined);
   }
 
   /**
@@ -219,9 +265,79 @@ export class KVMHypervisor {
    * With `listen` (a destination started with `-incoming defer`) it then puts the TLS
    * credentials in place when the hypervisor has `tls`, and starts listening on
    * `listen:migration_port` last (`migrate-incoming`). With `tls`, `listen` is required.
+   *
+   * With `migrationInfo` (the source's {@link getMigrationInfo}) and `target` (the address
+   * to listen on), it first **starts the destination QEMU** from that runtime, rendered for
+   * this node's QEMU, with `-incoming defer`; sets the capabilities; puts the TLS
+   * credentials in place when the hypervisor has `tls`; then listens on
+   * `tcp:<target>:<migration_port>` (`migrate-incoming`). A failure before the source
+   * starts kills that QEMU again. `finalizeMigrationDst` makes it this node's instance, or
+   * stops it after a failure (unless it already holds the VM).
    */
-  async acceptInstance(instance: Instance, options: AcceptInstanceOptions = {}): Promise<string[]> {
+  async acceptInstance(instance: Instance, options?: AcceptInstanceOptions): Promise<string[]>;
+  async acceptInstance(
+    instance: Instance,
+    migrationInfo: string,
+    target: string,
+    options?: AcceptInstanceStartOptions,
+  ): Promise<string[]>;
+  async acceptInstance(
+    instance: Instance,
+    infoOrOptions?: string | AcceptInstanceOptions,
+    target?: string,
+    startOptions: AcceptInstanceStartOptions = {},
+  ): Promise<string[]> {
     const plan = this.plan(instance);
+    if (typeof infoOrOptions !== 'string') return this.acceptStarted(instance, plan, infoOrOptions ?? {});
+    if (target === undefined) {
+      throw new MigrationError(
+        `instance '${instance.name}': acceptInstance with migration info needs a target address`,
+        { instance: instance.name, changedVm: false },
+      );
+    }
+    const uri = this.listenUri(instance, target, plan.port);
+    if (this.tls) await checkTlsFiles(this.tls, 'server');
+    const deadline = Deadline.after(startOptions.timeoutMs ?? DEFAULT_START_TIMEOUT_MS, startOptions.signal);
+    const launched = await launchDestination(
+      this.lifecycle,
+      instance.name,
+      infoOrOptions,
+      deadline,
+      startOptions.accel,
+      nodeHvParamsOf(KVMHypervisor.instanceParameters(instance), instance.hvparams ?? {}),
+    );
+    try {
+      const ch = await this.stepChannel(instance.name, deadline, 'accepting the migration');
+      const tls = this.tls && this.tlsUsable(ch, 'server') ? this.tls : undefined;
+      const accepted = await this.controllerStep(ch, () => acceptMigration(ch, plan.capabilities, deadline));
+      this.accepted.set(instance.name, { ...accepted, tls: tls !== undefined });
+      await this.controllerStep(ch, () =>
+        startIncoming(
+          ch,
+          uri,
+          tls && { endpoint: 'server', dir: tls.dir, allowedPeers: tls.allowedPeers },
+          deadline,
+        ),
+      );
+      return accepted.capabilities;
+    } catch (e) {
+      // The source has not been told to send anything: this QEMU holds nothing.
+      throw await discardDestination(this.lifecycle, instance.name, launched, e).catch((err: unknown) => {
+        this.log.error(
+          { instance: instance.name, err: errorText(err) },
+          'killing the destination QEMU failed',
+        );
+        return e;
+      });
+    }
+  }
+
+  /** `acceptInstance` for a destination QEMU started by someone else. */
+  private async acceptStarted(
+    instance: Instance,
+    plan: MigrationPlan,
+    options: AcceptInstanceOptions,
+  ): Promise<string[]> {
     const uri =
       options.listen === undefined ? undefined : this.listenUri(instance, options.listen, plan.port);
     if (this.tls && uri === undefined) {
@@ -380,7 +496,9 @@ export class KVMHypervisor {
    * fail-safe rule allows it: never when its run state is `postmigrate`, its migration
    * completed or is in post-copy, or its state cannot be read; then it throws
    * `MigrationError` saying why, and only `forceResume: true` (an operator override)
-   * resumes it. Settings changed by `migrateInstance` are put back.
+   * resumes it. Settings changed by `migrateInstance` are put back. After a success, the
+   * source QEMU of an instance this object's run directory started (`startInstance`) is
+   * stopped and its files removed, as Ganeti does.
    */
   async finalizeMigrationSource(
     instance: Instance,
@@ -410,6 +528,16 @@ export class KVMHypervisor {
       }),
     );
     this.sessions.delete(instance.name);
+    if (success && this.lifecycle.startedHere(instance.name)) {
+      // Ganeti's rule: the migrated source of an instance started here is stopped and its
+      // files removed; it was verified paused after a completed migration just above.
+      await stopInstance(this.lifecycle, instance.name, { force: true }).catch((e: unknown) => {
+        throw new MigrationError(
+          `instance '${instance.name}': the migration completed and the VM runs on the destination, but stopping the source QEMU failed: ${errorText(e)}`,
+          { instance: instance.name, status: 'completed', cause: e },
+        );
+      });
+    }
     return outcome;
   }
 
@@ -433,7 +561,10 @@ export class KVMHypervisor {
       if (!success && isMonitorGone(e)) {
         this.log.info({ instance: instance.name, err: errorText(e) }, 'the incoming QEMU is already gone');
         this.accepted.delete(instance.name);
-        return { side: 'destination', action: 'already-gone' };
+        const outcome: FinalizeOutcome = { side: 'destination', action: 'already-gone' };
+        if (this.lifecycle.startedHere(instance.name))
+          await settleDestination(this.lifecycle, instance.name, outcome);
+        return outcome;
       }
       throw e;
     }
@@ -449,6 +580,8 @@ export class KVMHypervisor {
       }),
     );
     this.accepted.delete(instance.name);
+    if (this.lifecycle.startedHere(instance.name))
+      await settleDestination(this.lifecycle, instance.name, outcome);
     return outcome;
   }
 
@@ -515,6 +648,62 @@ export class KVMHypervisor {
       if (e instanceof DeadlineError) throw ch.error(`the monitor did not answer in time: ${e.message}`, e);
       throw e;
     }
+  }
+
+  /**
+   * Starts an instance from its spec: checks the spec and its hvparams (every problem at
+   * once, nothing started on error), probes the QEMU of `kvm_path`, resolves and writes the
+   * runtime (`<conf>/<name>.runtime`), starts QEMU detached and paused, sets VNC/SPICE
+   * passwords, pins vCPUs (`cpu_mask`), balloons to `memory.startupMiB`, then resumes it
+   * (`cont`). Fails with QEMU's own error lines when it exits during start-up; a failed
+   * start kills what it started. Resolves with the instance's info.
+   */
+  startInstance(spec: InstanceSpec, options: StartInstanceOptions = {}): Promise<InstanceInfo> {
+    return this.lifecycle.start(spec, options);
+  }
+
+  /**
+   * Stops an instance: the ACPI power button (when `acpi` is on and not `force`), waiting
+   * up to `timeoutMs` for the guest to power off; then `quit`, SIGTERM and SIGKILL, each
+   * bounded; then removes its runtime, state and socket files, also when QEMU was already
+   * gone.
+   */
+  stopInstance(name: string, options: StopInstanceOptions = {}): Promise<StopOutcome> {
+    return stopInstance(this.lifecycle, name, options);
+  }
+
+  /** Resets the machine (`system_reset`, a real reset, not kill-and-respawn); a powered-off or paused VM is resumed. */
+  rebootInstance(name: string, options: { timeoutMs?: number } = {}): Promise<void> {
+    return this.lifecycle.reboot(name, options.timeoutMs);
+  }
+
+  /** Names of the instances whose QEMU process runs (pid and start time match the state file). */
+  listInstances(): string[] {
+    return this.lifecycle.list();
+  }
+
+  /**
+   * State (`running`, `paused`, `shutdown` after a guest poweroff, `incoming`, `migrated`,
+   * `unresponsive`, `exited`), pid, memory (`query-balloon`), vCPUs (`query-cpus-fast`),
+   * uptime. The QEMU must answer `query-uuid` with the instance's UUID.
+   */
+  getInstanceInfo(name: string, options: { timeoutMs?: number } = {}): Promise<InstanceInfo> {
+    return this.lifecycle.info(name, options.timeoutMs);
+  }
+
+  /** Removes the files of an instance whose QEMU is gone; refuses a live one. */
+  cleanupInstance(name: string): Promise<void> {
+    return this.lifecycle.cleanup(name);
+  }
+
+  /** Sets the guest's memory through the balloon (`balloon`), in MiB, at most `memory.maxMiB`. */
+  balloonInstanceMemory(name: string, mib: number, options: { timeoutMs?: number } = {}): Promise<void> {
+    return this.lifecycle.balloon(name, mib, options.timeoutMs);
+  }
+
+  /** The runtime of a running instance (JSON text) for `acceptInstance` on the target. */
+  getMigrationInfo(name: string): string {
+    return this.lifecycle.migrationInfo(name);
   }
 
   /** Closes every monitor this object opened. */

@@ -1,12 +1,14 @@
 /**
- * `kvm-hv demo`: a complete live migration between two local QEMU processes. The source
- * runs the dirty-memory guest (src/guest/), the destination waits with `-incoming`; the
- * demo accepts, migrates with a progress bar, verifies both ends and cleans up every
- * process, socket and temporary folder, also on Ctrl-C or error.
+ * `kvm-hv demo`: a complete live migration between two local "nodes" (two run
+ * directories). `startInstance` runs the dirty-memory guest (src/guest/) from hvparams;
+ * `acceptInstance` starts the destination QEMU from the source's runtime; the demo
+ * migrates with a progress bar, verifies both ends and cleans up every process, socket
+ * and temporary folder, also on Ctrl-C or error.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import { HypervisorError } from '../errors.js';
@@ -18,9 +20,12 @@ import {
   parseXpWords,
   writeGuestImage,
 } from '../guest/index.js';
+import { instancePaths, runLayout } from '../instance/layout.js';
+import { processAlive } from '../instance/process.js';
+import type { InstanceSpec } from '../instance/spec.js';
+import { readInstanceState } from '../instance/state.js';
 import { KVMHypervisor } from '../kvm.js';
 import type { Instance } from '../migration/types.js';
-import { QmpMonitor } from '../monitor/qmp.js';
 import type { Monitor } from '../monitor/types.js';
 import {
   type Accelerator,
@@ -28,7 +33,7 @@ import {
   queryAccelerator,
   resolveAccelerator,
 } from '../qemu/accel.js';
-import { findQemuBinary, freePort, QemuVm } from '../qemu/process.js';
+import { findQemuBinary, freePort } from '../qemu/process.js';
 import { generateTestPki } from '../tls/certificates.js';
 import type { MigrationTlsOptions } from '../tls/config.js';
 import { InterruptedError, UsageError } from './errors.js';
@@ -116,29 +121,43 @@ export function checkDemoOptions(o: DemoOptions): void {
 
 /** Everything the demo started, so that cleanup can undo exactly that. */
 class DemoResources {
-  readonly vms: QemuVm[] = [];
-  readonly monitors: Monitor[] = [];
-  readonly hypervisors: KVMHypervisor[] = [];
+  readonly hypervisors: { hv: KVMHypervisor; root: string }[] = [];
   dir: string | undefined;
 
   async cleanup(logger: Logger): Promise<void> {
-    for (const hv of this.hypervisors.splice(0)) {
+    for (const { hv, root } of this.hypervisors.splice(0)) {
+      // Every instance either node still runs (the source after a failure, the destination).
+      for (const name of hv.listInstances()) {
+        await hv.stopInstance(name, { force: true, killTimeoutMs: 5000 }).catch((e: unknown) => {
+          // Refused (a migration still runs): these VMs are the demo's own, kill them.
+          logger.warn({ err: e, instance: name }, 'stop refused; killing the demo VM');
+          const st = readInstanceState(instancePaths(runLayout(root), name));
+          if (st && processAlive(st)) process.kill(st.pid, 'SIGKILL');
+        });
+      }
       await hv.close().catch((e: unknown) => logger.debug({ err: e }, 'closing a hypervisor'));
     }
-    for (const m of this.monitors.splice(0)) {
-      await m.close().catch((e: unknown) => logger.debug({ err: e }, 'closing a monitor'));
-    }
-    await Promise.all(this.vms.splice(0).map((vm) => vm.kill()));
     if (this.dir) rmSync(this.dir, { recursive: true, force: true });
     this.dir = undefined;
   }
 }
 
+/** An absolute path for `kvm_path`: a bare command name is looked up on the PATH. */
+function absoluteBinary(binary: string): string {
+  if (isAbsolute(binary)) return binary;
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    const candidate = join(dir, binary);
+    if (dir && existsSync(candidate)) return resolve(candidate);
+  }
+  throw new HypervisorError(QEMU_INSTALL_HINT);
+}
+
 /** Runs the demo; resolves when both ends are verified and everything is cleaned up. */
 export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
   checkDemoOptions(o);
-  const binary = findQemuBinary();
-  if (!binary) throw new HypervisorError(QEMU_INSTALL_HINT);
+  const found = findQemuBinary();
+  if (!found) throw new HypervisorError(QEMU_INSTALL_HINT);
+  const binary = absoluteBinary(found);
   const human = !o.json;
   const step = (text: string) => {
     if (human) process.stderr.write(`• ${text}\n`);
@@ -162,6 +181,9 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     const port = await freePort();
     const hvparams = coercedHvParams([]);
     Object.assign(hvparams, {
+      kvm_path: binary,
+      kernel_path: kernel,
+      serial_console: false,
       migration_port: port,
       migration_bandwidth: o.bandwidth,
       migration_downtime: o.downtime,
@@ -169,29 +191,39 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     });
     KVMHypervisor.checkParameterSyntax(KVMHypervisor.fillDefaults(hvparams));
     const instance: Instance = { name: 'demo', hvparams, memoryMiB: o.memory };
+    const spec: InstanceSpec = {
+      name: 'demo',
+      uuid: randomUUID(),
+      memory: { maxMiB: o.memory },
+      vcpus: 1,
+      disks: [],
+      nics: [],
+      hvparams,
+    };
 
     const accel = resolveAccelerator(o.accel ?? 'auto');
     const tls = o.tls ? await demoTls(res.dir, step) : undefined;
-    step(
-      `starting the destination QEMU (${ACCEL_NAMES[accel]}, ${o.memory} MiB, -incoming ${tls ? 'defer' : `tcp:127.0.0.1:${port}`})`,
-    );
-    const common = { dir: res.dir, binary, memoryMiB: o.memory, hmp: false, accel };
-    // With TLS the destination listens only once its credentials are in place (defer).
-    const dst = await QemuVm.start({
-      ...common,
-      name: 'demo-dst',
-      incoming: tls ? 'defer' : `tcp:127.0.0.1:${port}`,
-    });
-    res.vms.push(dst);
-    checkAbort();
+    // Two run directories: two "nodes" on this host.
+    const node = (n: string, nodeTls: MigrationTlsOptions | undefined) => {
+      const root = join(res.dir as string, n);
+      const hv = new KVMHypervisor({
+        instanceDir: root,
+        accel,
+        logger,
+        ...(nodeTls ? { tls: nodeTls } : {}),
+      });
+      res.hypervisors.push({ hv, root });
+      return hv;
+    };
+    const hvSrc = node('node1', tls?.source);
+    const hvDst = node('node2', tls?.destination);
     const rateText = o.rate === 0 ? 'as fast as it can' : `${o.rate} MiB/s`;
-    step(`starting the source QEMU (${o.memory} MiB) with the guest dirtying ${o.dirty} MiB at ${rateText}`);
-    const src = await QemuVm.start({ ...common, name: 'demo-src', kernel });
-    res.vms.push(src);
-    const srcMon = await QmpMonitor.connect({ path: src.qmpPath }, { logger });
-    res.monitors.push(srcMon);
-    const dstMon = await QmpMonitor.connect({ path: dst.qmpPath }, { logger });
-    res.monitors.push(dstMon);
+    step(
+      `starting the source instance (${ACCEL_NAMES[accel]}, ${o.memory} MiB) with the guest dirtying ${o.dirty} MiB at ${rateText}`,
+    );
+    const info = await hvSrc.startInstance(spec, { signal: abort.signal });
+    checkAbort();
+    const srcMon = await hvSrc.monitorFor('demo');
     // QEMU got exactly one -accel; confirm that the guest really runs under it.
     const running = await queryAccelerator(srcMon);
     if (running !== accel) {
@@ -199,13 +231,6 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
         `the source QEMU runs with ${ACCEL_NAMES[running]}, not ${ACCEL_NAMES[accel]}`,
       );
     }
-    const hvSrc = new KVMHypervisor({ monitor: () => srcMon, logger, ...(tls ? { tls: tls.source } : {}) });
-    const hvDst = new KVMHypervisor({
-      monitor: () => dstMon,
-      logger,
-      ...(tls ? { tls: tls.destination } : {}),
-    });
-    res.hypervisors.push(hvSrc, hvDst);
 
     // Wait until the guest runs, then measure what it really dirties.
     // SeaBIOS needs ~0.2 s under TCG but 8-12 s under nested KVM (every port access is a
@@ -225,11 +250,16 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     const after = await readGuestStatus(srcMon);
     const measuredRate =
       (((after.pagesWritten - before.pagesWritten) >>> 0) * 4096 * 1000) / (performance.now() - t0);
-    step(`guest running: dirtying ${formatRate(measuredRate)}`);
+    step(`guest running (pid ${info.pid}): dirtying ${formatRate(measuredRate)}`);
     checkAbort();
 
-    step(`destination: accepting the migration${tls ? ' (TLS credentials, then listening)' : ''}`);
-    await hvDst.acceptInstance(instance, tls ? { listen: '127.0.0.1' } : {});
+    step(
+      `destination: starting QEMU from the source's runtime, -incoming defer, ${tls ? 'TLS credentials, then ' : ''}listening on 127.0.0.1:${port}`,
+    );
+    await hvDst.acceptInstance(instance, hvSrc.getMigrationInfo('demo'), '127.0.0.1', {
+      signal: abort.signal,
+    });
+    checkAbort();
     const caps = o.caps === '' ? 'no capabilities' : `capabilities ${o.caps}`;
     const bw = o.bandwidth === 0 ? 'unlimited' : `${o.bandwidth} MiB/s`;
     step(
@@ -252,14 +282,16 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
     }
     await hvDst.finalizeMigrationDst(instance, true);
 
-    // Verify: the destination runs the guest, the source stays stopped.
-    const dstStatus = await dstMon.execute<{ status: string; running: boolean }>('query-status');
-    const srcStatus = await srcMon.execute<{ status: string; running: boolean }>('query-status');
+    // Verify: the destination runs the guest; the source QEMU was stopped after success.
+    const dstInfo = await hvDst.getInstanceInfo('demo');
+    const dstMon = await hvDst.monitorFor('demo');
     const g1 = await readGuestStatus(dstMon);
     await sleep(300);
     const g2 = await readGuestStatus(dstMon);
     const guestAlive = g2.running && (g2.pagesWritten - g1.pagesWritten) >>> 0 > 0;
-    const verified = dstStatus.status === 'running' && srcStatus.status === 'postmigrate' && guestAlive;
+    const sourceGone = hvSrc.listInstances().length === 0;
+    const verified = dstInfo.state === 'running' && sourceGone && guestAlive;
+    const srcStatus = sourceGone ? 'stopped' : 'still running';
     const summary = summaryJson(instance.name, outcome.result, outcome.wallTimeMs, sink.maxThrottlePercent);
     const report = {
       ...summary,
@@ -273,8 +305,8 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
       },
       settings: { bandwidthMiBps: o.bandwidth, downtimeMs: o.downtime, caps: o.caps, tls: tls !== undefined },
       actions: outcome.actions,
-      destination: { status: dstStatus.status, guestRunning: guestAlive },
-      source: { status: srcStatus.status },
+      destination: { status: dstInfo.state, pid: dstInfo.pid, guestRunning: guestAlive },
+      source: { status: srcStatus },
       verified,
     };
     if (o.json) printJson(report);
@@ -284,20 +316,20 @@ export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
         renderTable([
           [
             'destination',
-            `${dstStatus.status}${guestAlive ? ' (guest still dirtying memory)' : ' (guest NOT running)'}`,
+            `${dstInfo.state} (pid ${dstInfo.pid})${guestAlive ? ', guest still dirtying memory' : ', guest NOT running'}`,
           ],
-          ['source', srcStatus.status],
+          ['source', `${srcStatus} after the migration`],
         ]),
       );
     }
     if (!verified) {
       throw new HypervisorError(
-        `verification failed: destination ${dstStatus.status}${guestAlive ? '' : ' (guest not running)'}, source ${srcStatus.status} (expected running and postmigrate)`,
+        `verification failed: destination ${dstInfo.state}${guestAlive ? '' : ' (guest not running)'}, source ${srcStatus} (expected running and stopped)`,
       );
     }
   } finally {
     removeSignals();
-    step('cleaning up: stopping both QEMU processes, removing sockets and the temporary folder');
+    step('cleaning up: stopping every QEMU the demo started, removing its run directories');
     await res.cleanup(logger);
   }
 }

@@ -1,7 +1,7 @@
 /**
  * Exit codes of `kvm-hv` and how an error becomes the text on stderr.
  */
-import { HvParamError, HypervisorError, TlsConfigError } from '../errors.js';
+import { HvParamError, HypervisorError, InstanceSpecError, TlsConfigError } from '../errors.js';
 
 /** Exit codes, also listed in docs/cli.md. */
 export const EXIT = {
@@ -28,7 +28,12 @@ export class InterruptedError extends Error {
 /** The exit code for an error thrown by a command. */
 export function exitCodeFor(error: unknown): number {
   if (error instanceof InterruptedError) return EXIT.interrupted;
-  if (error instanceof UsageError || error instanceof HvParamError || error instanceof TlsConfigError) {
+  if (
+    error instanceof UsageError ||
+    error instanceof HvParamError ||
+    error instanceof TlsConfigError ||
+    error instanceof InstanceSpecError
+  ) {
     return EXIT.usage;
   }
   return EXIT.failure;
@@ -43,6 +48,12 @@ export function formatError(error: unknown): string {
     const n = error.problems.length;
     const lines = [`kvm-hv: invalid hypervisor parameters (${n} problem${n === 1 ? '' : 's'}):`];
     for (const p of error.problems) lines.push(`  - ${p.param ? `${p.param}: ` : ''}${p.message}`);
+    return lines.join('\n');
+  }
+  if (error instanceof InstanceSpecError) {
+    const n = error.problems.length;
+    const lines = [`kvm-hv: invalid instance spec (${n} problem${n === 1 ? '' : 's'}):`];
+    for (const p of error.problems) lines.push(`  - ${p.field ? `${p.field}: ` : ''}${p.message}`);
     return lines.join('\n');
   }
   if (error instanceof UsageError || error instanceof InterruptedError || error instanceof HypervisorError) {

@@ -5,13 +5,15 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
-import { HvParamError, MigrationError } from '../errors.js';
+import { HvParamError, InstanceSpecError, MigrationError } from '../errors.js';
+import { parseRuntime } from '../instance/runtime.js';
 import { KVMHypervisor } from '../kvm.js';
 import type { Instance } from '../migration/types.js';
 import type { Monitor } from '../monitor/types.js';
 import { registerDemoCommand } from './demo.js';
 import { EXIT, exitCodeFor, formatError, InterruptedError, UsageError } from './errors.js';
 import { coercedHvParams, rawHvParams } from './hvparams.js';
+import { RUN_DIR_OPTION, readInput, registerInstanceCommands } from './instances.js';
 import { LOG_LEVELS } from './logger.js';
 import { migrateSource } from './migrate-flow.js';
 import { instanceName, type MonitorCliOptions, monitorTarget, openMonitor } from './monitor.js';
@@ -24,12 +26,29 @@ import { collect, loggerFor, numberArg, print, printJson } from './util.js';
 /** The version printed by `--version`. */
 export const CLI_VERSION = '0.1.0';
 
-/** Adds `--qmp`, `--hmp` and `--name` to a command. */
+/** Adds `--qmp`, `--hmp`, `--name` and `--run-dir` to a command. */
 function monitorOptions(cmd: Command): Command {
   return cmd
     .option('--qmp <socket>', 'QMP UNIX socket of the QEMU process')
     .option('--hmp <socket>', 'HMP UNIX socket (-monitor unix:…) instead of QMP')
-    .option('--name <instance>', 'instance name for messages and logs (default: the socket file name)');
+    .option(
+      '--name <instance>',
+      'instance name (default: the socket file name); alone: an instance started by `kvm-hv start`',
+    )
+    .option(...RUN_DIR_OPTION);
+}
+
+/** The monitor options plus the run directory of library-started instances. */
+interface TargetOptions extends MonitorCliOptions {
+  runDir?: string;
+}
+
+/** True when the command names a library-started instance (`--name` without a socket). */
+const byName = (opts: TargetOptions): boolean => !opts.qmp && !opts.hmp && opts.name !== undefined;
+
+/** The instance name: `--name`, else the socket's file name. */
+function targetName(opts: TargetOptions): string {
+  return byName(opts) ? (opts.name as string) : instanceName(opts);
 }
 
 const hvOption = () =>
@@ -42,10 +61,24 @@ const hvOption = () =>
  * The monitor is opened before the hypervisor exists so a bad socket fails fast.
  */
 async function withHypervisor<T>(
-  opts: MonitorCliOptions & TlsCliOptions,
+  opts: TargetOptions & TlsCliOptions,
   logger: Logger,
-  fn: (hv: KVMHypervisor, name: string, monitor: Monitor) => Promise<T>,
+  fn: (hv: KVMHypervisor, name: string, monitor?: Monitor) => Promise<T>,
 ): Promise<T> {
+  if (byName(opts)) {
+    // An instance of the run directory: its state file names its QMP socket.
+    const tls = tlsFromCli(opts);
+    const hv = new KVMHypervisor({
+      logger,
+      ...(opts.runDir ? { instanceDir: opts.runDir } : {}),
+      ...(tls ? { tls } : {}),
+    });
+    try {
+      return await fn(hv, opts.name as string);
+    } finally {
+      await hv.close().catch((e: unknown) => logger.debug({ err: e }, 'closing the hypervisor'));
+    }
+  }
   monitorTarget(opts);
   const name = instanceName(opts);
   const tls = tlsFromCli(opts);
@@ -57,6 +90,11 @@ async function withHypervisor<T>(
     await hv.close().catch((e: unknown) => logger.debug({ err: e }, 'closing the hypervisor'));
     await monitor.close().catch((e: unknown) => logger.debug({ err: e }, 'closing the monitor'));
   }
+}
+
+/** The instance a runtime belongs to. */
+function runtimeInstanceName(info: string): string {
+  return parseRuntime(info).instance.name;
 }
 
 /** Coerces and syntax-checks the `-H` options; exits 2 (HvParamError) before any VM is touched. */
@@ -110,7 +148,7 @@ function registerParamsCommand(program: Command): void {
     });
 }
 
-interface VmOptions extends MonitorCliOptions {
+interface VmOptions extends TargetOptions {
   json?: boolean;
 }
 
@@ -179,7 +217,7 @@ function registerResumeCommand(program: Command): void {
     )
     .action(async (opts: ResumeOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
-      const instance = checkedInstance(instanceName(opts), opts.hvparams ?? []);
+      const instance = checkedInstance(targetName(opts), opts.hvparams ?? []);
       if (opts.forceResume) process.stderr.write(`${FORCE_RESUME_WARNING}\n`);
       await withHypervisor(opts, logger, async (hv) => {
         const outcome = await hv.finalizeMigrationSource(instance, false, {
@@ -200,6 +238,7 @@ interface AcceptOptions extends VmOptions, TlsCliOptions {
   hvparams?: string[];
   wait?: boolean;
   timeout?: number;
+  runtime?: string;
 }
 
 /**
@@ -238,7 +277,7 @@ function registerAcceptCommand(program: Command): void {
   destinationTlsOptions(monitorOptions(program.command('accept')))
     .option(
       '--listen <address>',
-      'for a destination started with -incoming defer: set everything up, then listen on address:migration_port',
+      'listen on address:migration_port once everything is set up: for a destination started with -incoming defer, or with --runtime',
     )
     .description('prepare a destination VM (started with -incoming) to receive a migration')
     .addOption(hvOption())
@@ -257,15 +296,30 @@ function registerAcceptCommand(program: Command): void {
       '\nWithout --wait the command returns at once; run `kvm-hv migrate` on the source next.\n' +
         'With --wait, Ctrl-C stops waiting (exit 130) and leaves the destination VM as it is.',
     )
+    .option(
+      '--runtime <file>',
+      'start the destination QEMU from this runtime (`kvm-hv runtime` on the source; - for stdin)',
+    )
     .action(async (opts: AcceptOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
-      const instance = checkedInstance(instanceName(opts), opts.hvparams ?? []);
       if (opts.timeout !== undefined && !opts.wait) throw new UsageError('--timeout needs --wait');
-      if (opts.tlsDir !== undefined && opts.listen === undefined) {
-        throw new UsageError('--tls-dir needs --listen (a destination started with -incoming defer)');
+      let info: string | undefined;
+      if (opts.runtime !== undefined) {
+        if (opts.qmp || opts.hmp)
+          throw new UsageError('--runtime starts the destination: give no --qmp/--hmp');
+        if (!opts.listen) throw new UsageError('--runtime needs --listen <address>');
+        info = readInput(opts.runtime, 'the runtime');
+        opts.name ??= runtimeInstanceName(info);
       }
+      if (opts.tlsDir !== undefined && opts.listen === undefined) {
+        throw new UsageError(
+          '--tls-dir needs --listen (a destination started with -incoming defer, or --runtime)',
+        );
+      }
+      const instance = checkedInstance(targetName(opts), opts.hvparams ?? []);
       await withHypervisor(opts, logger, async (hv) => {
-        await hv.acceptInstance(instance, opts.listen === undefined ? {} : { listen: opts.listen });
+        if (info !== undefined) await hv.acceptInstance(instance, info, opts.listen as string);
+        else await hv.acceptInstance(instance, opts.listen === undefined ? {} : { listen: opts.listen });
         if (!opts.wait) {
           if (opts.json) printJson({ instance: instance.name, accepted: true });
           else print(`'${instance.name}' is ready to receive the migration`);
@@ -311,7 +365,7 @@ function registerMigrateCommand(program: Command): void {
     )
     .action(async (opts: MigrateOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
-      const instance = checkedInstance(instanceName(opts), opts.hvparams ?? []);
+      const instance = checkedInstance(targetName(opts), opts.hvparams ?? []);
       const filled = KVMHypervisor.fillDefaults(instance.hvparams ?? {});
       const live = opts.nonLive ? false : filled.migration_mode !== 'non-live';
       await withHypervisor(opts, logger, async (hv) => {
@@ -369,6 +423,7 @@ export function buildProgram(): Command {
   registerStatusCommand(program);
   registerCancelCommand(program);
   registerResumeCommand(program);
+  registerInstanceCommands(program);
   registerDemoCommand(program);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput(OUTPUT);
   return program;
@@ -383,7 +438,9 @@ export function errorJson(error: unknown): Record<string, unknown> {
     error: {
       name: e.name,
       message: e.message,
-      ...(error instanceof HvParamError ? { problems: error.problems } : {}),
+      ...(error instanceof HvParamError || error instanceof InstanceSpecError
+        ? { problems: error.problems }
+        : {}),
     },
   };
 }

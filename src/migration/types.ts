@@ -6,6 +6,7 @@ import type { KvmHvParamsInput } from '../hvparams/index.js';
 import type { LoggerLike } from '../logger.js';
 import type { MigrationStatus } from '../monitor/event-types.js';
 import type { Monitor } from '../monitor/types.js';
+import type { AcceleratorChoice } from '../qemu/accel.js';
 import type { MigrationTlsOptions } from '../tls/config.js';
 import type { ConvergencePolicyOptions } from './convergence.js';
 
@@ -161,8 +162,23 @@ export interface MigrationResult {
 export interface KVMHypervisorOptions {
   /** Opens an instance's monitor; default: QMP at `<runDir>/<name>.qmp`. */
   monitor?: MonitorFactory;
-  /** Folder of the default factory's sockets (default `/var/run/ganeti/kvm-hypervisor/ctrl`). */
+  /**
+   * Folder of the default factory's sockets for QEMUs started by someone else (default
+   * `<instanceDir>/ctrl`). Instances this library started are reached at the socket their
+   * state file names.
+   */
   runDir?: string;
+  /**
+   * Run directory of the instances this object starts (Ganeti's layout: `pid/`, `ctrl/`,
+   * `conf/`, `chroot/`, `log/`; default `/var/run/ganeti/kvm-hypervisor`). Two objects on one
+   * host (tests, demos) act as two nodes when given different folders.
+   */
+  instanceDir?: string;
+  /**
+   * Accelerator for instances whose `kvm_flag` is empty: `kvm`, `tcg` or `auto` (default
+   * `$KVMHV_ACCEL`, else `auto`: KVM when `/dev/kvm` opens read-write).
+   */
+  accel?: AcceleratorChoice;
   /** A pino logger, or any object with pino's level methods ({@link LoggerLike}); default: silent. */
   logger?: LoggerLike;
   /** Knobs of the convergence policy (stall detection, downtime ceiling, timeouts). */

@@ -103,7 +103,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * that connects as soon as the file exists can get ECONNREFUSED. Undefined where
  * `/proc/net/unix` cannot be read.
  */
-function listeningUnixSockets(pid?: number): Set<string> | undefined {
+export function listeningUnixSockets(pid?: number): Set<string> | undefined {
   let text: string;
   try {
     // The process's own view: QEMU may run in another network namespace (`ip netns exec`).

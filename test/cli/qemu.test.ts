@@ -333,7 +333,7 @@ describeEachRelease('kvm-hv', releaseCases(), (c) => {
         status: 'completed',
         verified: true,
         destination: { status: 'running', guestRunning: true },
-        source: { status: 'postmigrate' },
+        source: { status: 'stopped' },
         guest: { memoryMiB: 48, dirtyMiB: 8, rateMiBps: 16 },
         settings: { bandwidthMiBps: 64, caps: 'auto-converge' },
       });
