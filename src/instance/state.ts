@@ -10,6 +10,7 @@ import * as Type from 'typebox/type';
 import { Value } from 'typebox/value';
 import { HypervisorError, UnrecognizedOutputError } from '../errors.js';
 import type { InstancePaths, RunLayout } from './layout.js';
+import { readProcStat } from './process.js';
 
 /** Mode of the run directory's folders (Ganeti's 0o775). */
 export const RUN_DIR_MODE = 0o775;
@@ -152,11 +153,8 @@ export function acquireStartLock(paths: InstancePaths): () => void {
   }
 }
 
+/** A process that exists and is not a zombie (an exited child not yet reaped holds no lock). */
 function pidExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  const st = readProcStat(pid);
+  return st !== undefined && st.state !== 'Z' && st.state !== 'X';
 }

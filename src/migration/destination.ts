@@ -5,7 +5,6 @@
  */
 import type { FinalizeOutcome } from '../errors.js';
 import { findCapability } from '../qemu/capabilities.js';
-import { versionAtLeast } from '../qemu/version.js';
 import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import { Deadline } from './deadline.js';
 import { capabilityCommands, resolveCapabilities, simpleCommand } from './dialect.js';
