@@ -8,20 +8,17 @@ import { HypervisorError, MigrationError, MonitorClosedError, UnrecognizedOutput
 import { childLogger, type LoggerLike } from '../logger.js';
 import type { Monitor } from '../monitor/types.js';
 import { Deadline, DeadlineError } from './deadline.js';
-import { describeCommand, type MonitorCommand, simpleCommand } from './dialect.js';
+import { describeCommand, type MonitorCommand } from './dialect.js';
 import {
-  parseInfoMigrate,
-  parseInfoMigrateCapabilities,
-  parseInfoStatus,
-  parseQueryMigrate,
-} from './status.js';
+  CAPABILITIES_QUERY,
+  MIGRATION_STATUS_QUERY,
+  type Query,
+  RUN_STATE_QUERY,
+  type VmRunState,
+} from './queries.js';
 import type { MigrationProgress } from './types.js';
 
-/** The VM run state as QMP names it (`running`, `paused`, `inmigrate`, `postmigrate`, …). */
-export interface VmRunState {
-  running: boolean;
-  status: string;
-}
+export type { VmRunState } from './queries.js';
 
 /** The message of any thrown value. */
 export const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -90,25 +87,18 @@ export class VmChannel {
     });
   }
 
+  /** Runs a read-only query of {@link queries.ts} in this monitor's protocol and parses the answer. */
+  async query<T>(query: Query<T>, deadline?: Deadline): Promise<T> {
+    const form = query[this.monitor.protocol];
+    return form.parse(await this.send(form.command, deadline));
+  }
+
   /** The VM run state; an answer the parser cannot read is an `UnrecognizedOutputError`. */
   async vmStatus(deadline?: Deadline): Promise<VmRunState> {
-    if (this.monitor.protocol === 'qmp') {
-      const cmd = simpleCommand('qmp', 'query-status');
-      const r = await this.must(cmd, 'reading the VM status', deadline);
-      const o = r as { running?: unknown; status?: unknown } | null;
-      if (!o || typeof o !== 'object' || typeof o.status !== 'string' || typeof o.running !== 'boolean') {
-        throw this.error(
-          'reading the VM status failed',
-          new UnrecognizedOutputError('query-status', JSON.stringify(r), 'reply'),
-        );
-      }
-      return { running: o.running, status: o.status };
-    }
-    const text = String(
-      await this.must({ kind: 'hmp', line: 'info status' }, 'reading the VM status', deadline),
-    );
+    const form = RUN_STATE_QUERY[this.monitor.protocol];
+    const answer = await this.must(form.command, 'reading the VM status', deadline);
     try {
-      return parseInfoStatus(text);
+      return form.parse(answer);
     } catch (e) {
       throw this.error(`reading the VM status failed: ${errorText(e)}`, e);
     }
@@ -116,10 +106,7 @@ export class VmChannel {
 
   /** One migration snapshot (`query-migrate` / `info migrate`); unreadable output throws. */
   async migrationStatus(deadline?: Deadline): Promise<MigrationProgress> {
-    if (this.monitor.protocol === 'qmp') {
-      return parseQueryMigrate(await this.send(simpleCommand('qmp', 'query-migrate'), deadline));
-    }
-    return parseInfoMigrate(String(await this.send({ kind: 'hmp', line: 'info migrate' }, deadline)));
+    return this.query(MIGRATION_STATUS_QUERY, deadline);
   }
 
   /** Like {@link migrationStatus}, with failures wrapped in a `MigrationError`. */
@@ -141,23 +128,8 @@ export class VmChannel {
    */
   async listCapabilities(deadline?: Deadline): Promise<Map<string, boolean> | undefined> {
     try {
-      if (this.monitor.protocol === 'qmp') {
-        const list = await this.send(simpleCommand('qmp', 'query-migrate-capabilities'), deadline);
-        if (!Array.isArray(list)) {
-          throw new UnrecognizedOutputError('query-migrate-capabilities', JSON.stringify(list), 'reply');
-        }
-        return new Map(
-          list.map((c: { capability?: unknown; state?: unknown }) => {
-            if (typeof c?.capability !== 'string') {
-              throw new UnrecognizedOutputError('query-migrate-capabilities', JSON.stringify(list), 'reply');
-            }
-            return [c.capability, c.state === true];
-          }),
-        );
-      }
-      const text = String(await this.send({ kind: 'hmp', line: 'info migrate_capabilities' }, deadline));
-      const map = parseInfoMigrateCapabilities(text);
-      return map.size > 0 ? map : undefined;
+      const map = await this.query(CAPABILITIES_QUERY, deadline);
+      return this.monitor.protocol === 'hmp' && map.size === 0 ? undefined : map;
     } catch (e) {
       if (isMonitorGone(e, this.monitor) || isDeadline(e) || e instanceof UnrecognizedOutputError) throw e;
       if (!(e instanceof HypervisorError)) throw e;
