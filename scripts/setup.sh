@@ -19,14 +19,20 @@ if ! command -v "${QEMU:-qemu-system-x86_64}" >/dev/null 2>&1; then
   fi
 fi
 
-# openssl makes the throwaway certificates of the TLS tests and `kvm-hv demo --tls`.
-if ! command -v openssl >/dev/null 2>&1; then
+# openssl makes the throwaway certificates of the TLS tests and `kvm-hv demo --tls`;
+# qemu-img (qemu-utils) makes the disk images of the instance tests.
+extra=()
+command -v openssl >/dev/null 2>&1 || extra+=(openssl)
+command -v qemu-img >/dev/null 2>&1 || extra+=(qemu-utils)
+if [ "${#extra[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing openssl (apt-get install -y openssl)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+    echo "setup: installing ${extra[*]} (apt-get install -y ${extra[*]})" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${extra[@]}" >/dev/null
   else
-    echo "setup: openssl is missing (needed by the TLS tests and kvm-hv demo --tls):" >&2
-    echo "  Debian/Ubuntu: sudo apt-get install -y openssl" >&2
+    echo "setup: ${extra[*]} missing (TLS tests and kvm-hv demo --tls; instance disk tests):" >&2
+    echo "  Debian/Ubuntu: sudo apt-get install -y ${extra[*]}" >&2
   fi
 fi
 
