@@ -54,8 +54,7 @@ import { waitForIncoming } from './migration/incoming.js';
 import type { MigrationPlan, MigrationSession } from './migration/session.js';
 import { precheck, startMigration } from './migration/setup.js';
 import { cancelMigration, finalizeSource } from './migration/source.js';
-import { migrationUri } from './migration/target.js';
-import { tlsUnsupported } from './migration/tls-commands.js';
+import { listenUri, tlsUsable } from './migration/tls.js';
 import type {
   AcceptInstanceOptions,
   FinalizeMigrationDstOptions,
@@ -295,7 +294,7 @@ export class KVMHypervisor {
         { instance: instance.name, changedVm: false },
       );
     }
-    const uri = this.listenUri(instance, target, plan.port);
+    const uri = listenUri(instance.name, target, plan.port);
     if (this.tls) await checkTlsFiles(this.tls, 'server');
     const deadline = Deadline.after(startOptions.timeoutMs ?? DEFAULT_START_TIMEOUT_MS, startOptions.signal);
     const launched = await launchDestination(
@@ -308,7 +307,7 @@ export class KVMHypervisor {
     );
     try {
       const ch = await this.stepChannel(instance.name, deadline, 'accepting the migration');
-      const tls = this.tls && this.tlsUsable(ch, 'server') ? this.tls : undefined;
+      const tls = this.tls && tlsUsable(ch, this.tls, 'server') ? this.tls : undefined;
       const accepted = await this.controllerStep(ch, () => acceptMigration(ch, plan.capabilities, deadline));
       this.accepted.set(instance.name, { ...accepted, tls: tls !== undefined });
       await this.controllerStep(ch, () =>
@@ -339,7 +338,7 @@ export class KVMHypervisor {
     options: AcceptInstanceOptions,
   ): Promise<string[]> {
     const uri =
-      options.listen === undefined ? undefined : this.listenUri(instance, options.listen, plan.port);
+      options.listen === undefined ? undefined : listenUri(instance.name, options.listen, plan.port);
     if (this.tls && uri === undefined) {
       throw new MigrationError(
         `instance '${instance.name}': migration over TLS needs a destination started with -incoming defer and acceptInstance(instance, { listen }), so that it listens only once the credentials are in place`,
@@ -349,7 +348,7 @@ export class KVMHypervisor {
     if (this.tls) await checkTlsFiles(this.tls, 'server');
     const deadline = stepDeadline(options);
     const ch = await this.stepChannel(instance.name, deadline, 'accepting the migration');
-    const tls = this.tls && this.tlsUsable(ch, 'server') ? this.tls : undefined;
+    const tls = this.tls && tlsUsable(ch, this.tls, 'server') ? this.tls : undefined;
     const accepted = await this.controllerStep(ch, () => acceptMigration(ch, plan.capabilities, deadline));
     this.accepted.set(instance.name, { ...accepted, tls: tls !== undefined });
     if (uri !== undefined) {
@@ -394,7 +393,7 @@ export class KVMHypervisor {
     if (this.tls) await checkTlsFiles(this.tls, 'client');
     const deadline = stepDeadline(options);
     const ch = await this.stepChannel(instance.name, deadline, 'starting the migration');
-    if (this.tls && this.tlsUsable(ch, 'client')) {
+    if (this.tls && tlsUsable(ch, this.tls, 'client')) {
       plan.tls = {
         endpoint: 'client',
         dir: this.tls.dir,
@@ -583,40 +582,6 @@ export class KVMHypervisor {
     if (this.lifecycle.startedHere(instance.name))
       await settleDestination(this.lifecycle, instance.name, outcome);
     return outcome;
-  }
-
-  /** `acceptInstance`'s listen URI; with TLS a destination that listens already is refused. */
-  private listenUri(instance: Instance, listen: string, port: number): string {
-    try {
-      return migrationUri(listen, port);
-    } catch (e) {
-      throw new MigrationError(`instance '${instance.name}': listen: ${errorText(e)}`, {
-        instance: instance.name,
-        changedVm: false,
-      });
-    }
-  }
-
-  /**
-   * Whether this QEMU can migrate over TLS; where it cannot, `required: false` migrates in
-   * clear with a warning, and the default throws `MigrationError` naming the version.
-   */
-  private tlsUsable(ch: VmChannel, endpoint: 'server' | 'client'): boolean {
-    const tls = this.tls;
-    if (!tls) return false;
-    const why = tlsUnsupported(ch.monitor.protocol, ch.monitor.version, {
-      endpoint,
-      ...(tls.allowedPeers ? { allowedPeers: tls.allowedPeers } : {}),
-    });
-    if (why === undefined) return true;
-    if (tls.required !== false) {
-      throw new MigrationError(`instance '${ch.instance}': cannot migrate over TLS: ${why}`, {
-        instance: ch.instance,
-        changedVm: false,
-      });
-    }
-    ch.log.warn({ why }, 'TLS not required and not possible with this QEMU: migrating in clear');
-    return false;
   }
 
   /** Opens the channel within the deadline; a deadline or connect failure becomes a `MigrationError`. */

@@ -4,11 +4,15 @@
  * set-up never fails on a duplicate id. Removal runs every command on its own: one
  * failing does not skip the next.
  */
+
+import { MigrationError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
+import type { MigrationTlsOptions } from '../tls/config.js';
 import type { VmChannel } from './channel.js';
 import { errorText } from './channel.js';
 import type { Deadline } from './deadline.js';
 import { describeCommand } from './dialect.js';
+import { migrationUri } from './target.js';
 import {
   isObjectMissing,
   objectDelCommand,
@@ -92,4 +96,41 @@ export async function removeTls(ch: VmChannel, deadline: Deadline): Promise<stri
   problems.push(...(await deleteObjects(ch, deadline)));
   if (problems.length === 0) ch.log.info({}, 'migration TLS credentials removed');
   return problems;
+}
+
+/** The URI a destination listens on (`migrate-incoming`); a bad address is a `MigrationError` that changed nothing. */
+export function listenUri(instance: string, listen: string, port: number): string {
+  try {
+    return migrationUri(listen, port);
+  } catch (e) {
+    throw new MigrationError(`instance '${instance}': listen: ${errorText(e)}`, {
+      instance,
+      changedVm: false,
+    });
+  }
+}
+
+/**
+ * Whether this QEMU can migrate over TLS with `tls`; where it cannot, `required: false`
+ * migrates in clear with a warning, and the default throws `MigrationError` naming the version.
+ */
+export function tlsUsable(
+  ch: VmChannel,
+  tls: MigrationTlsOptions | undefined,
+  endpoint: 'server' | 'client',
+): boolean {
+  if (!tls) return false;
+  const why = tlsUnsupported(ch.monitor.protocol, ch.monitor.version, {
+    endpoint,
+    ...(tls.allowedPeers ? { allowedPeers: tls.allowedPeers } : {}),
+  });
+  if (why === undefined) return true;
+  if (tls.required !== false) {
+    throw new MigrationError(`instance '${ch.instance}': cannot migrate over TLS: ${why}`, {
+      instance: ch.instance,
+      changedVm: false,
+    });
+  }
+  ch.log.warn({ why }, 'TLS not required and not possible with this QEMU: migrating in clear');
+  return false;
 }
