@@ -306,19 +306,7 @@ export class KVMHypervisor {
       nodeHvParamsOf(KVMHypervisor.instanceParameters(instance), instance.hvparams ?? {}),
     );
     try {
-      const ch = await this.stepChannel(instance.name, deadline, 'accepting the migration');
-      const tls = this.tls && tlsUsable(ch, this.tls, 'server') ? this.tls : undefined;
-      const accepted = await this.controllerStep(ch, () => acceptMigration(ch, plan.capabilities, deadline));
-      this.accepted.set(instance.name, { ...accepted, tls: tls !== undefined });
-      await this.controllerStep(ch, () =>
-        startIncoming(
-          ch,
-          uri,
-          tls && { endpoint: 'server', dir: tls.dir, allowedPeers: tls.allowedPeers },
-          deadline,
-        ),
-      );
-      return accepted.capabilities;
+      return await this.acceptOn(instance.name, plan, uri, deadline);
     } catch (e) {
       // The source has not been told to send anything: this QEMU holds nothing.
       throw await discardDestination(this.lifecycle, instance.name, launched, e).catch((err: unknown) => {
@@ -346,11 +334,23 @@ export class KVMHypervisor {
       );
     }
     if (this.tls) await checkTlsFiles(this.tls, 'server');
-    const deadline = stepDeadline(options);
-    const ch = await this.stepChannel(instance.name, deadline, 'accepting the migration');
+    return this.acceptOn(instance.name, plan, uri, stepDeadline(options));
+  }
+
+  /**
+   * The destination's accept on an open monitor: capabilities, then (with `uri`) the TLS
+   * credentials and `migrate-incoming`. Returns the capabilities as QEMU names them.
+   */
+  private async acceptOn(
+    name: string,
+    plan: MigrationPlan,
+    uri: string | undefined,
+    deadline: Deadline,
+  ): Promise<string[]> {
+    const ch = await this.stepChannel(name, deadline, 'accepting the migration');
     const tls = this.tls && tlsUsable(ch, this.tls, 'server') ? this.tls : undefined;
     const accepted = await this.controllerStep(ch, () => acceptMigration(ch, plan.capabilities, deadline));
-    this.accepted.set(instance.name, { ...accepted, tls: tls !== undefined });
+    this.accepted.set(name, { ...accepted, tls: tls !== undefined });
     if (uri !== undefined) {
       await this.controllerStep(ch, () =>
         startIncoming(

@@ -24,6 +24,18 @@ export interface AcceptedMigration {
   tls?: boolean;
 }
 
+/** Throws `MigrationError` (with the status) unless the VM waits for an incoming migration. */
+async function requireIncoming(ch: VmChannel, deadline: Deadline): Promise<void> {
+  const vm = await ch.vmStatus(deadline);
+  if (vm.status !== 'inmigrate') {
+    throw ch.error(
+      `the destination is not waiting for an incoming migration (VM status '${vm.status}')`,
+      undefined,
+      { status: vm.status },
+    );
+  }
+}
+
 /**
  * Destination side, before the source starts: the VM must wait for an incoming
  * migration; the capabilities that must be on at both ends are set.
@@ -33,16 +45,7 @@ export async function acceptMigration(
   capabilities: readonly string[],
   deadline: Deadline,
 ): Promise<AcceptedMigration> {
-  const vm = await ch.vmStatus(deadline);
-  if (vm.status !== 'inmigrate') {
-    throw ch.error(
-      `the destination is not waiting for an incoming migration (VM status '${vm.status}')`,
-      undefined,
-      {
-        status: vm.status,
-      },
-    );
-  }
+  await requireIncoming(ch, deadline);
   const listed = await ch.listCapabilities(deadline);
   const wire = resolveCapabilities(capabilities, ch.monitor.version, listed, ch.instance).filter(
     (n) => findCapability(n)?.scope !== 'source',
@@ -233,14 +236,7 @@ export async function startIncoming(
   tls: TlsPlan | undefined,
   deadline: Deadline,
 ): Promise<void> {
-  const vm = await ch.vmStatus(deadline);
-  if (vm.status !== 'inmigrate') {
-    throw ch.error(
-      `the destination is not waiting for an incoming migration (VM status '${vm.status}')`,
-      undefined,
-      { status: vm.status },
-    );
-  }
+  await requireIncoming(ch, deadline);
   if (tls) await applyTls(ch, { ...tls, endpoint: 'server' }, deadline);
   try {
     await ch.must(
