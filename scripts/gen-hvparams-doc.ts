@@ -1,10 +1,3 @@
-/**
- * Writes docs/hvparams.md from the hvparam registry, so the reference cannot drift from the code.
- *
- *   npx tsx scripts/gen-hvparams-doc.ts           write docs/hvparams.md
- *   npx tsx scripts/gen-hvparams-doc.ts --check   exit 1 if docs/hvparams.md is not up to date
- */
-import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
   ASSESSMENT_RULES,
@@ -14,6 +7,7 @@ import {
   type HvParamDefinition,
   NODE_PARAMETER_RULES,
 } from '../src/index.js';
+import { writeOrCheck } from './generated-doc.js';
 
 const OUTPUT = fileURLToPath(new URL('../docs/hvparams.md', import.meta.url));
 
@@ -106,26 +100,7 @@ export function renderHvParamsDoc(): string {
 
 function main(argv: readonly string[]): number {
   const expected = renderHvParamsDoc();
-  if (argv.includes('--check')) {
-    let current: string | undefined;
-    try {
-      current = readFileSync(OUTPUT, 'utf8');
-    } catch {
-      current = undefined;
-    }
-    if (current !== expected) {
-      console.error(
-        `${OUTPUT} is ${current === undefined ? 'missing' : 'out of date'}: ` +
-          'run `npm run docs` and commit the result.',
-      );
-      return 1;
-    }
-    console.log(`${OUTPUT} is up to date.`);
-    return 0;
-  }
-  writeFileSync(OUTPUT, expected);
-  console.log(`wrote ${OUTPUT}`);
-  return 0;
+  return writeOrCheck(OUTPUT, expected, argv);
 }
 
 process.exitCode = main(process.argv.slice(2));

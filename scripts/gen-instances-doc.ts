@@ -5,11 +5,13 @@
  *   npx tsx scripts/gen-instances-doc.ts           update docs/instances.md
  *   npx tsx scripts/gen-instances-doc.ts --check   exit 1 if the table is not up to date
  */
+
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { HV_PARAMETER_NAMES } from '../src/hvparams/registry.js';
 import { HV_PARAM_EFFECTS } from '../src/instance/hvparam-effects.js';
+import { writeOrCheck } from './generated-doc.js';
 
 const OUTPUT = fileURLToPath(new URL('../docs/instances.md', import.meta.url));
 const START =
@@ -65,19 +67,7 @@ function main(argv: readonly string[]): number {
   const expected = formatMarkdown(
     current.slice(0, start) + renderEffectsTable() + current.slice(end + END.length),
   );
-  if (argv.includes('--check')) {
-    if (current !== expected) {
-      console.error(
-        `${OUTPUT}: the hvparam → QEMU table is out of date: run \`npm run docs\` and commit the result.`,
-      );
-      return 1;
-    }
-    console.log(`${OUTPUT} is up to date.`);
-    return 0;
-  }
-  writeFileSync(OUTPUT, expected);
-  console.log(`wrote ${OUTPUT}`);
-  return 0;
+  return writeOrCheck(OUTPUT, expected, argv, `${OUTPUT}: the hvparam → QEMU table`);
 }
 
 process.exitCode = main(process.argv.slice(2));
