@@ -86,15 +86,19 @@ async function rawClient(
       if (l !== undefined) resolve(l);
       else waiting = resolve;
     });
-  await next(); // greeting
-  sock.write('{"execute":"qmp_capabilities"}\n');
+  const greeting = await next();
+  // The same bytes QmpMonitor sends: `oob` where offered, no id, no newline.
+  sock.write(
+    greeting.includes('"oob"')
+      ? '{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}'
+      : '{"execute":"qmp_capabilities"}',
+  );
   await next();
-  let id = 0;
   return {
     async block(rounds, out) {
       for (let i = 0; i < rounds; i++) {
         const t = now();
-        sock.write(`{"execute":"query-status","id":${id++}}\n`);
+        sock.write('{"execute":"query-status"}');
         await next();
         out.push(now() - t);
       }

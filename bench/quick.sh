@@ -7,6 +7,8 @@ export BENCH_QUICK=1
 start=$(date +%s)
 npx tsx bench/monitor-roundtrip.ts --quick
 npx tsx bench/setup.ts --quick
+npx tsx bench/setup-floor.ts 3
+npx tsx bench/setup-wire.ts 3
 npx tsx bench/migration.ts --quick
 npx tsx bench/evacuation.ts --quick
 npx tsx bench/accel.ts --quick

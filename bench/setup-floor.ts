@@ -23,7 +23,22 @@ const dir = mkdtempSync(join(tmpdir(), 'kvmhv-setup-floor-'));
 const vm = await QemuVm.start({ name: 'floor', dir, memoryMiB: 64, hmp: false, accel: 'tcg' });
 const mon = await QmpMonitor.connect({ path: vm.qmpPath });
 const hv = new KVMHypervisor({ monitor: () => mon });
-const instance = { name: 'floor', hvparams: { migration_port: port, migration_caps: 'auto-converge' } };
+const instance = {
+  name: 'floor',
+  hvparams: {
+    migration_port: port,
+    migration_caps: 'auto-converge',
+    migration_bandwidth: 1,
+    migration_downtime: 30,
+  },
+};
+// Both ways start from QEMU's own parameters, so both send them; 'events' is on for both
+// (the library leaves it on after its first migration).
+const initial = (await mon.execute('query-migrate-parameters')) as Record<string, number>;
+for (const k of Object.keys(initial)) {
+  if (!['max-bandwidth', 'downtime-limit', 'max-postcopy-bandwidth'].includes(k)) delete initial[k];
+}
+await mon.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)] ?? Number.NaN;
 
 async function cancelled(): Promise<void> {
@@ -47,7 +62,7 @@ try {
       ),
     );
     await Promise.all([
-      mon.execute('migrate-set-parameters', { 'max-bandwidth': 33554432, 'downtime-limit': 300 }),
+      mon.execute('migrate-set-parameters', { 'max-bandwidth': 1048576, 'downtime-limit': 30 }),
       mon.execute('migrate-set-capabilities', {
         capabilities: [{ capability: 'auto-converge', state: true }],
       }),
@@ -58,12 +73,14 @@ try {
     await mon.execute('migrate-set-capabilities', {
       capabilities: [{ capability: 'auto-converge', state: false }],
     });
+    await mon.execute('migrate-set-parameters', initial);
 
     const t1 = performance.now();
     await hv.migrateInstance(instance, '127.0.0.1');
     ours.push(performance.now() - t1);
     await hv.cancelMigration(instance);
     await hv.finalizeMigrationSource(instance, false);
+    await mon.execute('migrate-set-parameters', initial);
   }
   const floor = median(byHand);
   const lib = median(ours);

@@ -115,8 +115,11 @@ async function ganeti2(hmp: string, port: number): Promise<void> {
   for (const l of lines) await socatHmp(hmp, l);
 }
 
-/** Cancels whatever migration runs and puts the VM back as it was (untimed). */
-async function reset(mon: QmpMonitor): Promise<void> {
+/**
+ * Cancels whatever migration runs and puts the VM back as it was (untimed): capabilities
+ * off and the parameters QEMU started with, so every way starts from the same state.
+ */
+async function reset(mon: QmpMonitor, initial: Record<string, unknown>): Promise<void> {
   await mon.execute('migrate_cancel');
   for (let i = 0; i < 400; i++) {
     const s = (await mon.execute('query-migrate')) as { status?: string };
@@ -124,8 +127,12 @@ async function reset(mon: QmpMonitor): Promise<void> {
     await sleep(5);
   }
   const caps = (await mon.execute('query-migrate-capabilities')) as { capability: string; state: boolean }[];
-  const on = caps.filter((c) => c.state).map((c) => ({ capability: c.capability, state: false }));
+  // 'events' stays: the library leaves it on after its first migration (as libvirt does).
+  const on = caps
+    .filter((c) => c.state && c.capability !== 'events')
+    .map((c) => ({ capability: c.capability, state: false }));
   if (on.length) await mon.execute('migrate-set-capabilities', { capabilities: on });
+  await mon.execute('migrate-set-parameters', initial);
   const st = (await mon.execute('query-status')) as { running: boolean };
   if (!st.running) await mon.execute('cont');
 }
@@ -158,6 +165,12 @@ async function main(): Promise<void> {
   };
   const hv = new KVMHypervisor({ monitor: () => countingQmp(vm.qmpPaths[0]!, counter) });
   const admin = await QmpMonitor.connect({ path: vm.qmpPaths[2]! });
+  const started = (await admin.execute('query-migrate-parameters')) as Record<string, unknown>;
+  const initial = Object.fromEntries(
+    ['max-bandwidth', 'downtime-limit', 'max-postcopy-bandwidth']
+      .filter((k) => started[k] !== undefined)
+      .map((k) => [k, started[k]]),
+  );
   const samples: Record<Way, number[]> = { ours: [], 'ours-cold': [], ganeti3: [], ganeti2: [] };
   const commands: number[] = [];
   const ways: Way[] = ['ours', 'ours-cold', 'ganeti3', ...(socat ? (['ganeti2'] as Way[]) : [])];
@@ -196,7 +209,7 @@ async function main(): Promise<void> {
           await ganeti2(vm.hmpPath!, sink.port);
           ms = nowMs() - t;
         }
-        await reset(admin);
+        await reset(admin, initial);
         if (r >= WARMUP) samples[way].push(ms);
       }
     }

@@ -88,7 +88,7 @@ export class MonitorTimeoutError extends MonitorError {
  * Why a {@link MonitorProtocolError} was raised. `line-too-long`: a QMP line or an HMP reply
  * passed the reader's limit (`maxLineBytes` / `maxReplyBytes`, 64 MiB by default).
  */
-export type MonitorProtocolErrorReason = 'line-too-long' | 'bad-greeting';
+export type MonitorProtocolErrorReason = 'line-too-long' | 'bad-greeting' | 'unanswered';
 
 /**
  * The monitor broke the wire protocol: a QMP line or HMP reply longer than the client

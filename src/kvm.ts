@@ -10,11 +10,11 @@
 import { join } from 'node:path';
 // HvParamError is named for TSDoc links.
 import { type FinalizeOutcome, type HvParamError, MigrationError } from './errors.js';
+import { checkedHvParams } from './hvparams/checked.js';
 import {
   assessHvParams,
   checkHvParamsNotGlobal,
   checkHvParamsSyntax,
-  coerceHvParams,
   fillHvParamDefaults,
   HV_PARAMETERS,
   hvParamsJsonSchema,
@@ -238,9 +238,7 @@ export class KVMHypervisor {
 
   /** Coerces, fills and checks an instance's hvparams; throws `HvParamError` with every problem. */
   static instanceParameters(instance: Instance): KvmHvParams {
-    const filled = KVMHypervisor.fillDefaults(coerceHvParams({ ...(instance.hvparams ?? {}) }));
-    KVMHypervisor.checkParameterSyntax(filled);
-    return filled;
+    return checkedHvParams(instance.hvparams);
   }
 
   private plan(instance: Instance, live?: boolean): MigrationPlan {

@@ -154,18 +154,26 @@ export async function startMigration(
     }
   }
   const eventsEnabled = protocol === 'qmp' && (listed ? listed.has('events') : versionAtLeast(version, 2, 4));
-  const states: [string, boolean][] = wire.map((n) => [n, true]);
-  if (eventsEnabled && !wire.includes('events')) states.push(['events', true]);
+  const wanted = new Map<string, boolean>(wire.map((n) => [n, true]));
+  if (eventsEnabled) wanted.set('events', true);
   // Clear what an earlier, failed migration left on (Ganeti PR #1525), but never 'events'.
   for (const [name, on] of listed ?? []) {
-    if (on && name !== 'events' && !states.some(([n]) => n === name)) states.push([name, false]);
+    if (on && name !== 'events' && !wanted.has(name)) wanted.set(name, false);
   }
+  // Only what differs from QEMU's current states goes out (every byte of monitor input
+  // costs QEMU a main-loop turn). Without QEMU's list the states are unknown: all go out.
+  const states = [...wanted].filter(([name, on]) => listed?.get(name) !== on);
   const parameters = await parametersP;
+  const postcopy = wire.some((n) => findCapability(n)?.name === 'postcopy-ram');
+  const parameterSettings = { ...plan, postcopy, ...(parameters ? { current: parameters } : {}) };
   const snapshot: SettingsSnapshot = {
-    // Without QEMU's list the previous state is unknown; clearing is the documented fallback.
+    // 'events' only makes QEMU report migration states; once on it stays on (as libvirt
+    // leaves it), so later set-ups need not send it. Without QEMU's list the previous state
+    // is unknown; clearing is the documented fallback.
     capabilities: states
+      .filter(([name]) => name !== 'events')
       .map(([name]) => [name, listed?.get(name) ?? false] as [string, boolean])
-      .filter(([name, before]) => states.find(([n]) => n === name)?.[1] !== before),
+      .filter(([name, before]) => wanted.get(name) !== before),
     ...(parameters ? { parameters } : {}),
   };
 
@@ -176,7 +184,7 @@ export async function startMigration(
     dialect,
     capabilities: wire,
     eventsEnabled,
-    postcopy: wire.some((n) => findCapability(n)?.name === 'postcopy-ram'),
+    postcopy,
     live: plan.live,
     wasRunning: vm.running,
     snapshot,
@@ -203,7 +211,7 @@ export async function startMigration(
     if (plan.tls) {
       // In order: QEMU checks zero-copy-send against the TLS parameters, so the
       // credentials go before the capabilities.
-      for (const cmd of parameterCommands(dialect, version, plan)) {
+      for (const cmd of parameterCommands(dialect, version, parameterSettings)) {
         await ch.must(cmd, 'setting bandwidth and downtime', deadline);
       }
       session.tls = true;
@@ -216,7 +224,7 @@ export async function startMigration(
       // them starts anything, and a failure of any rolls all of them back below.
       // `migrate` waits for every answer.
       const settings = [
-        ...parameterCommands(dialect, version, plan).map((cmd) =>
+        ...parameterCommands(dialect, version, parameterSettings).map((cmd) =>
           ch.must(cmd, 'setting bandwidth and downtime', deadline),
         ),
         ...capabilityCommands(protocol, states).map((cmd) =>

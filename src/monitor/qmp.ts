@@ -1,6 +1,6 @@
 /**
  * `QmpMonitor`: a persistent QMP client. One connection, many commands in flight, each
- * with its own id and timeout; replies matched by id, events routed to listeners.
+ * with its own timeout; replies matched in order (as QMP answers), events routed to listeners.
  */
 
 import {
@@ -12,7 +12,7 @@ import {
   QmpError,
 } from '../errors.js';
 import type { MonitorLogger } from '../logger.js';
-import type { QemuVersion } from '../qemu/version.js';
+import { type QemuVersion, versionAtLeast } from '../qemu/version.js';
 import { createEventWaiter, dispatchEvent } from './events.js';
 import { humanCommandOverQmp } from './human-command.js';
 import { type QmpGreeting, type QmpMessage, QmpParser } from './qmp-parser.js';
@@ -32,6 +32,19 @@ export interface QmpMonitorOptions {
   maxLineBytes?: number;
   /** How to name this monitor in messages (default: the socket path or `host:port`, else `stream`). */
   description?: string;
+  /**
+   * Negotiate QMP's `oob` capability when the greeting offers it and QEMU is 3.1 or
+   * later (default true). QEMU then keeps reading the next in-band commands while the
+   * current one runs (up to 8 queued) instead of stopping after each; replies to in-band
+   * commands still come in order. `false` keeps the one-command-at-a-time mode.
+   */
+  outOfBand?: boolean;
+  /**
+   * End each command with `\n` (default false). QEMU's JSON parser needs no separator, and
+   * it reads monitor input a byte per main-loop turn, a trailing newline included; set it
+   * for a peer that reads commands by lines.
+   */
+  newlineAfterCommand?: boolean;
 }
 
 /** Per-call options for {@link QmpMonitor.execute}. */
@@ -40,7 +53,7 @@ export interface ExecuteOptions {
   timeoutMs?: number;
 }
 
-/** The command object as sent, without its id. */
+/** The command object as sent. */
 export interface QmpCommand {
   execute: string;
   arguments?: Record<string, unknown>;
@@ -48,27 +61,42 @@ export interface QmpCommand {
 
 interface Pending {
   command: QmpCommand;
+  /** Sequence number for logs (never sent). */
+  seq: number;
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout | undefined;
+  /** Timed out: its reply, when it comes, is dropped. */
+  abandoned: boolean;
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_GREETING_TIMEOUT_MS = 10_000;
-const LATE_IDS_KEPT = 1024;
+/** Timed-out commands still owed a reply after which the connection is given up. */
+const UNANSWERED_LIMIT = 1024;
+
+/**
+ * Whether to negotiate `oob`: offered in the greeting (2.12+, QMP sockets served by the
+ * monitor I/O thread) and QEMU 3.1+. QEMU 2.12 and 3.0 dropped in-band commands beyond
+ * the queue limit (COMMAND_DROPPED) where 3.1 stops reading instead.
+ */
+function offersOutOfBand(greeting: QmpGreeting): boolean {
+  return greeting.capabilities.includes('oob') && versionAtLeast(greeting.version, 3, 1);
+}
 
 /**
  * A QMP monitor connection (`protocol: 'qmp'`).
  *
- * * Commands get unique numeric ids (`1`, `2`, …; QEMU reads its monitor input a byte
- *   at a time, so every byte of a command costs latency); replies are matched by id, not by
- *   order, and many commands can be in flight at once.
+ * * Commands carry no `id` and no trailing newline: QEMU reads its monitor input a byte
+ *   per main-loop turn, so every byte costs latency (`bench/setup-wire.ts` measures it). Replies are matched in order, which QMP guarantees for
+ *   in-band commands (Ganeti's client matches the same way); many commands can be in
+ *   flight at once. A peer must answer in order, as QEMU does.
+ * * With `oob` negotiated (QEMU 3.1+, the default where offered) QEMU parses the next
+ *   in-band command while the current one runs. This client sends no out-of-band
+ *   command, so replies, and QEMU's errors for input it could not parse, stay in order.
  * * Error replies reject with `QmpError`; a command without reply in time rejects with
- *   `MonitorTimeoutError` and its late reply is dropped (logged at debug level).
- * * An error reply *without* id is QEMU's answer to input it could not parse. Because
- *   QEMU answers in-band commands strictly in order and this client never sends a
- *   command without id, it belongs to the oldest command still waiting: that command
- *   rejects with `QmpError` and the connection stays up (`qemu.qmp` disconnects instead).
+ *   `MonitorTimeoutError` and keeps its place: its late reply is dropped (logged at debug
+ *   level). After 1024 such commands the connection is closed (`unanswered`).
  * * On EOF, reset or {@link close}, every pending command rejects with
  *   `MonitorClosedError` and `'close'` is emitted once.
  * * Events go to `'event'` listeners; a throwing listener is logged and cannot block
@@ -79,9 +107,12 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
   readonly protocol = 'qmp' as const;
   /** The parsed greeting: version, package and capabilities. */
   readonly greeting: QmpGreeting;
-  private readonly pending = new Map<number, Pending>();
-  private readonly lateIds = new Set<number>();
-  private nextId = 1;
+  /** Commands sent and not yet answered, oldest first; timed-out ones stay, abandoned. */
+  private readonly queue: Pending[] = [];
+  private abandoned = 0;
+  private seq = 0;
+  private oob = false;
+  private readonly terminator: string;
 
   private constructor(
     stream: MonitorStream,
@@ -98,6 +129,7 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
       description,
     );
     this.greeting = greeting;
+    this.terminator = options.newlineAfterCommand ? '\n' : '';
   }
 
   /** The QEMU version from the greeting. */
@@ -105,9 +137,14 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
     return this.greeting.version;
   }
 
+  /** True when the `oob` capability was negotiated (see {@link QmpMonitorOptions.outOfBand}). */
+  get outOfBand(): boolean {
+    return this.oob;
+  }
+
   /** Number of commands waiting for their reply. */
   get pendingCount(): number {
-    return this.pending.size;
+    return this.queue.length - this.abandoned;
   }
 
   /**
@@ -137,8 +174,12 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
     const monitor = new QmpMonitor(stream, parser, greeting, options, description);
     monitor.attach();
     for (const m of rest) monitor.route(m);
+    const oob = options.outOfBand !== false && offersOutOfBand(greeting);
     try {
-      await monitor.execute('qmp_capabilities', undefined, { timeoutMs: greetingTimeoutMs });
+      await monitor.execute('qmp_capabilities', oob ? { enable: ['oob'] } : undefined, {
+        timeoutMs: greetingTimeoutMs,
+      });
+      monitor.oob = oob;
     } catch (err) {
       monitor.destroy();
       if (err instanceof QmpError) {
@@ -179,39 +220,43 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
       );
     }
     if (this.closed) return Promise.reject(this.closedError(command));
-    const id = this.nextId++;
+    const seq = ++this.seq;
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     return new Promise<T>((resolve, reject) => {
       const entry: Pending = {
         command: cmd,
+        seq,
         resolve: resolve as (v: unknown) => void,
         reject,
         timer: undefined,
+        abandoned: false,
       };
       if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
         entry.timer = setTimeout(() => {
-          if (!this.pending.delete(id)) return;
-          this.rememberLate(id);
+          if (entry.abandoned || !this.queue.includes(entry)) return;
+          entry.abandoned = true;
           reject(
             new MonitorTimeoutError(
               `QMP command '${command}' on ${this.description} got no reply within ${timeoutMs} ms`,
             ),
           );
+          if (++this.abandoned >= UNANSWERED_LIMIT) this.giveUp();
         }, timeoutMs);
       }
-      this.pending.set(id, entry);
-      // `encoded` is a JSON object: the id goes in before its closing brace.
-      const line = `${encoded.slice(0, -1)},"id":${id}}\n`;
+      this.queue.push(entry);
       if (this.debugEnabled)
-        this.logger?.debug({ monitor: this.description, id, command: cmd }, `QMP send ${command}`);
-      const written = this.write(line);
+        this.logger?.debug({ monitor: this.description, seq, command: cmd }, `QMP send ${command}`);
+      const written = this.write(encoded + this.terminator);
       // Taken by the socket at once (the common case): nothing can fail later.
       if (written === WRITTEN) return;
       written.catch((err: unknown) => {
-        if (this.pending.delete(id)) {
-          if (entry.timer) clearTimeout(entry.timer);
-          reject(err instanceof Error ? err : new MonitorError(String(err)));
-        }
+        // Never sent: no reply will come for it.
+        const at = this.queue.indexOf(entry);
+        if (at === -1) return;
+        this.queue.splice(at, 1);
+        if (entry.timer) clearTimeout(entry.timer);
+        if (entry.abandoned) this.abandoned--;
+        else reject(err instanceof Error ? err : new MonitorError(String(err)));
       });
     });
   }
@@ -238,24 +283,25 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
         return;
       case 'return':
       case 'error': {
-        if (!('id' in m)) {
-          if (m.kind === 'error') this.serverParseError(m.errorClass, m.desc);
-          else
-            this.logger?.warn({ monitor: this.description, message: m.raw }, 'QMP reply without id dropped');
-          return;
-        }
-        const id = m.id;
-        const entry = typeof id === 'number' ? this.pending.get(id) : undefined;
+        // In order: the oldest command sent is the one answered (QEMU's errors for input
+        // it could not parse included; they carry no id either).
+        const entry = this.queue.shift();
         if (!entry) {
-          if (typeof id === 'number' && this.lateIds.delete(id)) {
-            this.logger?.debug({ monitor: this.description, id }, 'late QMP reply after timeout dropped');
-          } else {
-            this.logger?.warn({ monitor: this.description, id }, 'QMP reply with unknown id dropped');
-          }
+          this.logger?.warn(
+            { monitor: this.description, message: m.raw },
+            'QMP reply with no command waiting dropped',
+          );
           return;
         }
-        this.pending.delete(id as number);
         if (entry.timer) clearTimeout(entry.timer);
+        if (entry.abandoned) {
+          this.abandoned--;
+          this.logger?.debug(
+            { monitor: this.description, seq: entry.seq, command: entry.command.execute },
+            'late QMP reply after timeout dropped',
+          );
+          return;
+        }
         if (m.kind === 'return') entry.resolve(m.value);
         else entry.reject(new QmpError(m.errorClass, m.desc, entry.command));
         return;
@@ -274,31 +320,15 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
     }
   }
 
-  private serverParseError(errorClass: string, desc: string): void {
-    const first = this.pending.entries().next();
-    if (first.done) {
-      this.logger?.warn(
-        { monitor: this.description, errorClass, desc },
-        'QMP error without id and no command waiting',
-      );
-      return;
-    }
-    const [id, entry] = first.value;
-    this.pending.delete(id);
-    if (entry.timer) clearTimeout(entry.timer);
-    this.logger?.warn(
-      { monitor: this.description, id, errorClass, desc },
-      'QMP error without id: QEMU could not parse a command',
+  /** QEMU left too many commands unanswered on this connection: close it (`unanswered`). */
+  private giveUp(): void {
+    const error = new MonitorProtocolError(
+      'unanswered',
+      `QMP monitor ${this.description} left ${this.abandoned} commands unanswered after their timeouts; connection closed`,
     );
-    entry.reject(new QmpError(errorClass, desc, entry.command));
-  }
-
-  private rememberLate(id: number): void {
-    this.lateIds.add(id);
-    if (this.lateIds.size > LATE_IDS_KEPT) {
-      const oldest = this.lateIds.values().next();
-      if (!oldest.done) this.lateIds.delete(oldest.value);
-    }
+    this.logger?.warn({ monitor: this.description, unanswered: this.abandoned }, error.message);
+    this.finish(error, 'commands unanswered');
+    this.stream.destroy();
   }
 
   private destroy(): void {
@@ -307,10 +337,11 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
   }
 
   protected rejectWaiting(closedError: (command: string) => MonitorClosedError): void {
-    for (const [id, entry] of this.pending) {
+    const all = this.queue.splice(0);
+    this.abandoned = 0;
+    for (const entry of all) {
       if (entry.timer) clearTimeout(entry.timer);
-      entry.reject(closedError(entry.command.execute));
-      this.pending.delete(id);
+      if (!entry.abandoned) entry.reject(closedError(entry.command.execute));
     }
   }
 }

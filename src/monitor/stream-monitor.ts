@@ -44,6 +44,7 @@ export abstract class StreamMonitor<Frame, Parser extends FrameParser<Frame>> ex
   private writeChain: Promise<void> = Promise.resolve();
   /** Writes waiting in {@link writeChain} (for a `drain`, or behind one that does). */
   private writesQueued = 0;
+  private corked = false;
 
   protected constructor(
     label: 'QMP' | 'HMP',
@@ -144,6 +145,7 @@ export abstract class StreamMonitor<Frame, Parser extends FrameParser<Frame>> ex
           new MonitorClosedError(`${this.label} monitor ${this.description} is closed`, this.causeOpt()),
         );
       }
+      this.corkForThisTick();
       if (this.stream.write(data)) return WRITTEN;
       // The socket buffer is full: later writes queue behind the `drain` of this one.
       return this.queueWrite(async () => this.waitDrain());
@@ -153,6 +155,20 @@ export abstract class StreamMonitor<Frame, Parser extends FrameParser<Frame>> ex
         throw new MonitorClosedError(`${this.label} monitor ${this.description} is closed`, this.causeOpt());
       }
       if (!this.stream.write(data)) await this.waitDrain();
+    });
+  }
+
+  /**
+   * Commands written in one tick (a pipelined batch) leave in one system call: each
+   * write wakes QEMU, which then competes with this process for the CPU.
+   */
+  private corkForThisTick(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.stream.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      this.stream.uncork();
     });
   }
 

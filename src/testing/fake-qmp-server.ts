@@ -8,8 +8,8 @@ import { rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { QmpParser } from '../monitor/qmp-parser.js';
 import type { QemuVersion } from '../qemu/version.js';
+import { type QmpInput, QmpInputSplitter } from './qmp-input.js';
 
 /** A command as the fake server received it. */
 export interface FakeQmpCommand {
@@ -198,9 +198,9 @@ export class FakeQmpServer extends EventEmitter {
     } else {
       socket.write(`${JSON.stringify(g)}\r\n`);
     }
-    const parser = new QmpParser();
+    const parser = new QmpInputSplitter();
     socket.on('data', (chunk: Buffer) => {
-      let messages: ReturnType<QmpParser['push']>;
+      let messages: QmpInput[];
       try {
         messages = parser.push(chunk);
       } catch {
@@ -214,7 +214,7 @@ export class FakeQmpServer extends EventEmitter {
           );
           continue;
         }
-        const raw = 'raw' in m ? m.raw : undefined;
+        const raw = m.value;
         if (
           typeof raw !== 'object' ||
           raw === null ||

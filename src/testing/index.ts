@@ -10,6 +10,8 @@
  * * {@link MockMonitor}: an in-memory `Monitor` over a `FakeQemu`, without a wire protocol,
  *   with scripted failures and replies.
  * * {@link FakeQmpServer}: a scripted QMP server on a UNIX socket, for socket-level tests.
+ * * {@link QmpInputSplitter}: splits a client's QMP input into commands as QEMU does (no
+ *   newline needed), for a test server of your own.
  * * {@link QemuVm}: starts and stops real local `qemu-system-x86_64` processes (TCG).
  * * {@link generateTestPki}: a throwaway CA and node certificates (QEMU's x509 layout) for
  *   TLS migration tests, made with `openssl`.
@@ -91,6 +93,7 @@ export {
   paramsForVersion,
   parseHmpSize,
 } from './mock-params.js';
+export { type QmpInput, QmpInputSplitter } from './qmp-input.js';
 export { createStreamPair, type StreamPairOptions } from './stream-pair.js';
 export {
   RecordingMonitor,

@@ -43,6 +43,48 @@ describe('capability states', () => {
   });
 });
 
+describe('set-up sends only what differs from QEMU’s current settings', () => {
+  it("leaves 'events' on after the migration, so the next set-up need not send it", async () => {
+    const mock = new MockMonitor({ version: '7.2.0' });
+    const hv = new KVMHypervisor({ monitor: () => mock });
+    await migrateAndFail(hv, mock);
+    expect(mock.capabilities).toMatchObject({ xbzrle: false, events: true });
+    const before = mock.sent.length;
+    await hv.migrateInstance(instance, '10.0.0.2');
+    expect(mock.sent.slice(before)).toContainEqual({
+      execute: 'migrate-set-capabilities',
+      arguments: { capabilities: [{ capability: 'xbzrle', state: true }] },
+    });
+  });
+
+  it('sends no migrate-set-parameters or migrate-set-capabilities when all are in place; restores nothing it did not change', async () => {
+    const mock = new MockMonitor({ version: '7.2.0' });
+    // Another client already set exactly what this instance asks for.
+    await mock.execute('migrate-set-parameters', { 'max-bandwidth': 32 * 2 ** 20, 'downtime-limit': 30 });
+    await mock.execute('migrate-set-capabilities', {
+      capabilities: [
+        { capability: 'xbzrle', state: true },
+        { capability: 'events', state: true },
+      ],
+    });
+    const hv = new KVMHypervisor({ monitor: () => mock });
+    const before = mock.sent.length;
+    await hv.migrateInstance(instance, '10.0.0.2');
+    expect(mock.sentCommands.slice(before)).toEqual([
+      'query-status',
+      'query-migrate',
+      'query-migrate-capabilities',
+      'query-migrate-parameters',
+      'migrate',
+    ]);
+    mock.failMigration('Connection refused');
+    await hv.finalizeMigrationSource(instance, false);
+    // xbzrle was on before this migration: it stays on.
+    expect(mock.capabilities).toMatchObject({ xbzrle: true, events: true });
+    expect(mock.parameters).toMatchObject({ 'max-bandwidth': 32 * 2 ** 20, 'downtime-limit': 30 });
+  });
+});
+
 describe('set-up: bandwidth, downtime and capabilities together', () => {
   it('sends parameters and capabilities before either answers, and migrate after both', async () => {
     const mock = new MockMonitor({ version: '7.2.0' });
@@ -73,6 +115,7 @@ describe('set-up: bandwidth, downtime and capabilities together', () => {
     expect((err as MigrationError).changedVm).toBe(true);
     expect(mock.sentCommands).not.toContain('migrate');
     expect(mock.capabilities.xbzrle).toBe(false);
-    expect(mock.capabilities.events).toBe(false);
+    // 'events' only makes QEMU report migration states: once on, it stays on.
+    expect(mock.capabilities.events).toBe(true);
   });
 });

@@ -43,13 +43,27 @@ describe('HMP dialects', () => {
 
   it('QEMU 2.8 over HMP: migrate_set_parameter with an explicit MiB suffix', async () => {
     const mock = new MockMonitor({ protocol: 'hmp', version: '2.8.0' });
-    const sent = await migrateCommands(mock, inst({ migration_caps: 'postcopy-ram' }));
+    const sent = await migrateCommands(
+      mock,
+      inst({ migration_caps: 'postcopy-ram', migration_bandwidth: 64 }),
+    );
     // The fourth read-only command snapshots the parameters, to restore them afterwards.
     expect(sent[3]).toBe('info migrate_parameters');
     expect(sent.slice(4)).toEqual([
-      'migrate_set_parameter max-bandwidth 32M',
+      'migrate_set_parameter max-bandwidth 64M',
       'migrate_set_parameter downtime-limit 30',
       'migrate_set_capability postcopy-ram on',
+      'migrate -d tcp:10.0.0.2:8102',
+    ]);
+    expect(mock.parameters).toMatchObject({ 'max-bandwidth': 64 * 1024 * 1024, 'downtime-limit': 30 });
+  });
+
+  it('QEMU 2.8 over HMP: a value QEMU already has is not sent again', async () => {
+    // 2.8 starts at 32 MiB/s, the hvparam's value here.
+    const mock = new MockMonitor({ protocol: 'hmp', version: '2.8.0' });
+    const sent = await migrateCommands(mock, inst());
+    expect(sent.slice(4)).toEqual([
+      'migrate_set_parameter downtime-limit 30',
       'migrate -d tcp:10.0.0.2:8102',
     ]);
     expect(mock.parameters).toMatchObject({ 'max-bandwidth': 32 * 1024 * 1024, 'downtime-limit': 30 });
@@ -114,10 +128,10 @@ describe('QMP dialects', () => {
 
   it('QEMU 2.8 over QMP: one migrate-set-parameters without max-postcopy-bandwidth', async () => {
     const mock = new MockMonitor({ protocol: 'qmp', version: '2.8.0' });
-    const sent = await migrateCommands(mock, inst());
+    const sent = await migrateCommands(mock, inst({ migration_bandwidth: 64 }));
     expect(sent[3]).toEqual({ execute: 'query-migrate-parameters' });
     expect(sent.slice(4)).toEqual([
-      { execute: 'migrate-set-parameters', arguments: { 'max-bandwidth': 33554432, 'downtime-limit': 30 } },
+      { execute: 'migrate-set-parameters', arguments: { 'max-bandwidth': 67108864, 'downtime-limit': 30 } },
       {
         execute: 'migrate-set-capabilities',
         arguments: { capabilities: [{ capability: 'events', state: true }] },
@@ -126,16 +140,17 @@ describe('QMP dialects', () => {
     ]);
   });
 
-  it('QEMU 3.0 over QMP: adds max-postcopy-bandwidth, x-multifd by its 3.0 name', async () => {
+  it('QEMU 3.0 over QMP: x-multifd by its 3.0 name; no max-postcopy-bandwidth without post-copy', async () => {
     const mock = new MockMonitor({ protocol: 'qmp', version: '3.0.0' });
-    const sent = await migrateCommands(mock, inst({ migration_caps: 'multifd' }), false);
+    const sent = await migrateCommands(
+      mock,
+      inst({ migration_caps: 'multifd', migration_bandwidth: 64 }),
+      false,
+    );
     expect(sent[3]).toEqual({ execute: 'query-migrate-parameters' });
     expect(sent.slice(4)).toEqual([
       { execute: 'stop' },
-      {
-        execute: 'migrate-set-parameters',
-        arguments: { 'max-bandwidth': 33554432, 'downtime-limit': 30, 'max-postcopy-bandwidth': 33554432 },
-      },
+      { execute: 'migrate-set-parameters', arguments: { 'max-bandwidth': 67108864, 'downtime-limit': 30 } },
       {
         execute: 'migrate-set-capabilities',
         arguments: {
@@ -146,6 +161,20 @@ describe('QMP dialects', () => {
         },
       },
       { execute: 'migrate', arguments: { uri: 'tcp:10.0.0.2:8102' } },
+    ]);
+  });
+
+  it('QEMU 3.0 over QMP: post-copy also caps max-postcopy-bandwidth (Ganeti PR #1539)', async () => {
+    const mock = new MockMonitor({ protocol: 'qmp', version: '3.0.0' });
+    const sent = await migrateCommands(
+      mock,
+      inst({ migration_caps: 'postcopy-ram', migration_bandwidth: 64 }),
+    );
+    expect(sent.slice(4, 5)).toEqual([
+      {
+        execute: 'migrate-set-parameters',
+        arguments: { 'max-bandwidth': 67108864, 'downtime-limit': 30, 'max-postcopy-bandwidth': 67108864 },
+      },
     ]);
   });
 

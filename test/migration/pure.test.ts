@@ -97,6 +97,32 @@ describe('dialects', () => {
     ]);
   });
 
+  it('leaves out the post-copy bandwidth without post-copy, and values QEMU already has', () => {
+    const s = { bandwidthMiBps: 1, downtimeMs: 300 };
+    expect(parameterCommands('qmp', v('7.2.0'), { ...s, postcopy: false })).toEqual([
+      {
+        kind: 'qmp',
+        execute: 'migrate-set-parameters',
+        arguments: { 'max-bandwidth': 1048576, 'downtime-limit': 300 },
+      },
+    ]);
+    const current = { maxBandwidth: 1048576, downtimeLimit: 30, maxPostcopyBandwidth: 0 };
+    expect(parameterCommands('qmp', v('7.2.0'), { ...s, current })).toEqual([
+      {
+        kind: 'qmp',
+        execute: 'migrate-set-parameters',
+        arguments: { 'downtime-limit': 300, 'max-postcopy-bandwidth': 1048576 },
+      },
+    ]);
+    const all = { maxBandwidth: 1048576, downtimeLimit: 300, maxPostcopyBandwidth: 1048576 };
+    expect(parameterCommands('qmp', v('7.2.0'), { ...s, current: all })).toEqual([]);
+    expect(parameterCommands('hmp', v('7.2.0'), { ...s, current, postcopy: false })).toEqual([
+      { kind: 'hmp', line: 'migrate_set_parameter downtime-limit 300' },
+    ]);
+    // Before 2.8 nothing can be read back: the legacy commands always go out.
+    expect(parameterCommands('qmp-legacy', v('2.4.0'), { ...s, current: all })).toHaveLength(2);
+  });
+
   it('changes only the downtime of a running migration', () => {
     expect(downtimeCommand('qmp', 60)).toEqual({
       kind: 'qmp',

@@ -15,7 +15,12 @@ import {
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import { connectTransport } from '../../src/monitor/transport.js';
 import type { MonitorEvent } from '../../src/monitor/types.js';
-import { createStreamPair, FakeQmpServer, type FakeQmpServerOptions } from '../../src/testing/index.js';
+import {
+  createStreamPair,
+  FakeQmpServer,
+  type FakeQmpServerOptions,
+  QmpInputSplitter,
+} from '../../src/testing/index.js';
 import { rejectionOf } from './helpers.js';
 
 const servers: FakeQmpServer[] = [];
@@ -41,7 +46,7 @@ function logger() {
 }
 
 describe('QmpMonitor over a UNIX socket (FakeQmpServer)', () => {
-  it('reads the greeting, negotiates, and sends unique ids', async () => {
+  it('reads the greeting, negotiates, and sends commands without ids (replies come in order)', async () => {
     const log = logger();
     const { server, mon } = await setup({ version: { major: 2, minor: 8, micro: 1 } }, { logger: log });
     expect(mon.protocol).toBe('qmp');
@@ -54,12 +59,12 @@ describe('QmpMonitor over a UNIX socket (FakeQmpServer)', () => {
     expect(await mon.execute('query-status')).toEqual({ status: 'running', running: true });
     expect(await mon.execute('query-status', { x: 1 })).toEqual({ status: 'running', running: true });
     expect(server.received).toEqual([
-      { execute: 'qmp_capabilities', id: 1 },
-      { execute: 'query-status', id: 2 },
-      { execute: 'query-status', arguments: { x: 1 }, id: 3 },
+      { execute: 'qmp_capabilities' },
+      { execute: 'query-status' },
+      { execute: 'query-status', arguments: { x: 1 } },
     ]);
     expect(log.debug).toHaveBeenCalledWith(
-      expect.objectContaining({ id: 2, command: { execute: 'query-status' } }),
+      expect.objectContaining({ seq: 2, command: { execute: 'query-status' } }),
       'QMP send query-status',
     );
   });
@@ -69,13 +74,13 @@ describe('QmpMonitor over a UNIX socket (FakeQmpServer)', () => {
     await expect(mon.execute('query-status')).resolves.toMatchObject({ running: true });
   });
 
-  it('matches 100 concurrent commands answered out of order by id', async () => {
+  it('matches 100 concurrent commands to replies in order', async () => {
     const { server, mon } = await setup({ handlers: { echo: () => undefined } });
     const all = Promise.all(Array.from({ length: 100 }, (_, n) => mon.execute('echo', { n })));
     while (server.received.filter((c) => c.execute === 'echo').length < 100)
       await new Promise((r) => setTimeout(r, 5));
-    const echoes = server.received.filter((c) => c.execute === 'echo');
-    for (const c of [...echoes].reverse()) server.reply(c.id, { return: c.arguments?.n });
+    for (const c of server.received.filter((c) => c.execute === 'echo'))
+      server.reply(undefined, { return: c.arguments?.n });
     expect(await all).toEqual(Array.from({ length: 100 }, (_, n) => n));
     expect(mon.pendingCount).toBe(0);
   });
@@ -180,11 +185,11 @@ describe('QmpMonitor over a UNIX socket (FakeQmpServer)', () => {
     expect(err).toBeInstanceOf(MonitorTimeoutError);
     expect(err.message).toContain("'slow'");
     expect(err.message).toContain(server.path);
-    const id = server.received.find((c) => c.execute === 'slow')?.id;
-    server.reply(id, { return: 'late' });
+    // QEMU answers in order: the late reply comes before any later command's.
+    server.reply(undefined, { return: 'late' });
     await expect(mon.execute('query-status')).resolves.toMatchObject({ running: true });
     expect(log.debug).toHaveBeenCalledWith(
-      expect.objectContaining({ id }),
+      expect.objectContaining({ command: 'slow' }),
       'late QMP reply after timeout dropped',
     );
   });
@@ -209,20 +214,21 @@ describe('QmpMonitor over a UNIX socket (FakeQmpServer)', () => {
     expect(mon.closed).toBe(false);
   });
 
-  it('drops replies with unknown ids and unparsable lines, with a warning', async () => {
+  it('drops a reply no command waits for and unparsable lines, with a warning', async () => {
     const log = logger();
     const { server, mon } = await setup({}, { logger: log });
     server.reply('not-ours', { return: 1 });
     await server.sendRaw('garbage\r\n');
-    await expect(mon.execute('query-status')).resolves.toBeDefined();
+    await vi.waitFor(() => expect(log.warn).toHaveBeenCalledTimes(2));
     expect(log.warn).toHaveBeenCalledWith(
-      expect.objectContaining({ id: 'not-ours' }),
-      'QMP reply with unknown id dropped',
+      expect.objectContaining({ message: { return: 1, id: 'not-ours' } }),
+      'QMP reply with no command waiting dropped',
     );
     expect(log.warn).toHaveBeenCalledWith(
       expect.objectContaining({ line: 'garbage' }),
       'unparsable QMP line dropped',
     );
+    await expect(mon.execute('query-status')).resolves.toEqual({ status: 'running', running: true });
   });
 
   it('reassembles replies the server writes in split chunks', async () => {
@@ -359,16 +365,15 @@ describe('QmpMonitor over a UNIX socket (FakeQmpServer)', () => {
       expect(err.message).toMatch(cause);
       expect(mon.pendingCount).toBe(0);
     }
-    // The connection is unaffected and ids stay consecutive.
+    // The connection is unaffected: the refused command holds no place in the reply order.
     expect(await mon.execute('query-status', { ok: 'line\nbreak' })).toEqual({
       status: 'running',
       running: true,
     });
-    expect(server.received.map((c) => c.id)).toEqual([1, 2]);
+    expect(server.received.map((c) => c.execute)).toEqual(['qmp_capabilities', 'query-status']);
     expect(server.received[1]).toEqual({
       execute: 'query-status',
       arguments: { ok: 'line\nbreak' },
-      id: 2,
     });
   });
 
@@ -398,15 +403,12 @@ describe('QmpMonitor over an in-memory stream', () => {
       writes.push(client.writableNeedDrain);
       return orig(chunk, ...rest);
     }) as typeof client.write;
-    let buf = '';
+    const input = new QmpInputSplitter();
     server.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let nl = buf.indexOf('\n');
-      while (nl !== -1) {
-        const msg = JSON.parse(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
+      for (const m of input.push(d)) {
+        if (m.kind !== 'value') throw new Error(`unparsable: ${m.text}`);
+        const msg = m.value as { id: unknown; arguments?: { n?: number } };
         server.write(`${JSON.stringify({ return: msg.arguments?.n ?? {}, id: msg.id })}\r\n`);
-        nl = buf.indexOf('\n');
       }
     });
     server.write(
@@ -429,8 +431,7 @@ describe('QmpMonitor over an in-memory stream', () => {
     );
     server.on('data', (d: Buffer) => {
       const msg = JSON.parse(d.toString());
-      if (msg.execute === 'qmp_capabilities')
-        server.write(`{"return": {}, "id": ${JSON.stringify(msg.id)}}\n`);
+      if (msg.execute === 'qmp_capabilities') server.write('{"return": {}}\n');
     });
     const mon = await QmpMonitor.fromStream(client, { description: 'vm1 monitor', timeoutMs: 30 });
     await expect(mon.execute('query-status')).rejects.toThrow(/'query-status' on vm1 monitor/);

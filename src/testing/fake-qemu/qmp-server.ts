@@ -5,7 +5,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { QmpError } from '../../errors.js';
-import { QmpParser } from '../../monitor/qmp-parser.js';
+import { type QmpInput, QmpInputSplitter } from '../qmp-input.js';
 import type { FakeMonitorFaults } from './faults.js';
 import type { FakeQemu } from './machine.js';
 import { type FakeQmpCall, isQuitCommand, runQmpCommand } from './qmp-commands.js';
@@ -27,7 +27,7 @@ export function serveQmp(
   stream: Duplex,
   hooks: FakeServerHooks = {},
 ): (abrupt?: boolean) => void {
-  const parser = new QmpParser();
+  const parser = new QmpInputSplitter();
   let negotiated = false;
   const send = (obj: unknown) => {
     if (!stream.destroyed && stream.writable) stream.write(`${JSON.stringify(obj)}\r\n`);
@@ -63,6 +63,14 @@ export function serveQmp(
   const answer = (call: FakeQmpCall, id: unknown) => {
     const withId = (reply: Record<string, unknown>) => (id === undefined ? reply : { ...reply, id });
     if (call.execute === 'qmp_capabilities' && !negotiated) {
+      const enable = call.arguments?.enable;
+      const unknown = Array.isArray(enable) ? enable.find((c) => c !== 'oob' || !qemu.has(2, 12)) : undefined;
+      if (unknown !== undefined) {
+        send(
+          withId({ error: { class: 'GenericError', desc: `Capability ${String(unknown)} not available` } }),
+        );
+        return;
+      }
       negotiated = true;
       send(withId({ return: {} }));
       return;
@@ -94,7 +102,7 @@ export function serveQmp(
     if (isQuitCommand(call)) qemu.quit();
   };
   stream.on('data', (chunk: Buffer) => {
-    let messages: ReturnType<QmpParser['push']>;
+    let messages: QmpInput[];
     try {
       messages = parser.push(chunk);
     } catch {
@@ -106,8 +114,7 @@ export function serveQmp(
         send({ error: { class: 'GenericError', desc: 'JSON parse error, expecting value' } });
         continue;
       }
-      const raw =
-        'raw' in m ? (m.raw as { execute?: unknown; arguments?: unknown; id?: unknown }) : undefined;
+      const raw = m.value as { execute?: unknown; arguments?: unknown; id?: unknown } | null;
       if (typeof raw?.execute !== 'string') {
         send({ error: { class: 'GenericError', desc: "QMP input lacks member 'execute'" } });
         continue;
