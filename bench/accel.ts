@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Accelerator, kvmUsable } from '../src/qemu/accel.js';
 import { type RunResult, runMigration, STRATEGIES } from './lib/migrate-run.js';
-import { RESULT_HEADER, resultRows } from './lib/migration-table.js';
+import { failQuickIfNotConverged, RESULT_HEADER, resultRows } from './lib/migration-table.js';
 import { arg, printTable, QUICK, runMain, writeResults } from './lib/report.js';
 
 const WORKLOAD = QUICK ? { dirtyMiB: 8, rateMiBps: 8 } : { dirtyMiB: 32, rateMiBps: 16 };
@@ -55,10 +55,7 @@ async function main(): Promise<void> {
     results,
   });
   console.log(`results: ${path}`);
-  if (QUICK && results.some((r) => !r.converged)) {
-    console.error('quick mode: a migration did not complete');
-    process.exitCode = 1;
-  }
+  failQuickIfNotConverged(QUICK, results);
 }
 
 runMain(main);

@@ -9,13 +9,13 @@
  *      (`echo 'info status' | socat - UNIX-CONNECT:hmp.sock`), M times.
  * socat is installed with apt-get when missing and possible; otherwise (c) is skipped.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { QmpMonitor } from '../src/monitor/qmp.js';
 import { QemuVm } from '../src/qemu/process.js';
+import { ensureSocat, socatHmp } from './lib/qemu-pair.js';
+import { openRawQmp } from './lib/raw-qmp.js';
 import { QUICK, runMain, writeResults } from './lib/report.js';
 
 const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -59,93 +59,32 @@ async function oursBlock(mon: QmpMonitor, rounds: number, out: number[]): Promis
 async function rawClient(
   path: string,
 ): Promise<{ block: (rounds: number, out: number[]) => Promise<void>; close: () => void }> {
-  const sock = connect(path);
-  let buf = '';
-  let waiting: ((line: string) => void) | undefined;
-  const lines: string[] = [];
-  sock.setEncoding('utf8');
-  sock.on('data', (d: string) => {
-    buf += d;
-    let nl = buf.indexOf('\n');
-    while (nl !== -1) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (!line.includes('"event"')) {
-        if (waiting) {
-          const w = waiting;
-          waiting = undefined;
-          w(line);
-        } else lines.push(line);
-      }
-      nl = buf.indexOf('\n');
-    }
-  });
-  const next = () =>
-    new Promise<string>((resolve) => {
-      const l = lines.shift();
-      if (l !== undefined) resolve(l);
-      else waiting = resolve;
-    });
-  const greeting = await next();
   // The same bytes QmpMonitor sends: `oob` where offered, no id, no newline.
-  sock.write(
+  const qmp = await openRawQmp(path, (greeting) =>
     greeting.includes('"oob"')
       ? '{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}'
       : '{"execute":"qmp_capabilities"}',
   );
-  await next();
   return {
     async block(rounds, out) {
       for (let i = 0; i < rounds; i++) {
         const t = now();
-        sock.write('{"execute":"query-status"}');
-        await next();
+        qmp.write('{"execute":"query-status"}');
+        await qmp.next();
         out.push(now() - t);
       }
     },
-    close: () => sock.destroy(),
+    close: qmp.close,
   };
 }
 
-function haveSocat(): boolean {
-  return spawnSync('socat', ['-V'], { stdio: 'ignore' }).status === 0;
-}
-
-function ensureSocat(): boolean {
-  if (haveSocat()) return true;
-  console.log('socat not found; trying `apt-get install -y socat` …');
-  try {
-    execFileSync('apt-get', ['install', '-y', '-q', 'socat'], { stdio: 'ignore', timeout: 120_000 });
-  } catch {
-    try {
-      execFileSync('apt-get', ['update', '-q'], { stdio: 'ignore', timeout: 120_000 });
-      execFileSync('apt-get', ['install', '-y', '-q', 'socat'], { stdio: 'ignore', timeout: 120_000 });
-    } catch {
-      // fall through
-    }
-  }
-  return haveSocat();
-}
-
-function socatOnce(hmpPath: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', `echo 'info status' | socat - UNIX-CONNECT:${hmpPath}`]);
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`socat exited with ${code}`))));
-  });
-}
-
 async function ganeti(hmpPath: string): Promise<number[]> {
-  const first = await socatOnce(hmpPath);
+  const first = await socatHmp(hmpPath, 'info status');
   if (!first.includes('VM status')) throw new Error(`unexpected socat output: ${JSON.stringify(first)}`);
   const out: number[] = [];
   for (let i = 0; i < M; i++) {
     const t = now();
-    await socatOnce(hmpPath);
+    await socatHmp(hmpPath, 'info status');
     out.push(now() - t);
   }
   return out;

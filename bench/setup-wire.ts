@@ -8,10 +8,12 @@
  * Usage: npx tsx bench/setup-wire.ts [rounds]   (QEMU from $QEMU or the PATH, TCG)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { QemuVm } from '../src/qemu/process.js';
+import { startSink } from './lib/qemu-pair.js';
+import { openRawQmp } from './lib/raw-qmp.js';
+import { summarize } from './lib/report.js';
 
 const rounds = Number(process.argv[2] ?? 40);
 type Form = { name: string; oob: boolean; newline: boolean; id: boolean };
@@ -22,36 +24,21 @@ const FORMS: Form[] = [
   { name: '+ oob, no id, no newline (QmpMonitor)', oob: true, newline: false, id: false },
 ];
 
-/** A raw QMP session: replies taken in order, events skipped. */
+/** A raw QMP session that sends pipelined batches in a given wire form. */
 async function session(path: string, oob: boolean) {
-  const sock: Socket = connect(path);
-  sock.setEncoding('utf8');
-  let buf = '';
-  const waiters: ((line: string) => void)[] = [];
-  sock.on('data', (d: string) => {
-    buf += d;
-    for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n')) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (!line.includes('"event"')) waiters.shift()?.(line);
-    }
-  });
-  const next = () => new Promise<string>((r) => waiters.push(r));
-  await next(); // greeting
-  sock.write(
+  const qmp = await openRawQmp(path, () =>
     oob
       ? '{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}\n'
       : '{"execute":"qmp_capabilities"}\n',
   );
-  await next();
   let id = 0;
   return {
     async batch(
       cmds: object[],
       form: Pick<Form, 'newline' | 'id'> = { newline: true, id: true },
     ): Promise<string[]> {
-      const replies = cmds.map(() => next());
-      sock.write(
+      const replies = cmds.map(() => qmp.next());
+      qmp.write(
         cmds
           .map((c) => JSON.stringify(form.id ? { ...c, id: (id++ % 9) + 1 } : c) + (form.newline ? '\n' : ''))
           .join(''),
@@ -60,16 +47,12 @@ async function session(path: string, oob: boolean) {
       for (const r of all) if (r.includes('"error"')) throw new Error(r);
       return all;
     },
-    close: () => sock.destroy(),
+    close: qmp.close,
   };
 }
 
-const sink = createServer((s) => {
-  s.on('data', () => {});
-  s.on('error', () => {});
-});
-await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
-const port = (sink.address() as { port: number }).port;
+const sink = await startSink();
+const port = sink.port;
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-setup-wire-'));
 const vm = await QemuVm.start({ name: 'wire', dir, memoryMiB: 64, hmp: false, accel: 'tcg', qmpSockets: 2 });
 const plain = await session(vm.qmpPaths[0]!, false);
@@ -124,13 +107,13 @@ try {
       ]);
     }
   }
-  const p50 = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
   console.log(`rounds: ${rounds} (QEMU pid ${vm.pid}, ${vm.accel})`);
-  for (const f of FORMS) console.log(`${f.name.padEnd(40)} p50 ${p50(samples.get(f.name)!).toFixed(2)} ms`);
+  for (const f of FORMS)
+    console.log(`${f.name.padEnd(40)} p50 ${summarize(samples.get(f.name)!).p50.toFixed(2)} ms`);
 } finally {
   plain.close();
   withOob.close();
   await vm.kill();
-  sink.close();
+  await sink.close();
   rmSync(dir, { recursive: true, force: true });
 }

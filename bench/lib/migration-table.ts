@@ -45,3 +45,14 @@ export const RESULT_HEADER = [
   '÷ D/(B−r)',
   'policy actions',
 ];
+
+/**
+ * Quick mode's only assertion (CI): its small migrations converge under every strategy, so
+ * one that did not is a bug, not noise. Sets a failing exit code.
+ */
+export function failQuickIfNotConverged(quick: boolean, results: RunResult[]): void {
+  if (quick && results.some((r) => !r.converged)) {
+    console.error('quick mode: a migration did not complete');
+    process.exitCode = 1;
+  }
+}

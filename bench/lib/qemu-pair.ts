@@ -52,14 +52,21 @@ function haveSocat(): boolean {
   return spawnSync('socat', ['-V'], { stdio: 'ignore' }).status === 0;
 }
 
-/** True when socat is on the PATH, after trying `apt-get install socat` once. */
+/** True when socat is on the PATH, after trying `apt-get install socat` (and an update). */
 export function ensureSocat(): boolean {
   if (haveSocat()) return true;
   console.log('socat not found; trying `apt-get install -y socat` …');
-  try {
+  const install = () =>
     execFileSync('apt-get', ['install', '-y', '-q', 'socat'], { stdio: 'ignore', timeout: 120_000 });
+  try {
+    install();
   } catch {
-    // reported below
+    try {
+      execFileSync('apt-get', ['update', '-q'], { stdio: 'ignore', timeout: 120_000 });
+      install();
+    } catch {
+      // reported below
+    }
   }
   return haveSocat();
 }

@@ -109,7 +109,6 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
   readonly greeting: QmpGreeting;
   /** Commands sent and not yet answered, oldest first; timed-out ones stay, abandoned. */
   private readonly queue: Pending[] = [];
-  private abandoned = 0;
   private seq = 0;
   private oob = false;
   private readonly terminator: string;
@@ -144,7 +143,7 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
 
   /** Number of commands waiting for their reply. */
   get pendingCount(): number {
-    return this.queue.length - this.abandoned;
+    return this.queue.filter((e) => !e.abandoned).length;
   }
 
   /**
@@ -240,7 +239,8 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
               `QMP command '${command}' on ${this.description} got no reply within ${timeoutMs} ms`,
             ),
           );
-          if (++this.abandoned >= UNANSWERED_LIMIT) this.giveUp();
+          const unanswered = this.queue.filter((e) => e.abandoned).length;
+          if (unanswered >= UNANSWERED_LIMIT) this.giveUp(unanswered);
         }, timeoutMs);
       }
       this.queue.push(entry);
@@ -255,8 +255,7 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
         if (at === -1) return;
         this.queue.splice(at, 1);
         if (entry.timer) clearTimeout(entry.timer);
-        if (entry.abandoned) this.abandoned--;
-        else reject(err instanceof Error ? err : new MonitorError(String(err)));
+        if (!entry.abandoned) reject(err instanceof Error ? err : new MonitorError(String(err)));
       });
     });
   }
@@ -295,7 +294,6 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
         }
         if (entry.timer) clearTimeout(entry.timer);
         if (entry.abandoned) {
-          this.abandoned--;
           this.logger?.debug(
             { monitor: this.description, seq: entry.seq, command: entry.command.execute },
             'late QMP reply after timeout dropped',
@@ -321,12 +319,12 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
   }
 
   /** QEMU left too many commands unanswered on this connection: close it (`unanswered`). */
-  private giveUp(): void {
+  private giveUp(unanswered: number): void {
     const error = new MonitorProtocolError(
       'unanswered',
-      `QMP monitor ${this.description} left ${this.abandoned} commands unanswered after their timeouts; connection closed`,
+      `QMP monitor ${this.description} left ${unanswered} commands unanswered after their timeouts; connection closed`,
     );
-    this.logger?.warn({ monitor: this.description, unanswered: this.abandoned }, error.message);
+    this.logger?.warn({ monitor: this.description, unanswered }, error.message);
     this.finish(error, 'commands unanswered');
     this.stream.destroy();
   }
@@ -338,7 +336,6 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
 
   protected rejectWaiting(closedError: (command: string) => MonitorClosedError): void {
     const all = this.queue.splice(0);
-    this.abandoned = 0;
     for (const entry of all) {
       if (entry.timer) clearTimeout(entry.timer);
       if (!entry.abandoned) entry.reject(closedError(entry.command.execute));

@@ -78,6 +78,7 @@ export class QmpInputSplitter {
 
   /** Drops consumed text; keeps an unfinished value (or stray text) within the limit. */
   private compact(): void {
+    // At most one of the two is set: stray text is flushed before a value starts.
     const keepFrom = this.start !== -1 ? this.start : this.strayStart;
     if (keepFrom === -1) {
       this.text = '';
@@ -85,7 +86,7 @@ export class QmpInputSplitter {
     }
     this.text = this.text.slice(keepFrom);
     if (this.start !== -1) this.start = 0;
-    if (this.strayStart !== -1) this.strayStart = this.start === -1 ? 0 : this.strayStart - keepFrom;
+    else this.strayStart = 0;
     if (Buffer.byteLength(this.text) > this.maxBytes) {
       throw new RangeError(`QMP input: an unfinished command is over ${this.maxBytes} bytes`);
     }
