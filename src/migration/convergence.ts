@@ -16,7 +16,11 @@ export interface ConvergencePolicyOptions {
   downtimeFactor?: number;
   /** Never raise the downtime above this (ms). Default 2000; QEMU's own limit is 2,000,000. */
   maxDowntimeMs?: number;
-  /** With `postcopy-ram` on: switch to post-copy once this many passes are done. Default 2 (Ganeti). */
+  /**
+   * With `postcopy-ram` on: switch to post-copy once QEMU's dirty-sync count reaches this
+   * (Ganeti's `dirty-sync-count >= 2`: the first pass is over) and, where QEMU reports page
+   * counts, every page has been sent once. Default 2.
+   */
   postcopyAfterPasses?: number;
   /** Overall completion timeout per GiB of guest RAM (ms). Default 800 s (Nova). */
   completionTimeoutMsPerGiB?: number;
@@ -84,13 +88,19 @@ export class ConvergencePolicy {
       this.bestRemaining = remaining;
       this.lastProgressAt = nowMs;
     }
+    // QEMU 11 with postcopy-ram syncs the dirty bitmap at every iteration, so its count
+    // reaches 2 within the first pass: the pages sent say whether that pass is over.
     if (
       this.postcopyAllowed &&
       !this.postcopyRequested &&
-      (progress.pass ?? 0) >= this.o.postcopyAfterPasses
+      (progress.pass ?? 0) >= this.o.postcopyAfterPasses &&
+      progress.firstPassDone !== false
     ) {
       this.postcopyRequested = true;
-      return { kind: 'postcopy', reason: `precopy pass ${progress.pass} reached` };
+      const reason = progress.firstPassDone
+        ? `the first precopy pass is over (dirty sync count ${progress.pass})`
+        : `precopy pass ${progress.pass} reached`;
+      return { kind: 'postcopy', reason };
     }
     if (nowMs - this.lastProgressAt < this.o.stallMs) return undefined;
     // Stalled: start a new observation window whatever we do next.

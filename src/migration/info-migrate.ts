@@ -16,7 +16,7 @@
  * "nothing happened" is how a completed migration gets resumed on the source.
  */
 import { UnrecognizedOutputError } from '../errors.js';
-import { finishProgress, speedBytesPerSec } from './progress-fields.js';
+import { finishProgress, firstPassDone, speedBytesPerSec } from './progress-fields.js';
 import type { MigrationProgress } from './types.js';
 
 const COMMAND = 'info migrate';
@@ -133,6 +133,7 @@ function classic(s: Scan, p: MigrationProgress): void {
   p.downtimeMs = plain('downtime');
   p.totalTimeMs = plain('total time');
   p.pass = plain('dirty sync count');
+  p.firstPassDone = firstPassDone(plain('normal'), plain('duplicate'), pageSize, p.totalBytes);
   p.throttlePercent = plain('cpu throttle percentage');
 }
 
@@ -157,6 +158,15 @@ function sectioned(s: Scan, p: MigrationProgress): void {
   p.downtimeMs = leadingNumber(time.get('down'));
   p.totalTimeMs = leadingNumber(time.get('total'));
   p.pass = leadingNumber(others.get('dirty_syncs'));
+  // Page counts are exact, the total is rounded to three significant digits (±0.5 %).
+  const pages = pairs(s.fields.get('page types'));
+  p.firstPassDone = firstPassDone(
+    leadingNumber(pages.get('normal')),
+    leadingNumber(pages.get('zero')),
+    pageSize,
+    p.totalBytes,
+    0.005,
+  );
   p.throttlePercent = leadingNumber(s.fields.get('cpu throttle (%)'));
 }
 

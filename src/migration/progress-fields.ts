@@ -19,6 +19,23 @@ export function finishProgress(p: MigrationProgress): MigrationProgress {
 }
 
 /**
+ * Whether the first pre-copy pass is over: every page has been sent (`normal`) or found
+ * zero (`duplicate`, `zero`) at least once. A page is visited once per pass, so the
+ * counts reach the total exactly when the first pass ends. `slack` is the share of
+ * `totalBytes` it may be off by (a rounded total). Undefined unless all are known.
+ */
+export function firstPassDone(
+  normalPages: number | undefined,
+  zeroPages: number | undefined,
+  pageSize: number,
+  totalBytes: number | undefined,
+  slack = 0,
+): boolean | undefined {
+  if (normalPages === undefined || zeroPages === undefined || !totalBytes) return undefined;
+  return (normalPages + zeroPages) * pageSize >= totalBytes * (1 - slack);
+}
+
+/**
  * Transfer speed in bytes/s: `mbps` (decimal megabits) is what went over the wire;
  * pages-per-second also counts zero pages, which cost almost nothing to send, so it is
  * only the fallback.
@@ -42,6 +59,7 @@ export const PROGRESS_CHANGE_FIELDS = [
   'expectedDowntimeMs',
   'downtimeMs',
   'pass',
+  'firstPassDone',
   'throttlePercent',
   'errorDesc',
 ] as const satisfies readonly (keyof MigrationProgress)[];

@@ -6,7 +6,7 @@
  * default value.
  */
 import { UnrecognizedOutputError } from '../errors.js';
-import { finishProgress, speedBytesPerSec } from './progress-fields.js';
+import { finishProgress, firstPassDone, speedBytesPerSec } from './progress-fields.js';
 import type { MigrationProgress } from './types.js';
 
 export { parseHumanSize, parseInfoMigrate } from './info-migrate.js';
@@ -62,6 +62,7 @@ export function parseQueryMigrate(reply: unknown): MigrationProgress {
   p.downtimeMs = num(r.downtime);
   p.totalTimeMs = num(r['total-time']);
   p.pass = num(ram['dirty-sync-count']);
+  p.firstPassDone = firstPassDone(num(ram.normal), num(ram.duplicate), pageSize, p.totalBytes);
   p.throttlePercent = num(r['cpu-throttle-percentage']);
   if (typeof r['error-desc'] === 'string') p.errorDesc = r['error-desc'];
   return finishProgress(p);

@@ -48,8 +48,18 @@ export interface MigrationProgress {
   downtimeMs?: number;
   /** Milliseconds since the migration started (`total-time`). */
   totalTimeMs?: number;
-  /** Dirty-bitmap sync count: the precopy pass number. */
+  /**
+   * QEMU's dirty-bitmap sync count (`dirty-sync-count`). Up to QEMU 10.x that is the
+   * pre-copy pass number; QEMU 11 with `postcopy-ram` on syncs at every iteration (ten or
+   * more a second), so there it runs far ahead of the passes: see {@link firstPassDone}.
+   */
   pass?: number;
+  /**
+   * True once every page of guest RAM has been sent, or found zero, at least once: the
+   * first pre-copy pass is over (`(normal + zero pages) × page size ≥ total`). Undefined
+   * where QEMU reports no page counts.
+   */
+  firstPassDone?: boolean;
   /** vCPU throttle applied by auto-converge, in percent. */
   throttlePercent?: number;
   /** QEMU's reason when the migration failed (`error-desc`). */

@@ -34,7 +34,10 @@ export type MigrationStatus =
 export interface MonitorEventPayloads {
   /** The migration changed status (needs the `events` capability). */
   MIGRATION: { status: MigrationStatus };
-  /** A precopy pass (dirty-bitmap sync) began; `pass` is its number. */
+  /**
+   * A dirty-bitmap sync; `pass` is the sync count. One per precopy pass up to QEMU 10.x;
+   * QEMU 11 with `postcopy-ram` syncs at every iteration (`MigrationProgress.firstPassDone`).
+   */
   MIGRATION_PASS: { pass: number };
   /** The VM stopped. */
   STOP: Record<string, never>;

@@ -270,6 +270,27 @@ describe('status parsing', () => {
     ).toBeCloseTo(90, 5);
   });
 
+  it('says whether the first pass is over from the page counts (QEMU 11.1 with postcopy-ram)', () => {
+    // Recorded on QEMU 11.1.3: 0.5 MB into the first pass of 64.5 MiB, 2 dirty syncs already.
+    const ram = {
+      total: 67641344,
+      'dirty-sync-count': 2,
+      'page-size': 4096,
+      remaining: 65159168,
+      transferred: 529866,
+      duplicate: 12480,
+      normal: 127,
+    };
+    expect(parseQueryMigrate({ status: 'active', ram })).toMatchObject({ pass: 2, firstPassDone: false });
+    // 16514 pages in all: once sent or found zero, the pass is over whatever the count says.
+    expect(
+      parseQueryMigrate({ status: 'active', ram: { ...ram, 'dirty-sync-count': 77, normal: 4034 } }),
+    ).toMatchObject({ pass: 77, firstPassDone: true });
+    expect(parseQueryMigrate({ status: 'active', ram: { ...ram, normal: undefined } })).not.toHaveProperty(
+      'firstPassDone',
+    );
+  });
+
   it('takes the speed from mbps (decimal megabits), pages-per-second only without it', () => {
     expect(
       parseQueryMigrate({ status: 'active', ram: { mbps: 8, 'pages-per-second': 9999 } }).speedBytesPerSec,
@@ -377,6 +398,16 @@ describe('ConvergencePolicy', () => {
     expect(p.observe(active(100, 1), 0)).toBeUndefined();
     expect(p.observe(active(90, 2), 100)).toMatchObject({ kind: 'postcopy' });
     expect(p.observe(active(80, 3), 200)).toBeUndefined();
+  });
+
+  it('waits for the first pass to end when the sync count runs ahead of it (QEMU 11, postcopy-ram)', () => {
+    const p = new ConvergencePolicy(30, true);
+    expect(p.observe({ ...active(100, 2), firstPassDone: false }, 0)).toBeUndefined();
+    expect(p.observe({ ...active(60, 40), firstPassDone: false }, 100)).toBeUndefined();
+    expect(p.observe({ ...active(10, 41), firstPassDone: true }, 200)).toEqual({
+      kind: 'postcopy',
+      reason: 'the first precopy pass is over (dirty sync count 41)',
+    });
   });
 
   it('ignores non-active statuses', () => {

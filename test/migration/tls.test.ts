@@ -248,10 +248,26 @@ describeEachRelease('TLS migration', releaseCases(), (c) => {
               p,
               instance(p, { migration_caps: 'postcopy-ram', migration_bandwidth: 4 }),
             );
-            running.catch(() => {});
+            let outcome: unknown = 'still running';
+            running.then(
+              (r) => {
+                outcome = r.status;
+              },
+              (e) => {
+                outcome = e;
+              },
+            );
+            // The first pass at 4 MiB/s takes seconds: the library's policy switches only
+            // after it, so 'active' is seen first (on QEMU 11 it used to switch at once).
             const deadline = Date.now() + 30_000;
-            while ((await p.srcObs.execute<{ status?: string }>('query-migrate')).status !== 'active') {
-              if (Date.now() > deadline) throw new Error('the migration did not become active');
+            for (;;) {
+              const { status } = await p.srcObs.execute<{ status?: string }>('query-migrate');
+              if (status === 'active') break;
+              if (Date.now() > deadline || (status !== undefined && status !== 'setup')) {
+                throw new Error(
+                  `the migration did not become active: source status ${status}, runMigration: ${String(outcome)}`,
+                );
+              }
               await new Promise((r) => setTimeout(r, 50));
             }
             await p.srcObs.execute('migrate-start-postcopy');
@@ -263,7 +279,7 @@ describeEachRelease('TLS migration', releaseCases(), (c) => {
             }
             // 16 MiB at 4 MiB/s cannot have completed in pre-copy meanwhile (11.1 reports
             // `postcopy-device` while the destination loads the device state).
-            expect(isPostcopy(after ?? '')).toBe(true);
+            expect(isPostcopy(after ?? ''), `status after migrate-start-postcopy: ${after}`).toBe(true);
             const result = await running;
             expect(result.status).toBe('completed');
             expect(await runState(p.dstObs)).toBe('running');

@@ -106,7 +106,7 @@ function classic(qemu: FakeQemu): string {
           `throughput: ${m.mbps.toFixed(2)} mbps`,
           `remaining ram: ${kb(m.remaining)} kbytes`,
           `total ram: ${kb(m.total)} kbytes`,
-          'duplicate: 0 pages',
+          `duplicate: ${m.zeroPages} pages`,
         );
         if (!qemu.has(9, 1)) lines.push('skipped: 0 pages');
         lines.push(`normal: ${normal} pages`, `normal bytes: ${kb(normal * PAGE)} kbytes`);
@@ -161,7 +161,7 @@ function sectioned(qemu: FakeQemu): string {
       `  Sizes: \t\tpagesize=4 KiB, total=${qemuSizeToStr(m.total)}`,
       `  Transfers: \t\ttransferred=${qemuSizeToStr(m.transferred)}, remain=${qemuSizeToStr(m.remaining)}`,
       `    Channels: \t\tprecopy=${qemuSizeToStr(m.transferred)}, multifd=0 B, postcopy=0 B`,
-      `    Page Types: \tnormal=${normal}, zero=0`,
+      `    Page Types: \tnormal=${normal}, zero=${m.zeroPages}`,
       `  Page Rates (pps): \ttransfer=${Math.round((m.mbps * 1e6) / 8 / PAGE)}`,
       `  Others: \t\t${others.join(', ')}`,
     );

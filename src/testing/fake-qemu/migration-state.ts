@@ -43,6 +43,14 @@ export class FakeMigration {
   mbps = 0;
   /** Dirty-bitmap sync count (the pass number). */
   passes = 0;
+  /**
+   * Zero pages found so far (`duplicate`, `zero`): the fake sends only the guest's data, so
+   * once the first pass is over the pages it did not send were zero.
+   */
+  get zeroPages(): number {
+    if (this.passes < 2) return 0;
+    return Math.max(0, Math.ceil(this.total / 4096) - Math.floor(this.transferred / 4096));
+  }
   /** Milliseconds of simulated run time. */
   totalTime = 0;
   /** Downtime in ms, set on completion. */

@@ -139,7 +139,7 @@ function ramStats(qemu: FakeQemu): Record<string, number> {
     transferred: m.transferred,
     remaining: m.remaining,
     total: m.total,
-    duplicate: 0,
+    duplicate: m.zeroPages,
     normal,
     'normal-bytes': normal * PAGE,
   };
