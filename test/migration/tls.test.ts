@@ -271,9 +271,10 @@ describeEachRelease('TLS migration', releaseCases(), (c) => {
               await new Promise((r) => setTimeout(r, 50));
             }
             await p.srcObs.execute('migrate-start-postcopy');
-            // migrate-start-postcopy takes effect at the next iteration.
+            // migrate-start-postcopy takes effect at the next iteration; up to 10.x the
+            // switch-over itself shows as `device` (11.x: `postcopy-device`).
             let after: string | undefined = 'active';
-            while (after === 'active' && Date.now() < deadline) {
+            while ((after === 'active' || after === 'device') && Date.now() < deadline) {
               await new Promise((r) => setTimeout(r, 20));
               after = (await p.srcObs.execute<{ status?: string }>('query-migrate')).status;
             }
