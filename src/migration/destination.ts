@@ -6,6 +6,7 @@
 import type { FinalizeOutcome } from '../errors.js';
 import { findCapability } from '../qemu/capabilities.js';
 import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
+import { readyForRestore } from './cleanup-wait.js';
 import { Deadline } from './deadline.js';
 import { capabilityCommands, resolveCapabilities, simpleCommand } from './dialect.js';
 import type { SettingsSnapshot } from './parameters.js';
@@ -132,6 +133,16 @@ async function finalizeIncoming(
     let vm = await ch.vmStatus(deadline);
     const until = Math.min(deadline.at, Date.now() + options.incomingGraceMs);
     while (vm.status === 'inmigrate' && Date.now() < until) {
+      // A load that failed (QEMU 11 keeps such a QEMU in `inmigrate`) is reported at once,
+      // with QEMU's reason, instead of after the whole wait.
+      const incoming = await ch.migrationStatus(deadline).catch(() => undefined);
+      if (incoming?.status === 'failed') {
+        throw ch.error(
+          `the destination's incoming migration failed${incoming.errorDesc ? `: ${incoming.errorDesc}` : ''}`,
+          undefined,
+          { status: 'failed', ...(incoming.errorDesc ? { reason: incoming.errorDesc } : {}) },
+        );
+      }
       await deadline.sleep(Math.min(50, Math.max(0, until - Date.now())));
       vm = await ch.vmStatus(deadline);
     }
@@ -209,6 +220,8 @@ async function finalizeIncoming(
 }
 
 async function restore(ch: VmChannel, options: FinalizeDestinationOptions): Promise<void> {
+  // Settings changed while QEMU still shuts the migration down can crash it (cleanup-wait.ts).
+  if (!(await readyForRestore(ch, options.deadline))) return;
   if (options.accepted) {
     await restoreSettings(ch, options.accepted.snapshot, options.deadline);
     return;

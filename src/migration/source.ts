@@ -5,6 +5,7 @@
 import type { FinalizeOutcome } from '../errors.js';
 import { findCapability } from '../qemu/capabilities.js';
 import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
+import { readyForRestore } from './cleanup-wait.js';
 import { Deadline } from './deadline.js';
 import {
   capabilityCommands,
@@ -212,6 +213,8 @@ export async function finalizeSource(
 
 async function restore(ch: VmChannel, options: FinalizeSourceOptions): Promise<void> {
   const grace = options.deadline.over() ? Deadline.grace(1000) : options.deadline;
+  // Settings changed while QEMU still shuts the migration down can crash it (cleanup-wait.ts).
+  if (!(await readyForRestore(ch, grace))) return;
   if (options.session) {
     await restoreSettings(ch, options.session.snapshot, grace);
     if (options.session.tls) await removeTls(ch, grace);

@@ -283,6 +283,10 @@ describeEachRelease('live migration', releaseCases(accelerators()), (rel: Releas
         timeoutMs: 30_000,
       });
       await srcHv.migrateInstance(inst, '127.0.0.1');
+      // The restore waits for this yank instance to go (cleanup-wait.ts): QEMU must have it.
+      const yankHas = async () =>
+        ((await srcObs.execute('query-yank')) as { type: string }[]).some((i) => i.type === 'migration');
+      if (versionAtLeast(version, 6, 0)) expect(await yankHas()).toBe(true);
       const actions: ConvergenceAction[] = [];
       let atSwitch: MigrationProgress | undefined;
       let last: MigrationProgress | undefined;
@@ -309,6 +313,7 @@ describeEachRelease('live migration', releaseCases(accelerators()), (rel: Releas
       if (ram) expect((ram.normal! + ram.duplicate!) * ram['page-size']!).toBeGreaterThanOrEqual(ram.total!);
       await postcopy.promise;
       await srcHv.finalizeMigrationSource(inst, true);
+      if (versionAtLeast(version, 6, 0)) expect(await yankHas()).toBe(false);
       await dstHv.finalizeMigrationDst(inst, true);
       expect(await status(dstObs)).toBe('running');
       expect(await status(srcObs)).toBe('postmigrate');

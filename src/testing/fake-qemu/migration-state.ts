@@ -51,6 +51,11 @@ export class FakeMigration {
     if (this.passes < 2) return 0;
     return Math.max(0, Math.ceil(this.total / 4096) - Math.floor(this.transferred / 4096));
   }
+  /**
+   * `query-yank` answers after a final status during which the migration's yank instance
+   * still shows: QEMU's clean-up still running (default 0: the fake cleans up at once).
+   */
+  cleanupPolls = 0;
   /** Milliseconds of simulated run time. */
   totalTime = 0;
   /** Downtime in ms, set on completion. */

@@ -39,6 +39,15 @@ export function runQmpCommand(qemu: FakeQemu, cmd: FakeQmpCall): unknown {
       if (!qemu.has(8, 1)) st.singlestep = false;
       return st;
     }
+    case 'query-yank': {
+      if (!qemu.has(6, 0)) return notFound();
+      // The migration's yank instance exists while it runs and until the clean-up is over.
+      const m = qemu.migration;
+      const running = m.status !== undefined && !['completed', 'failed', 'cancelled'].includes(m.status);
+      if (!running && m.cleanupPolls > 0) m.cleanupPolls--;
+      else if (!running) return [];
+      return [{ type: 'migration' }];
+    }
     case 'stop':
       qemu.stop();
       return {};
