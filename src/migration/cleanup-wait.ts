@@ -28,12 +28,13 @@ export function migrationYankRegistered(reply: unknown): boolean {
 }
 
 /**
- * Resolves true once QEMU's migration clean-up is over, false when it is still running at
- * `deadline` (the caller then leaves the settings alone: a later set-up resets them).
- * Without `query-yank` (HMP, QEMU before 6.0) it waits until the run state has left
- * `finish-migrate`, which QEMU changes just before it schedules the clean-up.
+ * Resolves true once QEMU's migration clean-up is over (settings may be put back), false
+ * when it is still running at `deadline` (the caller then leaves the settings alone: a
+ * later set-up resets them). Without `query-yank` (HMP, QEMU before 6.0) it waits until
+ * the run state has left `finish-migrate`, which QEMU changes in the same step that
+ * schedules the clean-up. When QEMU cannot be asked, it logs and resolves true.
  */
-export async function migrationCleanedUp(ch: VmChannel, deadline: Deadline): Promise<boolean> {
+export async function readyForRestore(ch: VmChannel, deadline: Deadline): Promise<boolean> {
   const yank = ch.monitor.protocol === 'qmp' && versionAtLeast(ch.monitor.version, 6, 0);
   for (;;) {
     let busy: boolean;
@@ -43,7 +44,11 @@ export async function migrationCleanedUp(ch: VmChannel, deadline: Deadline): Pro
         : (await ch.vmStatus(deadline)).status === 'finish-migrate';
     } catch (e) {
       if (deadline.over()) return false;
-      throw e;
+      ch.log.error(
+        { err: errorText(e) },
+        'cannot tell whether QEMU cleaned up the migration; restoring anyway',
+      );
+      return true;
     }
     if (!busy) return true;
     if (deadline.remaining() <= POLL_MS) {
@@ -52,18 +57,5 @@ export async function migrationCleanedUp(ch: VmChannel, deadline: Deadline): Pro
     }
     ch.log.debug({}, "waiting for QEMU's migration clean-up");
     await deadline.sleep(POLL_MS);
-  }
-}
-
-/** `migrationCleanedUp` that logs instead of throwing: settings are restored only when true. */
-export async function readyForRestore(ch: VmChannel, deadline: Deadline): Promise<boolean> {
-  try {
-    return await migrationCleanedUp(ch, deadline);
-  } catch (e) {
-    ch.log.error(
-      { err: errorText(e) },
-      'cannot tell whether QEMU cleaned up the migration; restoring anyway',
-    );
-    return true;
   }
 }

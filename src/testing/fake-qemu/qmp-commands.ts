@@ -4,6 +4,7 @@
  * error texts. A refusal throws `QmpError`, which a server turns into QMP's `error` reply.
  */
 import { QmpError } from '../../errors.js';
+import { TERMINAL_STATUSES } from '../../migration/status.js';
 import { HUMAN_MONITOR_COMMAND } from '../../monitor/human-command.js';
 import { runHmpCommand } from './hmp-commands.js';
 import type { FakeQemu } from './machine.js';
@@ -43,9 +44,11 @@ export function runQmpCommand(qemu: FakeQemu, cmd: FakeQmpCall): unknown {
       if (!qemu.has(6, 0)) return notFound();
       // The migration's yank instance exists while it runs and until the clean-up is over.
       const m = qemu.migration;
-      const running = m.status !== undefined && !['completed', 'failed', 'cancelled'].includes(m.status);
-      if (!running && m.cleanupPolls > 0) m.cleanupPolls--;
-      else if (!running) return [];
+      if (m.status === undefined) return [];
+      if (TERMINAL_STATUSES.has(m.status)) {
+        if (m.cleanupPolls <= 0) return [];
+        m.cleanupPolls--;
+      }
       return [{ type: 'migration' }];
     }
     case 'stop':
