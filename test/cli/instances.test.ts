@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { writeGuestImage } from '../../src/guest/index.js';
 import { processAlive, readProcStat } from '../../src/instance/process.js';
 import { parseInstanceState } from '../../src/instance/state.js';
@@ -174,5 +174,24 @@ describeEachRelease('kvm-hv instance commands', host, () => {
     expect((await run(['list', '--run-dir', join(dir, 'node4')], 30_000, env)).stdout).toContain(
       'no instances',
     );
+  });
+});
+
+describe('kvm-hv stop of a name this node does not know', () => {
+  it('exits 1 with one line naming the missing state file; nothing reads as stopped', async () => {
+    const n = join(dir, 'node5');
+    const r = await run(['stop', 'ghost', '--run-dir', n], 30_000, env);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe(
+      `kvm-hv: instance 'ghost' is not known here (no ${join(n, 'conf', 'ghost.state')})\n`,
+    );
+    const j = await run(['stop', 'ghost', '--run-dir', n, '--force', '--json'], 30_000, env);
+    expect(j.code).toBe(1);
+    expect(JSON.parse(j.stdout)).toMatchObject({
+      ok: false,
+      exitCode: 1,
+      error: { name: 'HypervisorError' },
+    });
   });
 });
