@@ -14,14 +14,7 @@ import { registerInstanceCommands } from './instances.js';
 import { LOG_LEVELS } from './logger.js';
 import { registerAcceptCommand, registerMigrateCommand } from './migration-commands.js';
 import { renderParams, renderStatus, statusJson } from './render.js';
-import {
-  checkedInstance,
-  hvOption,
-  monitorOptions,
-  targetName,
-  type VmOptions,
-  withHypervisor,
-} from './target.js';
+import { commandInstance, hvOption, monitorOptions, type VmOptions, withHypervisor } from './target.js';
 import { loggerFor, numberArg, print, printJson } from './util.js';
 
 /** The version printed by `--version`. */
@@ -136,7 +129,7 @@ function registerResumeCommand(program: Command): void {
     )
     .action(async (opts: ResumeOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
-      const instance = checkedInstance(targetName(opts), opts.hvparams ?? []);
+      const instance = commandInstance(opts, opts.hvparams ?? []);
       if (opts.forceResume) process.stderr.write(`${FORCE_RESUME_WARNING}\n`);
       await withHypervisor(opts, logger, async (hv) => {
         const outcome = await hv.finalizeMigrationSource(instance, false, {

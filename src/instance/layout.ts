@@ -4,6 +4,7 @@
  * any folder. Pure: no file is touched here.
  */
 import { join } from 'node:path';
+import { HypervisorError } from '../errors.js';
 
 /** Ganeti's `K` folder: `<localstatedir>/run/ganeti/kvm-hypervisor`. */
 export const DEFAULT_INSTANCE_RUN_DIR = '/var/run/ganeti/kvm-hypervisor';
@@ -41,6 +42,16 @@ export interface InstancePaths {
   state: string;
   chroot: string;
   log: string;
+}
+
+/**
+ * Throws `HypervisorError` unless `name` can name an instance's files (no `/`, no leading
+ * dot, at most 200 characters), so no name reaches outside the run directory.
+ */
+export function assertInstanceFileName(name: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name) || name.length > 200) {
+    throw new HypervisorError(`instance name '${name}' is not usable as a file name`);
+  }
 }
 
 /** The layout of `root` (Ganeti's sub-folder names). */

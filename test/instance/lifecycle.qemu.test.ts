@@ -187,8 +187,8 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     expect(processAlive(st)).toBe(false);
     for (const f of [paths.state, paths.runtime, paths.qmp, paths.hmp]) expect(existsSync(f)).toBe(false);
     expect(hv.listInstances()).toEqual([]);
-    // Stopping again: nothing runs, files are clean.
-    expect((await hv.stopInstance('life1')).how).toBe('already-gone');
+    // Stopping again: this node no longer knows the name.
+    expect((await hv.stopInstance('life1')).how).toBe('not-found');
   });
 
   it('reports a guest poweroff as shutdown; the process stays until stopped', async () => {
@@ -336,6 +336,39 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     expect(dst.listInstances()).toEqual([]);
     expect((await src.getInstanceInfo('mig3')).state).toBe('running');
     expect((await src.stopInstance('mig3', { force: true })).how).toBe('quit');
+  });
+
+  it('without force, refuses to stop an unfinalized destination that received the VM, and the postmigrate source', async () => {
+    const src = node('src', rel.accel);
+    const dst = node('dst', rel.accel);
+    const port = await freePort();
+    const s = spec('mig4', 12, { migration_port: port });
+    await src.startInstance(s);
+    const dstPaths = instancePaths(runLayout(started.at(-1)!.root), 'mig4');
+    const inst = { name: 'mig4', hvparams: s.hvparams, memoryMiB: 64 };
+    await dst.acceptInstance(inst, src.getMigrationInfo('mig4'), '127.0.0.1');
+    await src.migrateInstance(inst, '127.0.0.1', true);
+    await src.waitForMigration(inst, { timeoutMs: 60_000 });
+    await dst.waitForIncomingMigration(inst, { timeoutMs: 60_000 });
+    // Not finalized: the destination still carries its `incoming` mark, and holds the only
+    // running copy of the VM (the source is postmigrate).
+    const dstState = readInstanceState(dstPaths)!;
+    expect(dstState.incoming).toBeDefined();
+    const refused = await dst.stopInstance('mig4', { timeoutMs: 1000 }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(HypervisorError);
+    expect((refused as Error).message).toMatch(/not finalized and may hold the only copy of the VM/);
+    expect((refused as Error).message).toMatch(/finalizeMigrationDst|kvm-hv recover mig4/);
+    expect(processAlive(dstState)).toBe(true);
+    await expect(src.stopInstance('mig4', { timeoutMs: 1000 })).rejects.toThrow(
+      /run state 'postmigrate'.*only fallback copy/,
+    );
+    expect((await src.getInstanceInfo('mig4')).state).toBe('migrated');
+    // The operator's override.
+    expect((await dst.stopInstance('mig4', { force: true })).how).toMatch(/^(quit|sigterm|sigkill)$/);
+    expect(processAlive(dstState)).toBe(false);
+    expect(existsSync(dstPaths.state)).toBe(false);
+    expect((await src.stopInstance('mig4', { force: true })).how).toBe('quit');
+    expect(src.listInstances()).toEqual([]);
   });
 
   it('a failed migration stops the destination it started and keeps the source', async () => {
