@@ -32,12 +32,17 @@ export function monitorOptions(cmd: Command): Command {
       '--name <instance>',
       'instance name (default: the socket file name); alone: an instance started by `kvm-hv start`',
     )
-    .option(...RUN_DIR_OPTION);
+    .option(...RUN_DIR_OPTION)
+    .option(
+      '--state-dir <dir>',
+      'with --qmp/--hmp: folder of the migration journals, so that each step (and recover) works from a new process',
+    );
 }
 
 /** The monitor options plus the run directory of library-started instances. */
 export interface TargetOptions extends MonitorCliOptions {
   runDir?: string;
+  stateDir?: string;
 }
 
 /** True when the command names a library-started instance (`--name` without a socket). */
@@ -68,6 +73,7 @@ export async function withHypervisor<T>(
     const hv = new KVMHypervisor({
       logger,
       ...(opts.runDir ? { instanceDir: opts.runDir } : {}),
+      ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
       ...(tls ? { tls } : {}),
     });
     try {
@@ -80,7 +86,12 @@ export async function withHypervisor<T>(
   const name = instanceName(opts);
   const tls = tlsFromCli(opts);
   const monitor = await openMonitor(opts, logger);
-  const hv = new KVMHypervisor({ monitor: () => monitor, logger, ...(tls ? { tls } : {}) });
+  const hv = new KVMHypervisor({
+    monitor: () => monitor,
+    logger,
+    ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
+    ...(tls ? { tls } : {}),
+  });
   try {
     return await fn(hv, name, monitor);
   } finally {

@@ -40,6 +40,11 @@ export interface InstancePaths {
   runtime: string;
   /** pid + start time + socket paths of the running process (JSON). */
   state: string;
+  /**
+   * The migration journals of this instance on this node, one per role (see
+   * src/migration/journal.ts, which names them the same way).
+   */
+  journals: { source: string; destination: string };
   chroot: string;
   log: string;
 }
@@ -78,6 +83,10 @@ export function instancePaths(layout: RunLayout, name: string): InstancePaths {
     vnc: join(layout.ctrl, `${name}.vnc`),
     runtime: join(layout.conf, `${name}.runtime`),
     state: join(layout.conf, `${name}.state`),
+    journals: {
+      source: join(layout.conf, `${name}.source.migration`),
+      destination: join(layout.conf, `${name}.destination.migration`),
+    },
     chroot: join(layout.chroot, name),
     log: join(layout.log, `${name}.log`),
   };

@@ -6,6 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import {
   MigrationJournal,
   type MigrationJournalEntry,
@@ -84,6 +85,16 @@ describe('MigrationJournal', () => {
     expect(j.read('web1', 'source')?.phase).toBe('completed');
     j.advance('web2', 'source', 'completed'); // no journal: nothing
     expect(j.read('web2', 'source')).toBeUndefined();
+  });
+
+  it("names the files as the run directory's layout does (stop removes them with the instance)", () => {
+    const root = scratch();
+    const paths = instancePaths(runLayout(root), 'web1');
+    const j = new MigrationJournal(runLayout(root).conf);
+    expect(paths.journals).toEqual({
+      source: j.path('web1', 'source'),
+      destination: j.path('web1', 'destination'),
+    });
   });
 
   it('refuses a name that is not a file name', () => {
