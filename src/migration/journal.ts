@@ -30,6 +30,7 @@ import type { KvmHvParams } from '../hvparams/index.js';
 import type { VmChannel } from './channel.js';
 import type { AcceptedMigration } from './destination.js';
 import { dialectFor } from './dialect.js';
+import type { SettingsSnapshot } from './parameters.js';
 import { type MigrationSession, openSession } from './session.js';
 import type { StartedMigration } from './source.js';
 
@@ -75,7 +76,7 @@ export const MigrationJournalSchema = Type.Object(
     /** The migration hvparams the step used (bandwidth MiB/s, downtime ms, caps, port, mode). */
     hvparams: Type.Object(
       {
-        migration_bandwidth: Type.Number({ minimum: 0 }),
+        migration_bandwidth: NonNegative,
         migration_downtime: NonNegative,
         migration_caps: Type.String(),
         migration_port: NonNegative,
@@ -85,10 +86,10 @@ export const MigrationJournalSchema = Type.Object(
     ),
     /** Capabilities turned on, as this QEMU names them. */
     capabilities: Type.Array(Type.String()),
-    /** What the settings were before the migration, for those it changed. */
+    /** What the settings were before the migration, for those it changed (capability: state before). */
     snapshot: Type.Object(
       {
-        capabilities: Type.Array(Type.Tuple([Type.String(), Type.Boolean()])),
+        capabilities: Type.Record(Type.String(), Type.Boolean()),
         parameters: Type.Optional(
           Type.Object(
             {
@@ -240,6 +241,22 @@ export class MigrationJournal {
   }
 }
 
+/** A settings snapshot as the journal stores it (capabilities as a name → state map). */
+function journaledSnapshot(snapshot: SettingsSnapshot): MigrationJournalEntry['snapshot'] {
+  return {
+    capabilities: Object.fromEntries(snapshot.capabilities),
+    ...(snapshot.parameters ? { parameters: { ...snapshot.parameters } } : {}),
+  };
+}
+
+/** The settings snapshot a journal holds, as the restore commands take it. */
+export function snapshotOf(entry: MigrationJournalEntry): SettingsSnapshot {
+  return {
+    capabilities: Object.entries(entry.snapshot.capabilities),
+    ...(entry.snapshot.parameters ? { parameters: { ...entry.snapshot.parameters } } : {}),
+  };
+}
+
 /** The migration hvparams a journal records. */
 export function journaledHvParams(p: KvmHvParams): MigrationJournalEntry['hvparams'] {
   return {
@@ -267,7 +284,7 @@ export function sourceJournalEntry(
     uri: session.uri,
     hvparams: journaledHvParams(hvparams),
     capabilities: [...session.capabilities],
-    snapshot: session.snapshot,
+    snapshot: journaledSnapshot(session.snapshot),
     tls,
     eventsEnabled: session.eventsEnabled,
     postcopy: session.postcopy,
@@ -300,7 +317,7 @@ export function destinationJournalEntry(
     ...(options.uri === undefined ? {} : { uri: options.uri }),
     hvparams: journaledHvParams(hvparams),
     capabilities: [...accepted.capabilities],
-    snapshot: accepted.snapshot,
+    snapshot: journaledSnapshot(accepted.snapshot),
     tls: options.tls,
     eventsEnabled: false,
     postcopy: false,
@@ -317,7 +334,7 @@ export function destinationJournalEntry(
 /** What a source's finalize needs, read back from its journal. */
 export function startedFromJournal(entry: MigrationJournalEntry): StartedMigration {
   return {
-    snapshot: entry.snapshot,
+    snapshot: snapshotOf(entry),
     tls: entry.tls,
     wasRunning: entry.wasRunning,
     stoppedByUs: entry.stoppedByUs,
@@ -326,7 +343,7 @@ export function startedFromJournal(entry: MigrationJournalEntry): StartedMigrati
 
 /** What a destination's finalize needs, read back from its journal. */
 export function acceptedFromJournal(entry: MigrationJournalEntry): AcceptedMigration {
-  return { capabilities: [...entry.capabilities], snapshot: entry.snapshot, tls: entry.tls };
+  return { capabilities: [...entry.capabilities], snapshot: snapshotOf(entry), tls: entry.tls };
 }
 
 /** Re-creates the session an earlier process started, on a new monitor channel. */
@@ -342,7 +359,7 @@ export function sessionFromJournal(entry: MigrationJournalEntry, ch: VmChannel):
       postcopy: entry.postcopy,
       live: entry.live,
       wasRunning: entry.wasRunning,
-      snapshot: entry.snapshot,
+      snapshot: snapshotOf(entry),
       downtimeMs: entry.downtimeMs,
       uri: entry.uri ?? '',
     },

@@ -40,7 +40,7 @@ const entry = (over: Partial<MigrationJournalEntry> = {}): MigrationJournalEntry
   },
   capabilities: ['auto-converge'],
   snapshot: {
-    capabilities: [['auto-converge', false]],
+    capabilities: { 'auto-converge': false },
     parameters: { maxBandwidth: 134217728, downtimeLimit: 300, maxPostcopyBandwidth: 0 },
   },
   tls: false,
