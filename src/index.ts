@@ -124,6 +124,24 @@ export {
   QEMU_MAX_DOWNTIME_MS,
 } from './migration/convergence.js';
 export {
+  JOURNAL_FILE_MODE,
+  JOURNAL_PHASES,
+  type JournalPhase,
+  type MigrationJournalEntry,
+  MigrationJournalError,
+  type MigrationRole,
+} from './migration/journal.js';
+export {
+  DEFAULT_RECOVER_TIMEOUT_MS,
+  type MigrationRecoveryReport,
+  type PairRecoveryReport,
+  type RecoverMigrationOptions,
+  type RecoveryEnd,
+  type RecoveryPair,
+  type RecoveryVmPlace,
+  recoverMigrationPair,
+} from './migration/recover.js';
+export {
   type MigrationEnd,
   type RunMigrationOptions,
   type RunMigrationResult,

@@ -30,13 +30,14 @@ import {
   nodeHvParamsOf,
   settleDestination,
 } from './instance/accept.js';
-import { DEFAULT_INSTANCE_RUN_DIR, instancePaths, runLayout } from './instance/layout.js';
+import { DEFAULT_INSTANCE_RUN_DIR, instancePaths, type RunLayout, runLayout } from './instance/layout.js';
 import {
   DEFAULT_START_TIMEOUT_MS,
   type InstanceInfo,
   InstanceLifecycle,
   type StartInstanceOptions,
 } from './instance/lifecycle.js';
+import { processAlive } from './instance/process.js';
 import type { InstanceSpec } from './instance/spec.js';
 import { readInstanceState } from './instance/state.js';
 import { type StopInstanceOptions, type StopOutcome, stopInstance } from './instance/stop.js';
@@ -51,6 +52,22 @@ import {
   startIncoming,
 } from './migration/destination.js';
 import { waitForIncoming } from './migration/incoming.js';
+import {
+  acceptedFromJournal,
+  destinationJournalEntry,
+  MigrationJournal,
+  type MigrationRole,
+  sessionFromJournal,
+  sourceJournalEntry,
+  startedFromJournal,
+} from './migration/journal.js';
+import {
+  type MigrationRecoveryReport,
+  type RecoverMigrationOptions,
+  type RecoveryNode,
+  recoverNode,
+} from './migration/recover.js';
+import { isPostcopy } from './migration/safety.js';
 import type { MigrationPlan, MigrationSession } from './migration/session.js';
 import { precheck, startMigration } from './migration/setup.js';
 import { cancelMigration, finalizeSource } from './migration/source.js';
@@ -159,6 +176,12 @@ export class KVMHypervisor {
   private readonly convergence: ConvergencePolicyOptions;
   private readonly tls: MigrationTlsOptions | undefined;
   private readonly lifecycle: InstanceLifecycle;
+  private readonly layout: RunLayout;
+  private readonly stateDir: string | undefined;
+  private closed = false;
+  /** Settles every call still pending when {@link close} runs. */
+  private readonly closing: Promise<never>;
+  private rejectPending: (e: Error) => void = () => {};
 
   /**
    * @param options `monitor`: opens an instance's monitor (default: QMP at
@@ -168,6 +191,12 @@ export class KVMHypervisor {
   constructor(options: KVMHypervisorOptions = {}) {
     this.log = options.logger ?? silentLogger;
     const layout = runLayout(options.instanceDir ?? DEFAULT_INSTANCE_RUN_DIR);
+    this.layout = layout;
+    this.stateDir = options.stateDir;
+    this.closing = new Promise<never>((_, reject) => {
+      this.rejectPending = reject;
+    });
+    this.closing.catch(() => {});
     const runDir = options.runDir ?? layout.ctrl;
     // An instance this library started: the socket its state file names.
     const socketOf = (name: string): string => {
@@ -203,10 +232,35 @@ export class KVMHypervisor {
   }
 
   /**
+   * The folder of an instance's migration journals: `stateDir` when given, else the run
+   * directory's `conf/` for an instance this object's run directory started. None for a
+   * QEMU started elsewhere without `stateDir`: its migration lives in this object only.
+   */
+  private journalFor(name: string): MigrationJournal | undefined {
+    if (this.stateDir !== undefined) return new MigrationJournal(this.stateDir);
+    return this.lifecycle.startedHere(name) ? new MigrationJournal(this.layout.conf) : undefined;
+  }
+
+  /** Removes a journal; a failure is logged (the step itself succeeded). */
+  private dropJournal(journal: MigrationJournal | undefined, name: string, role: MigrationRole): void {
+    try {
+      journal?.remove(name, role);
+    } catch (e) {
+      this.log.error({ instance: name, err: errorText(e) }, 'removing the migration journal failed');
+    }
+  }
+
+  /** `p`, or the rejection of {@link close} if the object is closed first. */
+  private untilClosed<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.closing]);
+  }
+
+  /**
    * The monitor of an instance: at most one is open per instance; a closed one is
    * replaced on the next call.
    */
   async monitorFor(instanceName: string, deadline?: Deadline): Promise<Monitor> {
+    if (this.closed) throw closedError(instanceName);
     const cached = this.monitors.get(instanceName);
     if (cached) {
       const m = await (deadline ? deadline.race(cached, 'opening the monitor') : cached).catch(
@@ -304,9 +358,10 @@ export class KVMHypervisor {
       nodeHvParamsOf(KVMHypervisor.instanceParameters(instance), instance.hvparams ?? {}),
     );
     try {
-      return await this.acceptOn(instance.name, plan, uri, deadline);
+      return await this.acceptOn(instance, plan, uri, deadline, target);
     } catch (e) {
       // The source has not been told to send anything: this QEMU holds nothing.
+      this.dropJournal(new MigrationJournal(this.layout.conf), instance.name, 'destination');
       throw await discardDestination(this.lifecycle, instance.name, launched, e).catch((err: unknown) => {
         this.log.error(
           { instance: instance.name, err: errorText(err) },
@@ -332,7 +387,7 @@ export class KVMHypervisor {
       );
     }
     if (this.tls) await checkTlsFiles(this.tls, 'server');
-    return this.acceptOn(instance.name, plan, uri, stepDeadline(options));
+    return this.acceptOn(instance, plan, uri, stepDeadline(options), options.listen);
   }
 
   /**
@@ -340,14 +395,29 @@ export class KVMHypervisor {
    * credentials and `migrate-incoming`. Returns the capabilities as QEMU names them.
    */
   private async acceptOn(
-    name: string,
+    instance: Instance,
     plan: MigrationPlan,
     uri: string | undefined,
     deadline: Deadline,
+    listen: string | undefined,
   ): Promise<string[]> {
+    const name = instance.name;
     const ch = await this.stepChannel(name, deadline, 'accepting the migration');
     const tls = this.tls && tlsUsable(ch, this.tls, 'server') ? this.tls : undefined;
-    const accepted = await this.controllerStep(ch, () => acceptMigration(ch, plan.capabilities, deadline));
+    const journal = this.journalFor(name);
+    const hvparams = KVMHypervisor.instanceParameters(instance);
+    const accepted = await this.controllerStep(ch, () =>
+      acceptMigration(ch, plan.capabilities, deadline, (a) =>
+        journal?.write(
+          destinationJournalEntry(name, a, hvparams, {
+            tls: tls !== undefined,
+            live: plan.live,
+            listen,
+            uri,
+          }),
+        ),
+      ),
+    );
     this.accepted.set(name, { ...accepted, tls: tls !== undefined });
     if (uri !== undefined) {
       await this.controllerStep(ch, () =>
@@ -388,6 +458,15 @@ export class KVMHypervisor {
         { instance: instance.name, changedVm: false },
       );
     }
+    const journal = this.journalFor(instance.name);
+    const earlier = journal?.read(instance.name, 'source');
+    if (earlier) {
+      throw new MigrationError(
+        `instance '${instance.name}': a migration to ${earlier.peer ?? 'another node'} (phase '${earlier.phase}', started ${new Date(earlier.startedAt).toISOString()} by process ${earlier.writerPid}, journal ${journal?.path(instance.name, 'source')}) has not been finalized: finalize it (finalizeMigrationSource) or recover it (recoverMigration, kvm-hv recover) first`,
+        { instance: instance.name, changedVm: false },
+      );
+    }
+    const hvparams = KVMHypervisor.instanceParameters(instance);
     if (this.tls) await checkTlsFiles(this.tls, 'client');
     const deadline = stepDeadline(options);
     const ch = await this.stepChannel(instance.name, deadline, 'starting the migration');
@@ -398,7 +477,14 @@ export class KVMHypervisor {
         ...(this.tls.hostname ? { hostname: this.tls.hostname } : {}),
       };
     }
-    await startMigration(ch, plan, target, deadline, (session) => this.sessions.set(instance.name, session));
+    await startMigration(ch, plan, target, deadline, {
+      // One durable write before the first change: what a later process needs to finish
+      // or undo this migration.
+      beforeChange: (session) =>
+        journal?.write(sourceJournalEntry(session, hvparams, target, plan.tls !== undefined)),
+      onMigrateSent: (session) => this.sessions.set(instance.name, session),
+      afterRollback: () => this.dropJournal(journal, instance.name, 'source'),
+    });
   }
 
   /** One progress snapshot of the instance's migration (status `none` before any). */
@@ -434,26 +520,52 @@ export class KVMHypervisor {
     instance: Instance,
     options: WaitForMigrationOptions = {},
   ): Promise<MigrationResult> {
-    const session = this.sessions.get(instance.name);
+    const journal = this.journalFor(instance.name);
+    let session = this.sessions.get(instance.name);
     if (!session) {
-      throw new MigrationError(
-        `instance '${instance.name}': no migration was started by this hypervisor object`,
-        {
-          instance: instance.name,
-        },
+      // Started by another object or process: its journal says what it changed.
+      const entry = journal?.read(instance.name, 'source');
+      if (!entry) {
+        throw new MigrationError(
+          `instance '${instance.name}': no migration was started by this hypervisor object, and none is journaled on this node`,
+          { instance: instance.name },
+        );
+      }
+      const opening = Deadline.after(DEFAULT_STEP_TIMEOUT_MS, options.signal);
+      session = sessionFromJournal(
+        entry,
+        await this.stepChannel(instance.name, opening, 'waiting for the migration'),
       );
+      this.sessions.set(instance.name, session);
     }
+    const user = options.onProgress;
+    const onProgress = (p: MigrationProgress) => {
+      const phase = p.status === 'completed' ? 'completed' : isPostcopy(p.status) ? 'postcopy' : undefined;
+      if (phase) {
+        try {
+          journal?.advance(instance.name, 'source', phase);
+        } catch (e) {
+          this.log.error(
+            { instance: instance.name, err: errorText(e) },
+            'updating the migration journal failed',
+          );
+        }
+      }
+      user?.(p);
+    };
     const timeoutMs =
       options.timeoutMs ??
       (instance.memoryMiB === undefined
         ? undefined
         : completionTimeoutMs(instance.memoryMiB * 2 ** 20, this.convergence));
     try {
-      return await waitForMigration(
-        session,
-        this.convergence,
-        { ...options, ...(timeoutMs === undefined ? {} : { timeoutMs }) },
-        (deadline) => this.channel(instance.name, deadline),
+      return await this.untilClosed(
+        waitForMigration(
+          session,
+          this.convergence,
+          { ...options, onProgress, ...(timeoutMs === undefined ? {} : { timeoutMs }) },
+          (deadline) => this.channel(instance.name, deadline),
+        ),
       );
     } finally {
       session.detach();
@@ -476,7 +588,7 @@ export class KVMHypervisor {
   ): Promise<IncomingMigrationResult> {
     const opening = Deadline.after(DEFAULT_STEP_TIMEOUT_MS, options.signal);
     const ch = await this.stepChannel(instance.name, opening, 'waiting for the incoming migration');
-    return this.controllerStep(ch, () => waitForIncoming(ch, options));
+    return this.untilClosed(this.controllerStep(ch, () => waitForIncoming(ch, options)));
   }
 
   /** Cancels the instance's running migration (`migrate_cancel`); refused during post-copy. */
@@ -507,6 +619,9 @@ export class KVMHypervisor {
     const plan = this.plan(instance);
     const session = this.sessions.get(instance.name);
     session?.detach();
+    // Before the stop below removes the state file that places the journal.
+    const journal = this.journalFor(instance.name);
+    const entry = session ? undefined : journal?.read(instance.name, 'source');
     const deadline = stepDeadline(opts);
     let ch: VmChannel;
     try {
@@ -519,7 +634,7 @@ export class KVMHypervisor {
     const outcome = await this.controllerStep(ch, () =>
       finalizeSource(ch, success, {
         capabilities: plan.capabilities,
-        session,
+        session: session ?? (entry ? startedFromJournal(entry) : undefined),
         ...(opts.forceResume === undefined ? {} : { forceResume: opts.forceResume }),
         deadline,
       }),
@@ -535,6 +650,7 @@ export class KVMHypervisor {
         );
       });
     }
+    this.dropJournal(journal, instance.name, 'source');
     return outcome;
   }
 
@@ -551,6 +667,8 @@ export class KVMHypervisor {
   ): Promise<FinalizeOutcome> {
     const plan = this.plan(instance);
     const deadline = stepDeadline(options);
+    const journal = this.journalFor(instance.name);
+    const entry = this.accepted.has(instance.name) ? undefined : journal?.read(instance.name, 'destination');
     let ch: VmChannel;
     try {
       ch = await this.stepChannel(instance.name, deadline, 'finalizing the destination');
@@ -558,6 +676,7 @@ export class KVMHypervisor {
       if (!success && isMonitorGone(e)) {
         this.log.info({ instance: instance.name, err: errorText(e) }, 'the incoming QEMU is already gone');
         this.accepted.delete(instance.name);
+        this.dropJournal(journal, instance.name, 'destination');
         const outcome: FinalizeOutcome = { side: 'destination', action: 'already-gone' };
         if (this.lifecycle.startedHere(instance.name))
           await settleDestination(this.lifecycle, instance.name, outcome);
@@ -570,7 +689,7 @@ export class KVMHypervisor {
         capabilities: plan.capabilities,
         // Accepted by another object or process (kvm-hv accept, then finalize): with `tls`
         // configured, the credentials it put in place are removed too.
-        accepted: this.accepted.get(instance.name),
+        accepted: this.accepted.get(instance.name) ?? (entry ? acceptedFromJournal(entry) : undefined),
         tls: this.tls !== undefined,
         incomingGraceMs: options.incomingGraceMs ?? 30_000,
         deadline,
@@ -579,6 +698,11 @@ export class KVMHypervisor {
     this.accepted.delete(instance.name);
     if (this.lifecycle.startedHere(instance.name))
       await settleDestination(this.lifecycle, instance.name, outcome);
+    // A destination kept after a failure report may hold the VM: its journal stays, so that
+    // a recovery can still finalize it and put its capabilities back.
+    if (outcome.action !== 'kept-running' && outcome.action !== 'kept-paused') {
+      this.dropJournal(journal, instance.name, 'destination');
+    }
     return outcome;
   }
 
@@ -611,6 +735,53 @@ export class KVMHypervisor {
       if (e instanceof DeadlineError) throw ch.error(`the monitor did not answer in time: ${e.message}`, e);
       throw e;
     }
+  }
+
+  /**
+   * Finishes or undoes this node's end of a migration whose control plane died (the
+   * process that ran accept, migrate or a finalize was killed), from the migration
+   * journal and QEMU's own state; idempotent. A destination whose incoming migration
+   * completed is made this node's instance (resumed if paused); one that received nothing
+   * or failed is quit; one still receiving is waited for. A source whose migration failed
+   * or never started is resumed under the fail-safe rule; one still migrating is waited
+   * for (or cancelled with `active: 'cancel'`); one whose migration completed gets its
+   * settings back, and its paused QEMU is stopped only with `destinationRuns` (the
+   * caller checked that the destination runs the VM): until then the report says
+   * `awaiting-destination`. Settings, capabilities and TLS objects are put back from the
+   * journal. Never throws for what it finds: `settled: false` means someone must act, and
+   * `message` says what. Throws `MigrationJournalError` for a damaged journal.
+   */
+  async recoverMigration(
+    name: string,
+    options: RecoverMigrationOptions = {},
+  ): Promise<MigrationRecoveryReport> {
+    const paths = this.lifecycle.paths(name);
+    const journal = this.journalFor(name);
+    const entry = journal?.read(name, 'destination') ?? journal?.read(name, 'source');
+    let hvparams: Instance['hvparams'] = entry ? { ...entry.hvparams } : {};
+    if (!entry && this.lifecycle.startedHere(name)) {
+      try {
+        hvparams = this.lifecycle.runtime(name).hvparams;
+      } catch {
+        hvparams = {};
+      }
+    }
+    const instance: Instance = { name, hvparams };
+    const node: RecoveryNode = {
+      log: this.log,
+      journal,
+      instance,
+      channel: (deadline) => this.stepChannel(name, deadline, 'recovering the migration'),
+      processGone: () => {
+        const state = readInstanceState(paths);
+        return state === undefined ? undefined : !processAlive(state);
+      },
+      cleanupGone: () => this.lifecycle.cleanup(name),
+      finalizeSource: (success, o) => this.finalizeMigrationSource(instance, success, o),
+      finalizeDestination: (success, o) => this.finalizeMigrationDst(instance, success, o),
+      waitForMigration: (o) => this.waitForMigration(instance, o),
+    };
+    return recoverNode(node, options);
   }
 
   /**
@@ -669,12 +840,27 @@ export class KVMHypervisor {
     return this.lifecycle.migrationInfo(name);
   }
 
-  /** Closes every monitor this object opened. */
+  /**
+   * Closes every monitor this object opened. A wait still pending on this object rejects
+   * at once with a `MigrationError`, and nothing reconnects through it afterwards; QEMU
+   * carries on (a migration keeps running): wait for, finalize or recover it from another
+   * object.
+   */
   async close(): Promise<void> {
+    this.closed = true;
+    this.rejectPending(closedError());
     for (const s of this.sessions.values()) s.detach();
     this.sessions.clear();
     const all = [...this.monitors.values()];
     this.monitors.clear();
     await Promise.all(all.map(async (p) => (await p.catch(() => undefined))?.close()));
   }
+}
+
+/** The error of a call on (or pending on) a closed `KVMHypervisor`. */
+function closedError(instance?: string): MigrationError {
+  return new MigrationError(
+    `${instance === undefined ? '' : `instance '${instance}': `}the hypervisor object was closed; QEMU goes on with what it was doing (a migration keeps running): wait for, finalize or recover it from another object`,
+    instance === undefined ? {} : { instance },
+  );
 }

@@ -7,6 +7,8 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
+import { HypervisorError } from '../errors.js';
+import { DEFAULT_INSTANCE_RUN_DIR, instancePaths, runLayout } from '../instance/layout.js';
 import type { InstanceInfo } from '../instance/lifecycle.js';
 import { KVMHypervisor } from '../kvm.js';
 import { UsageError } from './errors.js';
@@ -114,7 +116,10 @@ function registerStop(program: Command): void {
     .description('stop an instance: ACPI power button, then quit, SIGTERM, SIGKILL; then remove its files')
     .argument('<name>', 'instance name')
     .option(...RUN_DIR_OPTION)
-    .option('--force', 'skip the power button')
+    .option(
+      '--force',
+      'skip the power button; also stop an unfinalized destination holding the VM, or a postmigrate source',
+    )
     .option(
       '--timeout <seconds>',
       'how long the guest gets to power off (default 60)',
@@ -128,6 +133,11 @@ function registerStop(program: Command): void {
             ...(opts.force ? { force: true } : {}),
             ...(opts.timeout === undefined ? {} : { timeoutMs: opts.timeout * 1000 }),
           });
+          if (out.how === 'not-found') {
+            // The API stays idempotent for cluster managers; an operator must not read "stopped".
+            const stateFile = instancePaths(runLayout(opts.runDir ?? DEFAULT_INSTANCE_RUN_DIR), name).state;
+            throw new HypervisorError(`instance '${name}' is not known here (no ${stateFile})`);
+          }
           if (opts.json) printJson(out);
           else print(`'${name}' stopped (${out.how})`);
         });

@@ -4,6 +4,7 @@
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import { MigrationError } from '../errors.js';
+import type { InstanceRuntime } from '../instance/runtime.js';
 import { KVMHypervisor } from '../kvm.js';
 import type { Instance } from '../migration/types.js';
 import { InterruptedError, UsageError } from './errors.js';
@@ -13,11 +14,10 @@ import { createProgressSink, progressModeFor } from './progress.js';
 import { renderSummary, summaryJson } from './render.js';
 import { onInterrupt } from './signals.js';
 import {
-  checkedInstance,
+  commandInstance,
   hvOption,
   monitorOptions,
-  runtimeInstanceName,
-  targetName,
+  parseRuntimeInput,
   type VmOptions,
   withHypervisor,
 } from './target.js';
@@ -95,19 +95,22 @@ export function registerAcceptCommand(program: Command): void {
       const logger = loggerFor(cmd);
       if (opts.timeout !== undefined && !opts.wait) throw new UsageError('--timeout needs --wait');
       let info: string | undefined;
+      let runtime: InstanceRuntime | undefined;
       if (opts.runtime !== undefined) {
         if (opts.qmp || opts.hmp)
           throw new UsageError('--runtime starts the destination: give no --qmp/--hmp');
         if (!opts.listen) throw new UsageError('--runtime needs --listen <address>');
         info = readInput(opts.runtime, 'the runtime');
-        opts.name ??= runtimeInstanceName(info);
+        runtime = parseRuntimeInput(info, opts.runtime);
+        opts.name ??= runtime.instance.name;
       }
       if (opts.tlsDir !== undefined && opts.listen === undefined) {
         throw new UsageError(
           '--tls-dir needs --listen (a destination started with -incoming defer, or --runtime)',
         );
       }
-      const instance = checkedInstance(targetName(opts), opts.hvparams ?? []);
+      // The migration settings start from the runtime's hvparams (the instance's own).
+      const instance = commandInstance(opts, opts.hvparams ?? [], runtime);
       await withHypervisor(opts, logger, async (hv) => {
         if (info !== undefined) await hv.acceptInstance(instance, info, opts.listen as string);
         else await hv.acceptInstance(instance, opts.listen === undefined ? {} : { listen: opts.listen });
@@ -156,7 +159,7 @@ export function registerMigrateCommand(program: Command): void {
     )
     .action(async (opts: MigrateOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
-      const instance = checkedInstance(targetName(opts), opts.hvparams ?? []);
+      const instance = commandInstance(opts, opts.hvparams ?? []);
       const filled = KVMHypervisor.fillDefaults(instance.hvparams ?? {});
       const live = opts.nonLive ? false : filled.migration_mode !== 'non-live';
       await withHypervisor(opts, logger, async (hv) => {

@@ -13,16 +13,12 @@ import { coercedHvParams, rawHvParams } from './hvparams.js';
 import { registerInstanceCommands } from './instances.js';
 import { LOG_LEVELS } from './logger.js';
 import { registerAcceptCommand, registerMigrateCommand } from './migration-commands.js';
+import { registerRecoverCommand } from './recover-command.js';
 import { renderParams, renderStatus, statusJson } from './render.js';
-import {
-  checkedInstance,
-  hvOption,
-  monitorOptions,
-  targetName,
-  type VmOptions,
-  withHypervisor,
-} from './target.js';
-import { loggerFor, numberArg, print, printJson } from './util.js';
+import { commandInstance, hvOption, monitorOptions, type VmOptions, withHypervisor } from './target.js';
+import { FORCE_RESUME_WARNING, loggerFor, numberArg, print, printJson } from './util.js';
+
+export { FORCE_RESUME_WARNING } from './util.js';
 
 /** The version printed by `--version`. */
 export const CLI_VERSION = '0.1.0';
@@ -111,12 +107,6 @@ interface ResumeOptions extends VmOptions {
   timeout?: number;
 }
 
-/** Printed on stderr before an operator override resumes a source. */
-export const FORCE_RESUME_WARNING =
-  'kvm-hv: WARNING: --force-resume resumes the source even if the migration may have completed. ' +
-  'If the VM also runs on the destination, it now runs twice and its disks will be corrupted. ' +
-  'Use it only after checking that the destination QEMU does not run the VM.';
-
 function registerResumeCommand(program: Command): void {
   monitorOptions(program.command('resume'))
     .description(
@@ -136,7 +126,7 @@ function registerResumeCommand(program: Command): void {
     )
     .action(async (opts: ResumeOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
-      const instance = checkedInstance(targetName(opts), opts.hvparams ?? []);
+      const instance = commandInstance(opts, opts.hvparams ?? []);
       if (opts.forceResume) process.stderr.write(`${FORCE_RESUME_WARNING}\n`);
       await withHypervisor(opts, logger, async (hv) => {
         const outcome = await hv.finalizeMigrationSource(instance, false, {
@@ -177,6 +167,7 @@ export function buildProgram(): Command {
   registerStatusCommand(program);
   registerCancelCommand(program);
   registerResumeCommand(program);
+  registerRecoverCommand(program);
   registerInstanceCommands(program);
   registerDemoCommand(program);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput(OUTPUT);

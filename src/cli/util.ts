@@ -10,6 +10,12 @@ export interface GlobalOptions {
   logLevel: LogLevel;
 }
 
+/** Printed on stderr before an operator override resumes a source. */
+export const FORCE_RESUME_WARNING =
+  'kvm-hv: WARNING: --force-resume resumes the source even if the migration may have completed. ' +
+  'If the VM also runs on the destination, it now runs twice and its disks will be corrupted. ' +
+  'Use it only after checking that the destination QEMU does not run the VM.';
+
 /** Writes one JSON document to stdout. */
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);

@@ -4,6 +4,7 @@
  * any folder. Pure: no file is touched here.
  */
 import { join } from 'node:path';
+import { HypervisorError } from '../errors.js';
 
 /** Ganeti's `K` folder: `<localstatedir>/run/ganeti/kvm-hypervisor`. */
 export const DEFAULT_INSTANCE_RUN_DIR = '/var/run/ganeti/kvm-hypervisor';
@@ -39,8 +40,23 @@ export interface InstancePaths {
   runtime: string;
   /** pid + start time + socket paths of the running process (JSON). */
   state: string;
+  /**
+   * The migration journals of this instance on this node, one per role (see
+   * src/migration/journal.ts, which names them the same way).
+   */
+  journals: { source: string; destination: string };
   chroot: string;
   log: string;
+}
+
+/**
+ * Throws `HypervisorError` unless `name` can name an instance's files (no `/`, no leading
+ * dot, at most 200 characters), so no name reaches outside the run directory.
+ */
+export function assertInstanceFileName(name: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name) || name.length > 200) {
+    throw new HypervisorError(`instance name '${name}' is not usable as a file name`);
+  }
 }
 
 /** The layout of `root` (Ganeti's sub-folder names). */
@@ -67,6 +83,10 @@ export function instancePaths(layout: RunLayout, name: string): InstancePaths {
     vnc: join(layout.ctrl, `${name}.vnc`),
     runtime: join(layout.conf, `${name}.runtime`),
     state: join(layout.conf, `${name}.state`),
+    journals: {
+      source: join(layout.conf, `${name}.source.migration`),
+      destination: join(layout.conf, `${name}.destination.migration`),
+    },
     chroot: join(layout.chroot, name),
     log: join(layout.log, `${name}.log`),
   };

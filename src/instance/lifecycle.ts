@@ -15,7 +15,7 @@ import { formatVersion } from '../qemu/version.js';
 import { checkInstanceSpec } from './check.js';
 import { probeQemuFeatures } from './features.js';
 import { acceleratorFor, explainExit, launchQemu, readPasswordFile } from './launch.js';
-import { type InstancePaths, instancePaths, type RunLayout } from './layout.js';
+import { assertInstanceFileName, type InstancePaths, instancePaths, type RunLayout } from './layout.js';
 import { applyPinning, pinningPlan } from './pinning.js';
 import { processAlive, terminateProcess } from './process.js';
 import * as qmp from './qmp-actions.js';
@@ -110,9 +110,7 @@ export class InstanceLifecycle {
 
   /** The files of instance `name`. */
   paths(name: string): InstancePaths {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name) || name.length > 200) {
-      throw new HypervisorError(`instance name '${name}' is not usable as a file name`);
-    }
+    assertInstanceFileName(name);
     return instancePaths(this.deps.layout, name);
   }
 

@@ -97,11 +97,24 @@ export function readInstanceState(paths: InstancePaths): InstanceState | undefin
 
 /**
  * Removes every file the instance's process and this library left in the run directory
- * (sockets, pidfile, state, runtime unless `keepRuntime`, an empty chroot folder).
+ * (sockets, pidfile, state, migration journals, runtime unless `keepRuntime`, an empty
+ * chroot folder).
  * Missing files are fine.
  */
 export function removeInstanceFiles(paths: InstancePaths, { keepRuntime = false } = {}): void {
-  const files = [paths.pidfile, paths.qmp, paths.hmp, paths.serial, paths.qga, paths.vnc, paths.state];
+  // A migration journal is only of use while its QEMU lives: once the process is gone
+  // nothing is left to put back, and a stale one would refuse the next migration.
+  const files = [
+    paths.pidfile,
+    paths.qmp,
+    paths.hmp,
+    paths.serial,
+    paths.qga,
+    paths.vnc,
+    paths.state,
+    paths.journals.source,
+    paths.journals.destination,
+  ];
   if (!keepRuntime) files.push(paths.runtime);
   for (const f of files) rmSync(f, { force: true });
   try {

@@ -2,7 +2,8 @@
  * Stopping an instance: the ACPI power button (when `acpi` is on and not `force`) with a
  * timeout, then QMP `quit`, then SIGTERM, then SIGKILL, each bounded, then the files are
  * removed, also when QEMU was already gone. The waits watch the process itself
- * (pid + start time), so a frozen QEMU cannot hold a stop past its limits.
+ * (pid + start time), so a frozen QEMU cannot hold a stop past its limits. Before any of
+ * it, a QEMU that may hold the only copy of the VM is refused (see {@link refuseUnsafeStop}).
  */
 
 import { readFileSync } from 'node:fs';
@@ -14,13 +15,16 @@ import type { InstanceLifecycle } from './lifecycle.js';
 import { processAlive, type TerminationStep, terminateProcess, waitForExit } from './process.js';
 import * as qmp from './qmp-actions.js';
 import { parseRuntime } from './runtime.js';
-import { readInstanceState, removeInstanceFiles } from './state.js';
+import { type InstanceState, readInstanceState, removeInstanceFiles } from './state.js';
 
 /** Options of `stopInstance`. */
 export interface StopInstanceOptions {
   /**
    * Skip the power button: `quit`, then SIGTERM, then SIGKILL; also stop a QEMU whose
-   * migration status cannot be read (frozen). A running migration is refused even so.
+   * migration status cannot be read (frozen), a migration destination not yet finalized
+   * whose incoming migration completed, and a source in run state `postmigrate` (each may
+   * hold the only copy of the VM: the operator checked the other end). A running
+   * migration is refused even so.
    */
   force?: boolean;
   /** How long the guest gets to power off after the power button, ms (default 60 000). */
@@ -34,9 +38,12 @@ export interface StopOutcome {
   name: string;
   /**
    * `powered-off` (the guest shut down after the power button), `quit` (QEMU exited on
-   * QMP `quit`), `sigterm`, `sigkill`, or `already-gone` (no process: only files removed).
+   * QMP `quit`), `sigterm`, `sigkill`, `already-gone` (the state file was there but its
+   * process was gone: only files removed), or `not-found` (this node has no state file
+   * for the name: nothing was done; not an error, so that a cluster manager's stop stays
+   * idempotent, but nothing was stopped here either).
    */
-  how: 'powered-off' | 'quit' | TerminationStep;
+  how: 'powered-off' | 'quit' | TerminationStep | 'not-found';
 }
 
 /** Answers within this many ms or counts as frozen for `quit` and the power button. */
@@ -51,10 +58,18 @@ export async function stopInstance(
   const paths = lc.paths(name);
   const log = lc.deps.log;
   const state = readInstanceState(paths);
+  if (!state) {
+    // Nothing of ours by that name: the files are left alone (a start may be writing them).
+    await lc.deps.forgetMonitor(name);
+    log.info({ instance: name, stateFile: paths.state }, 'stop: instance not known here');
+    return { name, how: 'not-found' };
+  }
+  // A refused stop changes nothing, not even the cached monitor (forgetting it would also
+  // drop this object's migration session of the instance).
+  if (processAlive(state)) await refuseUnsafeStop(lc, name, state, options.force === true);
   let how: StopOutcome['how'] = 'already-gone';
   try {
-    if (state && processAlive(state)) {
-      await refuseDuringMigration(lc, name, options.force === true);
+    if (processAlive(state)) {
       const killMs = options.killTimeoutMs ?? 10_000;
       if (!options.force && acpiOn(paths.runtime)) {
         if (await powerButton(lc, name, options.timeoutMs ?? 60_000)) how = 'powered-off';
@@ -75,24 +90,32 @@ export async function stopInstance(
   } finally {
     // Whatever happened above, the files of a process that is gone are removed.
     await lc.deps.forgetMonitor(name);
-    if (!state || !processAlive(state)) removeInstanceFiles(paths);
+    if (!processAlive(state)) removeInstanceFiles(paths);
   }
   log.info({ instance: name, how }, 'instance stopped');
   return { name, how };
 }
 
 /**
- * Stopping either end of a running migration can lose the VM (in post-copy each end holds
- * part of it): refused while QEMU reports one. A QEMU whose migration status cannot be
- * read is stopped only with `force`.
+ * Refuses a stop that could lose the VM. Always (also with `force`): while QEMU reports a
+ * running migration, since in post-copy each end holds part of the VM. Without `force`:
+ * when the migration status or run state cannot be read; a destination not yet finalized
+ * (`incoming` mark) that holds the VM; a source in `postmigrate`.
  */
-async function refuseDuringMigration(lc: InstanceLifecycle, name: string, force: boolean): Promise<void> {
+async function refuseUnsafeStop(
+  lc: InstanceLifecycle,
+  name: string,
+  state: InstanceState,
+  force: boolean,
+): Promise<void> {
   let status: string;
+  let runState: string | undefined;
   try {
     const s = await lc.step(name, Deadline.after(MONITOR_STEP_MS));
     status = parseQueryMigrate(
       await s.deadline.race(s.monitor.execute('query-migrate'), "'query-migrate'"),
     ).status;
+    if (!force) runState = (await qmp.queryStatus(s)).status;
   } catch (e) {
     if (force) {
       lc.deps.log.warn(
@@ -102,7 +125,7 @@ async function refuseDuringMigration(lc: InstanceLifecycle, name: string, force:
       return;
     }
     throw new HypervisorError(
-      `instance '${name}': cannot read its migration status (${errorText(e)}); if no migration runs, stop it with force`,
+      `instance '${name}': cannot read its migration status or run state (${errorText(e)}); if no migration runs, stop it with force`,
       { cause: e },
     );
   }
@@ -111,6 +134,31 @@ async function refuseDuringMigration(lc: InstanceLifecycle, name: string, force:
       `instance '${name}': a migration is in progress (status '${status}'): cancel or finalize it first; stopping either end now could lose the VM`,
     );
   }
+  if (force || runState === undefined) return;
+  if (state.incoming !== undefined && holdsIncomingVm(status, runState)) {
+    throw new HypervisorError(
+      `instance '${name}' is a migration destination that was not finalized and may hold the only copy of the VM ` +
+        `(incoming migration '${status}', run state '${runState}'): its source is left in 'postmigrate' and is never resumed automatically. ` +
+        `Finalize the destination (finalizeMigrationDst(instance, true)) or run \`kvm-hv recover ${name}\`; ` +
+        'stop it with force only after checking that the source runs the VM',
+    );
+  }
+  if (state.incoming === undefined && runState === 'postmigrate') {
+    throw new HypervisorError(
+      `instance '${name}' is in run state 'postmigrate': it handed its VM to a migration target and is the only fallback copy if the target failed; ` +
+        'stop it with force once the destination runs the VM',
+    );
+  }
+}
+
+/**
+ * True when a destination's QEMU holds the VM: its incoming migration completed or is in
+ * post-copy, or its run state left `inmigrate` (old QEMUs report no incoming status, so the
+ * run state is what tells there).
+ */
+function holdsIncomingVm(status: string, runState: string): boolean {
+  if (status === 'completed' || status.startsWith('postcopy')) return true;
+  return runState !== 'inmigrate' && runState !== 'prelaunch';
 }
 
 function acpiOn(runtimePath: string): boolean {

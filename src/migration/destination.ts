@@ -39,12 +39,14 @@ async function requireIncoming(ch: VmChannel, deadline: Deadline): Promise<void>
 
 /**
  * Destination side, before the source starts: the VM must wait for an incoming
- * migration; the capabilities that must be on at both ends are set.
+ * migration; the capabilities that must be on at both ends are set. `beforeChange` is
+ * called with what will change before the first command that changes the VM.
  */
 export async function acceptMigration(
   ch: VmChannel,
   capabilities: readonly string[],
   deadline: Deadline,
+  beforeChange?: (accepted: AcceptedMigration) => void,
 ): Promise<AcceptedMigration> {
   await requireIncoming(ch, deadline);
   const listed = await ch.listCapabilities(deadline);
@@ -54,6 +56,9 @@ export async function acceptMigration(
   const snapshot: SettingsSnapshot = {
     capabilities: wire.filter((n) => listed?.get(n) !== true).map((n) => [n, false]),
   };
+  // Journaled before anything changes, so that a process dying from here on leaves what
+  // is needed to put the capabilities back.
+  beforeChange?.({ capabilities: wire, snapshot });
   for (const cmd of capabilityCommands(
     ch.monitor.protocol,
     wire.map((n) => [n, true] as const),

@@ -64,12 +64,24 @@ export interface MigrationSession {
   detach(): void;
 }
 
-/** Creates a session and subscribes it to the monitor's MIGRATION events and close. */
+/** What a session started by an earlier process carries over from its journal. */
+export interface RestoredSessionState {
+  startedAt: number;
+  stoppedByUs: boolean;
+  migrateSent: boolean;
+  tls: boolean;
+}
+
+/**
+ * Creates a session and subscribes it to the monitor's MIGRATION events and close.
+ * `restored` re-creates one that an earlier process started (from its journal).
+ */
 export function openSession(
   fields: Omit<
     MigrationSession,
     'eventCount' | 'onEventAfter' | 'detach' | 'rebind' | 'stoppedByUs' | 'migrateSent' | 'startedAt' | 'tls'
   >,
+  restored?: RestoredSessionState,
 ): MigrationSession {
   let channel = fields.channel;
   const wakers = new Set<() => void>();
@@ -102,10 +114,10 @@ export function openSession(
     get channel() {
       return channel;
     },
-    stoppedByUs: false,
-    migrateSent: false,
-    tls: false,
-    startedAt: Date.now(),
+    stoppedByUs: restored?.stoppedByUs ?? false,
+    migrateSent: restored?.migrateSent ?? false,
+    tls: restored?.tls ?? false,
+    startedAt: restored?.startedAt ?? Date.now(),
     get eventCount() {
       return eventCount;
     },

@@ -90,11 +90,24 @@ async function readParameters(
   }
 }
 
+/** Where {@link startMigration} tells its caller what it is about to do (to journal it). */
+export interface StartMigrationHooks {
+  /**
+   * Called once every check passed and the snapshot is taken, before the first command
+   * that changes the VM; a throw refuses the migration with nothing changed.
+   */
+  beforeChange?: (session: MigrationSession) => void;
+  /** Called with the session just before `migrate` goes out (from then on it must be kept). */
+  onMigrateSent: (session: MigrationSession) => void;
+  /** Called after a set-up that failed before `migrate` was rolled back. */
+  afterRollback?: () => void;
+}
+
 /**
  * Source side: checks the VM and the request, snapshots the settings, then sets
- * bandwidth, downtime and capabilities and starts the migration. `onMigrateSent` is called
- * with the session just before `migrate` goes out (from then on the session must be kept
- * for the fail-safe finalize). A failure before `migrate` rolls back and throws
+ * bandwidth, downtime and capabilities and starts the migration. `hooks.onMigrateSent` is
+ * called with the session just before `migrate` goes out (from then on the session must be
+ * kept for the fail-safe finalize). A failure before `migrate` rolls back and throws
  * `MigrationError`; a `migrate` that may have been received is never rolled back.
  */
 export async function startMigration(
@@ -102,7 +115,7 @@ export async function startMigration(
   plan: MigrationPlan,
   target: string,
   deadline: Deadline,
-  onMigrateSent: (session: MigrationSession) => void,
+  hooks: StartMigrationHooks,
 ): Promise<MigrationSession> {
   const uri = precheck(ch.instance, plan, target);
   const { version, protocol } = ch.monitor;
@@ -204,6 +217,12 @@ export async function startMigration(
     'starting migration',
   );
   try {
+    hooks.beforeChange?.(session);
+  } catch (e) {
+    session.detach();
+    throw refused(ch, `cannot start the migration: ${errorText(e)}`);
+  }
+  try {
     if (!plan.live && vm.running) {
       await ch.must(simpleCommand(protocol, 'stop'), 'stopping the VM for a non-live migration', deadline);
       session.stoppedByUs = true;
@@ -238,10 +257,11 @@ export async function startMigration(
   } catch (e) {
     session.detach();
     await rollback(session, Deadline.grace(deadline.over() ? 1000 : Math.min(5000, deadline.remaining())));
+    hooks.afterRollback?.();
     throw asChanged(e);
   }
   session.migrateSent = true;
-  onMigrateSent(session);
+  hooks.onMigrateSent(session);
   try {
     await ch.must(migrateCommand(protocol, uri), 'starting the migration', deadline);
   } catch (e) {
@@ -253,6 +273,7 @@ export async function startMigration(
     session.migrateSent = false;
     session.detach();
     await rollback(session, Deadline.grace(Math.min(5000, Math.max(1000, deadline.remaining()))));
+    hooks.afterRollback?.();
     throw asChanged(e);
   }
   return session;

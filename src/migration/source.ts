@@ -92,12 +92,19 @@ export async function cancelMigration(ch: VmChannel, deadline: Deadline): Promis
   await ch.must(simpleCommand(ch.monitor.protocol, 'migrate_cancel'), 'cancelling the migration', deadline);
 }
 
+/**
+ * What finalizing a source needs to know of the migration's start: a live
+ * {@link MigrationSession}, or the same read back from the migration journal by a later
+ * process.
+ */
+export type StartedMigration = Pick<MigrationSession, 'snapshot' | 'tls' | 'wasRunning' | 'stoppedByUs'>;
+
 /** Options of {@link finalizeSource}. */
 export interface FinalizeSourceOptions {
   /** What `migration_caps` asked for (cleared when no session snapshot exists). */
   capabilities: readonly string[];
-  /** The session from `start`, when this object started the migration. */
-  session?: MigrationSession | undefined;
+  /** The migration's start, from this object's session or the journal, when known. */
+  session?: StartedMigration | undefined;
   /** Operator override: resume even when the rule says the VM may run on the destination. */
   forceResume?: boolean;
   deadline: Deadline;

@@ -189,6 +189,14 @@ export interface KVMHypervisorOptions {
    * `$KVMHV_ACCEL`, else `auto`: KVM when `/dev/kvm` opens read-write).
    */
   accel?: AcceleratorChoice;
+  /**
+   * Folder of the migration journals (`<name>.source.migration`,
+   * `<name>.destination.migration`) for QEMUs started elsewhere, so that every migration
+   * step, and `recoverMigration`, works from a new object or process. Instances this
+   * object's run directory started journal in its `conf/` folder without it. Without
+   * either, a migration lives in this object's memory only.
+   */
+  stateDir?: string;
   /** A pino logger, or any object with pino's level methods ({@link LoggerLike}); default: silent. */
   logger?: LoggerLike;
   /** Knobs of the convergence policy (stall detection, downtime ceiling, timeouts). */

@@ -2,13 +2,14 @@
  * The life-cycle rules that need a live process but not QEMU: a `sleep` stands in for the
  * QEMU process (its pid and start time go into the state file) and a `MockMonitor`
  * answers for it. Covers identity (`query-uuid`), unreadable replies, an unresponsive
- * monitor, and the stop refusals around migrations.
+ * monitor, the stop refusals around migrations (running, an unfinalized destination that
+ * holds the VM, a postmigrate source) and a stop of a name this node does not know.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { UnrecognizedOutputError } from '../../src/errors.js';
+import { HypervisorError, UnrecognizedOutputError } from '../../src/errors.js';
 import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import {
   processAlive,
@@ -30,8 +31,11 @@ afterEach(async () => {
 const UUID = '0b6f1c2e-7d4a-4c1b-9e3f-000000000042';
 let seq = 0;
 
-/** A node whose instance `vm` is a `sleep` process answered for by `mock`. */
-async function fakeNode(mock: MockMonitor) {
+/**
+ * A node whose instance `vm` is a `sleep` process answered for by `mock`; `incoming` marks
+ * it as a migration destination not yet finalized.
+ */
+async function fakeNode(mock: MockMonitor, { incoming = false } = {}) {
   const root = join(dir, `n${++seq}`);
   const layout = runLayout(root);
   ensureRunLayout(layout);
@@ -50,6 +54,7 @@ async function fakeNode(mock: MockMonitor) {
     accel: 'tcg',
     qemuVersion: '7.2.22',
     binary: '/usr/bin/qemu-system-x86_64',
+    ...(incoming ? { incoming: 'defer' } : {}),
   });
   mock.setReply('query-uuid', { UUID: UUID.toUpperCase() });
   mock.setReply('query-balloon', { actual: 48 * 1024 * 1024 });
@@ -108,6 +113,84 @@ describe('life cycle on a stand-in process', () => {
     mock.failCommand('query-migrate', 'disconnect');
     await expect(hv.stopInstance('vm')).rejects.toThrow(/cannot read its migration status/);
     expect(processAlive(proc)).toBe(true);
+  });
+
+  it("a refused stop keeps this object's migration of the instance", async () => {
+    const mock = new MockMonitor({ runState: 'running' });
+    const { hv, proc } = await fakeNode(mock);
+    const inst = { name: 'vm', hvparams: { migration_port: 4444 } };
+    await hv.migrateInstance(inst, '127.0.0.1');
+    await expect(hv.stopInstance('vm', { force: true })).rejects.toThrow(/migration is in progress/);
+    expect(mock.closed).toBe(false);
+    mock.completeMigration();
+    expect((await hv.waitForMigration(inst, { timeoutMs: 10_000 })).final.status).toBe('completed');
+    expect(processAlive(proc)).toBe(true);
+  });
+
+  it('an unfinalized destination holding the VM is stopped only with force', async () => {
+    const mock = new MockMonitor({ runState: 'running' });
+    const { hv, proc, paths } = await fakeNode(mock, { incoming: true });
+    // `quit` ends the stand-in process as it would end QEMU.
+    mock.setReply('quit', () => {
+      process.kill(proc.pid, 'SIGTERM');
+      return {};
+    });
+    mock.setReply('query-migrate', { status: 'completed' });
+    const err = await hv.stopInstance('vm').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HypervisorError);
+    expect((err as Error).message).toMatch(/destination that was not finalized .*only copy of the VM/);
+    expect((err as Error).message).toMatch(/'completed', run state 'running'/);
+    expect((err as Error).message).toMatch(/finalizeMigrationDst\(instance, true\)/);
+    expect((err as Error).message).toMatch(/kvm-hv recover vm/);
+    expect(processAlive(proc)).toBe(true);
+    expect(existsSync(paths.state)).toBe(true);
+    // Old QEMUs report no incoming status: a run state that left `inmigrate` says the same.
+    mock.setReply('query-migrate', {});
+    mock.runState = 'paused';
+    await expect(hv.stopInstance('vm')).rejects.toThrow(/not finalized/);
+    expect(processAlive(proc)).toBe(true);
+    expect(await hv.stopInstance('vm', { force: true })).toEqual({ name: 'vm', how: 'quit' });
+    expect(processAlive(proc)).toBe(false);
+    expect(existsSync(paths.state)).toBe(false);
+  });
+
+  it('an unfinalized destination still waiting (inmigrate, nothing completed) is stopped', async () => {
+    const mock = new MockMonitor({ runState: 'inmigrate' });
+    const { hv, proc } = await fakeNode(mock, { incoming: true });
+    mock.setReply('quit', () => {
+      process.kill(proc.pid, 'SIGTERM');
+      return {};
+    });
+    mock.setReply('query-migrate', { status: 'failed' });
+    expect((await hv.stopInstance('vm')).how).toBe('quit');
+    expect(processAlive(proc)).toBe(false);
+  });
+
+  it('a postmigrate source is stopped only with force', async () => {
+    const mock = new MockMonitor({ runState: 'postmigrate' });
+    const { hv, proc } = await fakeNode(mock);
+    mock.setReply('quit', () => {
+      process.kill(proc.pid, 'SIGTERM');
+      return {};
+    });
+    mock.setReply('query-migrate', { status: 'completed' });
+    await expect(hv.stopInstance('vm')).rejects.toThrow(
+      /run state 'postmigrate': .*only fallback copy .*with force once the destination runs the VM/,
+    );
+    expect(processAlive(proc)).toBe(true);
+    expect((await hv.stopInstance('vm', { force: true })).how).toBe('quit');
+    expect(processAlive(proc)).toBe(false);
+  });
+
+  it("a name without a state file is 'not-found' (no error, nothing touched); a dead process is 'already-gone'", async () => {
+    const mock = new MockMonitor();
+    const { hv, proc, paths } = await fakeNode(mock);
+    expect(await hv.stopInstance('other')).toEqual({ name: 'other', how: 'not-found' });
+    expect(mock.sent).toEqual([]);
+    await terminateProcess(proc);
+    expect(await hv.stopInstance('vm')).toEqual({ name: 'vm', how: 'already-gone' });
+    expect(existsSync(paths.state)).toBe(false);
+    expect((await hv.stopInstance('vm')).how).toBe('not-found');
   });
 
   it('reboot sends system_reset, and cont for a VM that powered off', async () => {

@@ -187,8 +187,8 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     expect(processAlive(st)).toBe(false);
     for (const f of [paths.state, paths.runtime, paths.qmp, paths.hmp]) expect(existsSync(f)).toBe(false);
     expect(hv.listInstances()).toEqual([]);
-    // Stopping again: nothing runs, files are clean.
-    expect((await hv.stopInstance('life1')).how).toBe('already-gone');
+    // Stopping again: this node no longer knows the name.
+    expect((await hv.stopInstance('life1')).how).toBe('not-found');
   });
 
   it('reports a guest poweroff as shutdown; the process stays until stopped', async () => {
@@ -336,6 +336,136 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     expect(dst.listInstances()).toEqual([]);
     expect((await src.getInstanceInfo('mig3')).state).toBe('running');
     expect((await src.stopInstance('mig3', { force: true })).how).toBe('quit');
+  });
+
+  it('without force, refuses to stop an unfinalized destination that received the VM, and the postmigrate source', async () => {
+    const src = node('src', rel.accel);
+    const dst = node('dst', rel.accel);
+    const port = await freePort();
+    const s = spec('mig4', 12, { migration_port: port });
+    await src.startInstance(s);
+    const dstPaths = instancePaths(runLayout(started.at(-1)!.root), 'mig4');
+    const inst = { name: 'mig4', hvparams: s.hvparams, memoryMiB: 64 };
+    await dst.acceptInstance(inst, src.getMigrationInfo('mig4'), '127.0.0.1');
+    await src.migrateInstance(inst, '127.0.0.1', true);
+    await src.waitForMigration(inst, { timeoutMs: 60_000 });
+    await dst.waitForIncomingMigration(inst, { timeoutMs: 60_000 });
+    // Not finalized: the destination still carries its `incoming` mark, and holds the only
+    // running copy of the VM (the source is postmigrate).
+    const dstState = readInstanceState(dstPaths)!;
+    expect(dstState.incoming).toBeDefined();
+    const refused = await dst.stopInstance('mig4', { timeoutMs: 1000 }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(HypervisorError);
+    expect((refused as Error).message).toMatch(/not finalized and may hold the only copy of the VM/);
+    expect((refused as Error).message).toMatch(/finalizeMigrationDst|kvm-hv recover mig4/);
+    expect(processAlive(dstState)).toBe(true);
+    await expect(src.stopInstance('mig4', { timeoutMs: 1000 })).rejects.toThrow(
+      /run state 'postmigrate'.*only fallback copy/,
+    );
+    expect((await src.getInstanceInfo('mig4')).state).toBe('migrated');
+    // The operator's override.
+    expect((await dst.stopInstance('mig4', { force: true })).how).toMatch(/^(quit|sigterm|sigkill)$/);
+    expect(processAlive(dstState)).toBe(false);
+    expect(existsSync(dstPaths.state)).toBe(false);
+    expect((await src.stopInstance('mig4', { force: true })).how).toBe('quit');
+    expect(src.listInstances()).toEqual([]);
+  });
+
+  it('per call: every step from a new object, as a node daemon runs them; settings come back exactly', async () => {
+    const first = node('src', rel.accel);
+    const firstDst = node('dst', rel.accel);
+    const srcRoot = started.at(-2)!.root;
+    const dstRoot = started.at(-1)!.root;
+    // A new object per step, closed after it (Ganeti builds one per RPC).
+    const step = async <T>(root: string, fn: (hv: KVMHypervisor) => Promise<T>): Promise<T> => {
+      const hv = new KVMHypervisor({ instanceDir: root, accel: rel.accel });
+      try {
+        return await fn(hv);
+      } finally {
+        await hv.close();
+      }
+    };
+    const port = await freePort();
+    const hvparams = {
+      migration_port: port,
+      migration_bandwidth: 1,
+      migration_downtime: 150,
+      migration_caps: 'auto-converge',
+    };
+    const s = spec('pc1', 12, hvparams);
+    await first.startInstance(s);
+    // QEMU serves one client per QMP socket: the starting object lets go, as its RPC ends.
+    await Promise.all([first.close(), firstDst.close()]);
+    const inst = { name: 'pc1', hvparams, memoryMiB: 64 };
+    const srcPaths = instancePaths(runLayout(srcRoot), 'pc1');
+    const dstPaths = instancePaths(runLayout(dstRoot), 'pc1');
+    const settings = (root: string) =>
+      step(root, async (hv) => {
+        const m = await hv.monitorFor('pc1');
+        const p = (await m.execute('query-migrate-parameters')) as Record<string, unknown>;
+        const caps = (await m.execute('query-migrate-capabilities')) as {
+          capability: string;
+          state: boolean;
+        }[];
+        return {
+          bandwidth: p['max-bandwidth'],
+          downtime: p['downtime-limit'],
+          on: caps.filter((c) => c.state && c.capability !== 'events').map((c) => c.capability),
+        };
+      });
+    const before = await settings(srcRoot);
+    const info = await step(srcRoot, async (hv) => hv.getMigrationInfo('pc1'));
+
+    // 1: migrate, cancel, finalize both as failed: every call on its own object.
+    await step(dstRoot, (hv) => hv.acceptInstance(inst, info, '127.0.0.1'));
+    expect(existsSync(dstPaths.journals.destination)).toBe(true);
+    await step(srcRoot, (hv) => hv.migrateInstance(inst, '127.0.0.1'));
+    expect(existsSync(srcPaths.journals.source)).toBe(true);
+    expect((await settings(srcRoot)).bandwidth).toBe(2 ** 20);
+    // A second migration from yet another object is refused, the first goes on.
+    await expect(step(srcRoot, (hv) => hv.migrateInstance(inst, '127.0.0.1'))).rejects.toThrow(
+      /has not been finalized/,
+    );
+    await step(srcRoot, (hv) => hv.cancelMigration(inst));
+    await expect(
+      step(srcRoot, (hv) => hv.waitForMigration(inst, { timeoutMs: 30_000 })),
+    ).rejects.toMatchObject({
+      status: 'cancelled',
+    });
+    expect((await step(dstRoot, (hv) => hv.finalizeMigrationDst(inst, false))).action).toMatch(
+      /quit|already-gone/,
+    );
+    expect((await step(srcRoot, (hv) => hv.finalizeMigrationSource(inst, false))).action).toBe(
+      'already-running',
+    );
+    expect(await step(srcRoot, (hv) => hv.finalizeMigrationSource(inst, false))).toMatchObject({
+      action: 'already-running',
+    });
+    expect(await settings(srcRoot)).toEqual(before);
+    expect(existsSync(srcPaths.journals.source)).toBe(false);
+    expect(existsSync(dstPaths.journals.destination)).toBe(false);
+
+    // 2: the same instance again, to completion.
+    const fast = { ...hvparams, migration_bandwidth: 64 };
+    const inst2 = { ...inst, hvparams: fast };
+    await step(dstRoot, (hv) => hv.acceptInstance(inst2, info, '127.0.0.1'));
+    const dstBefore = await settings(dstRoot);
+    expect(dstBefore.on).toEqual([]);
+    await step(srcRoot, (hv) => hv.migrateInstance(inst2, '127.0.0.1'));
+    expect((await step(srcRoot, (hv) => hv.waitForMigration(inst2, { timeoutMs: 60_000 }))).status).toBe(
+      'completed',
+    );
+    expect((await step(srcRoot, (hv) => hv.getMigrationStatus(inst2))).status).toBe('completed');
+    expect((await step(dstRoot, (hv) => hv.finalizeMigrationDst(inst2, true))).action).toMatch(
+      /running|resumed/,
+    );
+    expect(await settings(dstRoot)).toEqual({ ...dstBefore, on: [] });
+    await step(srcRoot, (hv) => hv.finalizeMigrationSource(inst2, true));
+    expect(existsSync(srcPaths.state)).toBe(false); // the migrated source was stopped
+    expect(existsSync(srcPaths.journals.source)).toBe(false);
+    expect(existsSync(dstPaths.journals.destination)).toBe(false);
+    expect(await step(dstRoot, async (hv) => (await hv.getInstanceInfo('pc1')).state)).toBe('running');
+    await step(dstRoot, (hv) => hv.stopInstance('pc1', { force: true }));
   });
 
   it('a failed migration stops the destination it started and keeps the source', async () => {
