@@ -25,6 +25,15 @@ export class InterruptedError extends Error {
   override name = 'InterruptedError';
 }
 
+/**
+ * A failure whose `--json` document the command has already printed (`recover`'s report
+ * when it is not settled): {@link runCli} prints the stderr line only, so stdout holds one
+ * JSON document.
+ */
+export class ReportedError extends HypervisorError {
+  override name = 'ReportedError';
+}
+
 /** The exit code for an error thrown by a command. */
 export function exitCodeFor(error: unknown): number {
   if (error instanceof InterruptedError) return EXIT.interrupted;

@@ -8,7 +8,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { HvParamError, InstanceSpecError } from '../errors.js';
 import { KVMHypervisor } from '../kvm.js';
 import { registerDemoCommand } from './demo.js';
-import { EXIT, exitCodeFor, formatError, UsageError } from './errors.js';
+import { EXIT, exitCodeFor, formatError, ReportedError, UsageError } from './errors.js';
 import { coercedHvParams, rawHvParams } from './hvparams.js';
 import { registerInstanceCommands } from './instances.js';
 import { LOG_LEVELS } from './logger.js';
@@ -193,7 +193,7 @@ export function errorJson(error: unknown): Record<string, unknown> {
 /**
  * Runs `kvm-hv` with `argv` (as `process.argv`) and resolves with the exit code. Errors
  * are reported on stderr as `kvm-hv: <reason>`; with `--json` an error document is also
- * printed on stdout.
+ * printed on stdout, unless the command printed its own (a {@link ReportedError}).
  */
 export async function runCli(argv: string[]): Promise<number> {
   const program = buildProgram();
@@ -207,7 +207,7 @@ export async function runCli(argv: string[]): Promise<number> {
       return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
     }
     process.stderr.write(`${formatError(error)}\n`);
-    if (wantsJson) printJson(errorJson(error));
+    if (wantsJson && !(error instanceof ReportedError)) printJson(errorJson(error));
     return exitCodeFor(error);
   }
 }

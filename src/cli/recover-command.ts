@@ -6,6 +6,7 @@
 import { type Command, Option } from 'commander';
 import { HypervisorError } from '../errors.js';
 import type { MigrationRecoveryReport } from '../migration/recover.js';
+import { ReportedError } from './errors.js';
 import { monitorOptions, type VmOptions, withHypervisor } from './target.js';
 import { FORCE_RESUME_WARNING, loggerFor, numberArg, print, printJson } from './util.js';
 
@@ -77,7 +78,9 @@ export function registerRecoverCommand(program: Command): void {
         if (opts.json) printJson(report);
         else print(renderRecovery(report));
         if (!report.settled) {
-          throw new HypervisorError(`instance '${report.instance}': not settled: ${report.message}`);
+          // With --json the report is the document: no second (error) document after it.
+          const error = `instance '${report.instance}': not settled: ${report.message}`;
+          throw opts.json ? new ReportedError(error) : new HypervisorError(error);
         }
       });
     });
