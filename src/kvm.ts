@@ -481,7 +481,7 @@ export class KVMHypervisor {
       // One durable write before the first change: what a later process needs to finish
       // or undo this migration.
       beforeChange: (session) =>
-        journal?.write(sourceJournalEntry(session, hvparams, target, plan.tls !== undefined)),
+        void journal?.write(sourceJournalEntry(session, hvparams, target, plan.tls !== undefined)),
       onMigrateSent: (session) => this.sessions.set(instance.name, session),
       afterRollback: () => this.dropJournal(journal, instance.name, 'source'),
     });
