@@ -767,10 +767,17 @@ export class KVMHypervisor {
       }
     }
     const instance: Instance = { name, hvparams };
+    const session = this.sessions.get(name);
     const node: RecoveryNode = {
       log: this.log,
       journal,
       instance,
+      inMemory: session
+        ? { role: 'source', startedAt: session.startedAt }
+        : this.accepted.has(name)
+          ? { role: 'destination' }
+          : undefined,
+      started: session ?? (entry?.role === 'source' ? startedFromJournal(entry) : undefined),
       channel: (deadline) => this.stepChannel(name, deadline, 'recovering the migration'),
       processGone: () => {
         const state = readInstanceState(paths);
