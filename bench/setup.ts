@@ -3,7 +3,11 @@
  *
  * How long from "migrate this VM" until QEMU has accepted `migrate`, on one source QEMU
  * (TCG, -m 64), interleaved round by round, four ways:
- *  - ours (persistent monitor): `KVMHypervisor.migrateInstance` on a monitor already open;
+ *  - ours (persistent monitor): `KVMHypervisor.migrateInstance` on a monitor already open,
+ *    with its migration journal (`stateDir`: one durable write, fsync included, before the
+ *    first change);
+ *  - ours without the journal: the same object without `stateDir` (the difference is the
+ *    journal's cost);
  *  - ours (cold): a new `KVMHypervisor`, so the time includes opening the QMP connection;
  *  - Ganeti 3.x: one fresh QMP session per command (greeting, `qmp_capabilities`,
  *    `query-commands`, the command, close) for `migrate-set-parameters`,
@@ -34,7 +38,7 @@ const BANDWIDTH_MIB = 1;
 const DOWNTIME_MS = 30;
 const MiB = 1024 * 1024;
 
-type Way = 'ours' | 'ours-cold' | 'ganeti3' | 'ganeti2';
+type Way = 'ours' | 'ours-nojournal' | 'ours-cold' | 'ganeti3' | 'ganeti2';
 
 /** `json.dumps` with Python's default separators (`', '`, `': '`), as Ganeti's serializer writes. */
 function pyJson(v: unknown): string {
@@ -163,7 +167,11 @@ async function main(): Promise<void> {
       migration_caps: CAPS,
     },
   };
-  const hv = new KVMHypervisor({ monitor: () => countingQmp(vm.qmpPaths[0]!, counter) });
+  // One monitor shared by the journaled object and the one without a journal.
+  const shared = countingQmp(vm.qmpPaths[0]!, counter);
+  const stateDir = join(dir, 'state');
+  const hv = new KVMHypervisor({ monitor: () => shared, stateDir });
+  const plain = new KVMHypervisor({ monitor: () => shared });
   const admin = await QmpMonitor.connect({ path: vm.qmpPaths[2]! });
   const started = (await admin.execute('query-migrate-parameters')) as Record<string, unknown>;
   const initial = Object.fromEntries(
@@ -171,9 +179,21 @@ async function main(): Promise<void> {
       .filter((k) => started[k] !== undefined)
       .map((k) => [k, started[k]]),
   );
-  const samples: Record<Way, number[]> = { ours: [], 'ours-cold': [], ganeti3: [], ganeti2: [] };
+  const samples: Record<Way, number[]> = {
+    ours: [],
+    'ours-nojournal': [],
+    'ours-cold': [],
+    ganeti3: [],
+    ganeti2: [],
+  };
   const commands: number[] = [];
-  const ways: Way[] = ['ours', 'ours-cold', 'ganeti3', ...(socat ? (['ganeti2'] as Way[]) : [])];
+  const ways: Way[] = [
+    'ours',
+    'ours-nojournal',
+    'ours-cold',
+    'ganeti3',
+    ...(socat ? (['ganeti2'] as Way[]) : []),
+  ];
   try {
     console.log(`QEMU pid ${vm.pid} (${vm.accel}), ${ROUNDS} rounds (+${WARMUP} warm-up), caps '${CAPS}'\n`);
     for (let r = 0; r < ROUNDS + WARMUP; r++) {
@@ -189,10 +209,19 @@ async function main(): Promise<void> {
           ms = nowMs() - t;
           if (r >= WARMUP) commands.push(counter.count - before);
           await hv.finalizeMigrationSource(instance, false);
+        } else if (way === 'ours-nojournal') {
+          await plain.monitorFor(instance.name);
+          const t = nowMs();
+          await plain.migrateInstance(instance, '127.0.0.1', true);
+          ms = nowMs() - t;
+          await plain.finalizeMigrationSource(instance, false);
         } else if (way === 'ours-cold') {
           // The only QMP client of socket 0 is `hv`: the cold one uses socket 1.
           const t = nowMs();
-          const cold = new KVMHypervisor({ monitor: () => QmpMonitor.connect({ path: vm.qmpPaths[1]! }) });
+          const cold = new KVMHypervisor({
+            monitor: () => QmpMonitor.connect({ path: vm.qmpPaths[1]! }),
+            stateDir,
+          });
           try {
             await cold.migrateInstance(instance, '127.0.0.1', true);
             ms = nowMs() - t;
@@ -216,6 +245,7 @@ async function main(): Promise<void> {
   } finally {
     await admin.close().catch(() => {});
     await hv.close();
+    await plain.close();
     await vm.kill();
     await sink.close();
     rmSync(dir, { recursive: true, force: true });
@@ -225,8 +255,9 @@ async function main(): Promise<void> {
     ReturnType<typeof summarize>
   >;
   const label: Record<Way, string> = {
-    ours: 'ours, persistent monitor (migrateInstance)',
-    'ours-cold': 'ours, new KVMHypervisor (connect + migrateInstance)',
+    ours: 'ours, persistent monitor, journaled (migrateInstance)',
+    'ours-nojournal': 'ours, persistent monitor, no journal',
+    'ours-cold': 'ours, new KVMHypervisor, journaled (connect + migrateInstance)',
     ganeti3: 'Ganeti 3.x: a QMP session per command',
     ganeti2: 'Ganeti 2.x: one socat per HMP command',
   };
@@ -245,6 +276,10 @@ async function main(): Promise<void> {
   console.log(`\nmonitor commands per set-up (ours): ${med}`);
   const vsG3 = s.ours.p50 / s.ganeti3.p50;
   console.log(`ours / Ganeti 3.x (p50): ${fmt(vsG3, '×')}   target ≤ 0.5×`);
+  const journalMs = s.ours.p50 - s['ours-nojournal'].p50;
+  console.log(
+    `the journal's cost per set-up (p50 journaled − p50 without: one atomic write before the first change, its fsync off the set-up's path): ${fmt(journalMs)} ms`,
+  );
   if (socat) console.log(`Ganeti 2.x / ours (p50): ${fmt(s.ganeti2.p50 / s.ours.p50, '×')}   target ≥ 10×`);
   const path = writeResults(QUICK ? 'setup-quick' : 'setup', {
     rounds: ROUNDS,
@@ -252,6 +287,7 @@ async function main(): Promise<void> {
     accel: vm.accel,
     commandsPerSetup: med,
     summaries: s,
+    journalMs,
     ratios: { oursOverGaneti3: vsG3, ganeti2OverOurs: socat ? s.ganeti2.p50 / s.ours.p50 : null },
   });
   console.log(`results: ${path}`);

@@ -481,7 +481,7 @@ export class KVMHypervisor {
       // One durable write before the first change: what a later process needs to finish
       // or undo this migration.
       beforeChange: (session) =>
-        journal?.write(sourceJournalEntry(session, hvparams, target, plan.tls !== undefined)),
+        void journal?.write(sourceJournalEntry(session, hvparams, target, plan.tls !== undefined)),
       onMigrateSent: (session) => this.sessions.set(instance.name, session),
       afterRollback: () => this.dropJournal(journal, instance.name, 'source'),
     });
@@ -767,10 +767,17 @@ export class KVMHypervisor {
       }
     }
     const instance: Instance = { name, hvparams };
+    const session = this.sessions.get(name);
     const node: RecoveryNode = {
       log: this.log,
       journal,
       instance,
+      inMemory: session
+        ? { role: 'source', startedAt: session.startedAt }
+        : this.accepted.has(name)
+          ? { role: 'destination' }
+          : undefined,
+      started: session ?? (entry?.role === 'source' ? startedFromJournal(entry) : undefined),
       channel: (deadline) => this.stepChannel(name, deadline, 'recovering the migration'),
       processGone: () => {
         const state = readInstanceState(paths);

@@ -17,7 +17,7 @@ import {
   startedFromJournal,
 } from './journal.js';
 import { isPostcopy } from './safety.js';
-import { cancelAndSettle, finalizeSource } from './source.js';
+import { cancelAndSettle, finalizeSource, type StartedMigration } from './source.js';
 import { TERMINAL_STATUSES } from './status.js';
 import type {
   FinalizeMigrationDstOptions,
@@ -101,6 +101,13 @@ export interface RecoveryNode {
   cleanupGone(): Promise<void>;
   /** The instance as the finalize steps take it. */
   instance: Instance;
+  /**
+   * A migration this very object started or accepted (kept in memory, with or without a
+   * journal): its role, and for a source when it started (epoch ms).
+   */
+  inMemory?: { role: MigrationRole; startedAt?: number } | undefined;
+  /** What a source's migration changed (its session or its journal), to put it back. */
+  started?: StartedMigration | undefined;
   finalizeSource(success: boolean, options: FinalizeMigrationSourceOptions): Promise<FinalizeOutcome>;
   finalizeDestination(success: boolean, options: FinalizeMigrationDstOptions): Promise<FinalizeOutcome>;
   waitForMigration(options: WaitForMigrationOptions): Promise<MigrationResult>;
@@ -163,8 +170,10 @@ export async function recoverNode(
       message: `no QEMU of '${name}' runs on this node; the VM does not run here${role === 'none' ? '' : ' (journal removed)'}`,
     };
   }
-  if (destination) return recoverDestination(node, ch, destination, deadline, options);
-  if (source) return recoverSource(node, ch, source, deadline, options);
+  if (destination || node.inMemory?.role === 'destination') {
+    return recoverDestination(node, ch, destination, deadline, options);
+  }
+  if (source || node.inMemory?.role === 'source') return recoverSource(node, ch, source, deadline, options);
   // Nothing journaled: QEMU's own state may still show a migration (journal-less steps,
   // or a process that died before writing one).
   const seen = await look(ch, deadline);
@@ -239,11 +248,13 @@ async function recoverSource(
     if (options.active === 'cancel') {
       ch.log.warn({ status }, 'recovery: cancelling the migration still running');
       await cancelAndSettle(ch, 'recovery: cancel requested', deadline);
-    } else if (entry) {
+    } else if (entry || node.inMemory?.startedAt !== undefined) {
       ch.log.info({ status }, 'recovery: waiting for the migration still running');
-      // Cancelled at the limit, like any wait; the outcome is read again below.
+      // Cancelled at the limit, like any wait (whose limit counts from the start); the
+      // outcome is read again below.
+      const startedAt = entry?.startedAt ?? node.inMemory?.startedAt ?? Date.now();
       await node
-        .waitForMigration({ timeoutMs: Date.now() - entry.startedAt + remaining(deadline) })
+        .waitForMigration({ timeoutMs: Date.now() - startedAt + remaining(deadline) })
         .catch((e: unknown) => ch.log.warn({ err: errorText(e) }, 'recovery: the wait ended'));
     } else {
       ch.log.info({ status }, 'recovery: waiting for the migration still running (no journal)');
@@ -300,7 +311,7 @@ async function recoverSource(
     try {
       await finalizeSource(ch, true, {
         capabilities: [],
-        session: entry ? startedFromJournal(entry) : undefined,
+        session: node.started ?? (entry ? startedFromJournal(entry) : undefined),
         deadline: Deadline.after(remaining(deadline)),
       });
     } catch (e) {

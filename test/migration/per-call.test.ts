@@ -221,6 +221,22 @@ describe.each(['qmp', 'hmp'] as const)('recoverMigration from fresh objects (%s)
     expect(journals()).toEqual([]);
   });
 
+  it('the object that started it, without any journal, recovers from its memory', async () => {
+    const pair = createFakeMigrationPair({ protocol, version: '7.2.22', advancePerQueryMs: 0 });
+    const src = new KVMHypervisor({ monitor: pair.sourceMonitor });
+    const dst = new KVMHypervisor({ monitor: pair.destinationMonitor });
+    opened.push(src, dst);
+    const before = { ...pair.source.qemu.parameters };
+    await dst.acceptInstance(instance);
+    await src.migrateInstance(instance, '10.0.0.2');
+    pair.clock.advance(500);
+    pair.fail('Unable to write to socket: Broken pipe', { destination: 'reports' });
+    expect(await src.recoverMigration('vm1')).toMatchObject({ role: 'source', action: 'already-running' });
+    expect(await dst.recoverMigration('vm1')).toMatchObject({ role: 'destination', action: 'quit' });
+    expect(pair.source.qemu.parameters).toEqual(before);
+    expect(await src.recoverMigration('vm1')).toMatchObject({ action: 'nothing' });
+  });
+
   it('the process died between the settings and migrate: recovery puts the settings back', async () => {
     const { pair, src, journals } = lab(protocol, { advancePerQueryMs: 0 });
     const before = { ...pair.source.qemu.parameters };
