@@ -101,7 +101,7 @@ export async function explainExit(
 
 /**
  * Starts QEMU (paused: the argv always has `-S` or `-incoming`) and waits until its QMP
- * socket listens. Removes stale sockets first. On failure the process is killed and its
+ * and HMP sockets listen. Removes stale sockets first. On failure the process is killed and its
  * files removed (the runtime file too unless `keepRuntime`).
  * @throws HypervisorError with the tail of QEMU's output when it exits during start-up,
  * or when the socket does not listen before the deadline.
@@ -169,12 +169,14 @@ async function waitForSocket(req: LaunchRequest, proc: SpawnedProcess, logOffset
         `instance '${name}': QEMU exited during start-up (${how}): ${output || '(no output)'}`,
       );
     }
+    // Both monitors: QEMU opens the HMP socket (`-monitor`) after the QMP one, and a
+    // caller whose monitor factory speaks HMP connects to it right after this returns.
     const listening = listeningUnixSockets(proc.pid);
-    if (listening?.has(paths.qmp)) return;
+    if (listening?.has(paths.qmp) && listening.has(paths.hmp)) return;
     const over = req.deadline.over();
     if (over) {
       throw new HypervisorError(
-        `instance '${name}': QEMU did not open its QMP socket ${paths.qmp} ${over === 'aborted' ? 'before the caller aborted' : `within ${req.deadline.limitMs} ms`}`,
+        `instance '${name}': QEMU did not open its monitor sockets ${paths.qmp} and ${paths.hmp} ${over === 'aborted' ? 'before the caller aborted' : `within ${req.deadline.limitMs} ms`}`,
       );
     }
     await req.deadline.sleep(20);

@@ -360,6 +360,14 @@ async function recoverSource(
   }
 }
 
+/**
+ * A destination that is receiving the VM. Not one that only listens: its `query-migrate`
+ * says `setup` from `migrate-incoming` until the source connects on recent QEMU (seen on
+ * 10.0 and 11.1; 5.2 and 7.2 report no status then), and it loads nothing before `active`.
+ */
+const receiving = (runState: string, status: string): boolean =>
+  runState === 'inmigrate' && status !== 'none' && status !== 'setup' && !TERMINAL_STATUSES.has(status);
+
 async function recoverDestination(
   node: RecoveryNode,
   ch: VmChannel,
@@ -397,7 +405,7 @@ async function recoverDestination(
       message: `the incoming migration of '${name}' is in post-copy ('${status}'): the VM's memory is split between the source and this node; stop neither QEMU`,
     };
   }
-  if (seen.run.status === 'inmigrate' && status !== 'none' && !TERMINAL_STATUSES.has(status)) {
+  if (receiving(seen.run.status, status)) {
     // Still receiving: it may be about to hold the VM. Wait, never quit it now.
     try {
       await waitForIncoming(ch, {
@@ -414,7 +422,7 @@ async function recoverDestination(
     }
     if (!ok(seen.run)) return unreadable(seen.run);
     status = seen.migration.status;
-    if (seen.run.status === 'inmigrate' && status !== 'none' && !TERMINAL_STATUSES.has(status)) {
+    if (receiving(seen.run.status, status)) {
       return {
         ...base,
         status,

@@ -519,6 +519,21 @@ describeEachRelease('crash recovery', releaseCases([ACCEL]), (rel: ReleaseCase) 
       expect(pidsNaming(caseRoot), log()).toEqual([live.pid]);
       expect(files(liveDir), log()).toEqual(runningFiles);
       expect(files(deadDir), log()).toEqual([]);
+      if (process.env.CRASH_MATRIX_OUT) {
+        // One line per case, for a matrix table (not an assertion).
+        const steps = runs.map((r) => ({
+          node: r.args[3] === srcDir ? 'src' : 'dst',
+          extra: r.args.slice(8).join(' '),
+          action: r.report.action,
+          vm: r.report.vm,
+          settled: r.report.settled,
+          ms: r.ms,
+        }));
+        appendFileSync(
+          process.env.CRASH_MATRIX_OUT,
+          `${JSON.stringify({ release: rel.release, protocol, phase, survivor, steps })}\n`,
+        );
+      }
     },
   );
 });
