@@ -27,6 +27,7 @@ import type { Instance } from '../../src/migration/types.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import type { Monitor } from '../../src/monitor/types.js';
+import type { MigrationTlsOptions } from '../../src/tls/config.js';
 
 /** The phases, in the order a migration passes them. */
 export const CRASH_PHASES = ['accepted', 'settings', 'active', 'completed', 'dst-finalized'] as const;
@@ -47,6 +48,8 @@ export interface CrashChildConfig {
   target: string;
   /** `waitForMigration`'s deadline (ms). */
   waitMs: number;
+  /** Migrate over TLS: each node's `tls` option. */
+  tls?: { src: MigrationTlsOptions; dst: MigrationTlsOptions };
 }
 
 const mark = (marker: string, data: Record<string, unknown> = {}): void => {
@@ -111,11 +114,13 @@ async function main(cfg: CrashChildConfig): Promise<void> {
     instanceDir: cfg.srcDir,
     accel: cfg.accel,
     monitor: opener(cfg.srcDir, cfg.protocol, cfg.phase === 'settings' ? swallowMigrate : undefined),
+    ...(cfg.tls ? { tls: cfg.tls.src } : {}),
   });
   const dstHv = new KVMHypervisor({
     instanceDir: cfg.dstDir,
     accel: cfg.accel,
     monitor: opener(cfg.dstDir, cfg.protocol),
+    ...(cfg.tls ? { tls: cfg.tls.dst } : {}),
   });
   const inst: Instance = { name: cfg.name, hvparams: cfg.hvparams };
 

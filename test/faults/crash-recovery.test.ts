@@ -5,8 +5,9 @@
  *
  * Two run directories play two nodes on one host. The source instance is started with
  * `startInstance` and migration hvparams QEMU does not have by default (bandwidth,
- * downtime, auto-converge and xbzrle), so "settings restored" is a real check: its
- * `query-migrate-parameters` and capabilities are recorded before the migration. A child
+ * downtime, auto-converge and xbzrle; over TLS also the tls-* parameters), so "settings
+ * restored" is a real check: its `query-migrate-parameters` and capabilities are recorded
+ * before the migration. A child
  * process (crash-child.ts) runs the library on both nodes and is killed at its marker:
  *
  * | scenario        | killed                                                  | the VM must end on |
@@ -17,6 +18,8 @@
  * | `active-wait`   | pre-copy running (4 MiB/s, gentle guest: converges)     | destination        |
  * | `completed`     | completed, neither end finalized                        | destination        |
  * | `dst-finalized` | destination finalized, source not                       | destination        |
+ * | `settings-tls`  | as `settings`, over TLS (QMP only)                      | source             |
+ * | `completed-tls` | as `completed`, over TLS (QMP only)                     | destination        |
  *
  * Then the built CLI recovers each node (`recover NAME --run-dir DIR --json`): the
  * destination, then the source. In `active-cancel` first the destination with a short
@@ -48,6 +51,7 @@ import { readInstanceState } from '../../src/instance/state.js';
 import { KVMHypervisor } from '../../src/kvm.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import { freePort } from '../../src/qemu/process.js';
+import { generateTestPki, type TestPki } from '../../src/tls/certificates.js';
 import { BIN, ensureBuilt, ROOT } from '../cli/helpers.js';
 import {
   type Accel,
@@ -81,7 +85,14 @@ const MARKER_MS = 60_000;
 const MiB = 1024 * 1024;
 
 /** The parameters of `query-migrate-parameters` a migration changes and recovery must put back. */
-const PARAMETER_KEYS = ['max-bandwidth', 'downtime-limit', 'max-postcopy-bandwidth'] as const;
+const PARAMETER_KEYS = [
+  'max-bandwidth',
+  'downtime-limit',
+  'max-postcopy-bandwidth',
+  'tls-creds',
+  'tls-hostname',
+  'tls-authz',
+] as const;
 
 /** One row of the matrix: where the child dies, the migration it was running, and where the VM must end. */
 interface Scenario {
@@ -95,6 +106,8 @@ interface Scenario {
   guest: 'busy' | 'gentle';
   /** The node that runs the VM after recovery. */
   survivor: 'src' | 'dst';
+  /** Migrate over TLS (QMP only: HMP cannot undo TLS on QEMU 10.1+). */
+  tls?: boolean;
 }
 
 /**
@@ -110,6 +123,9 @@ const SCENARIOS: Scenario[] = [
   { id: 'active-wait', kill: 'active', bandwidth: 4, guest: 'gentle', survivor: 'dst' },
   { id: 'completed', kill: 'completed', bandwidth: 48, guest: 'busy', survivor: 'dst' },
   { id: 'dst-finalized', kill: 'dst-finalized', bandwidth: 48, guest: 'busy', survivor: 'dst' },
+  // TLS: credentials, authz and tls-* parameters on both ends must go too.
+  { id: 'settings-tls', kill: 'settings', bandwidth: 48, guest: 'busy', survivor: 'src', tls: true },
+  { id: 'completed-tls', kill: 'completed', bandwidth: 48, guest: 'busy', survivor: 'dst', tls: true },
 ];
 
 const root = mkdtempSync(join(tmpdir(), 'kvmhv-crash-'));
@@ -163,7 +179,12 @@ async function killAll(): Promise<void> {
   caseRoot = undefined;
 }
 
-beforeAll(() => ensureBuilt(), 180_000);
+/** Certificates of the two nodes (`openssl`). */
+let pki: TestPki;
+beforeAll(async () => {
+  await ensureBuilt();
+  pki = await generateTestPki({ dir: join(root, 'pki'), nodes: ['n1', 'n2'] });
+}, 180_000);
 afterEach(killAll);
 afterAll(async () => {
   await killAll();
@@ -369,7 +390,9 @@ function absolute(binary: string): string {
 let seq = 0;
 
 describeEachRelease('crash recovery', releaseCases([ACCEL]), (rel: ReleaseCase) => {
-  const cases = PROTOCOLS.flatMap((protocol) => SCENARIOS.map((sc) => [sc.id, protocol, sc] as const));
+  const cases = PROTOCOLS.flatMap((protocol) =>
+    SCENARIOS.filter((sc) => protocol === 'qmp' || !sc.tls).map((sc) => [sc.id, protocol, sc] as const),
+  );
   it.each(cases)(
     'killed at %s over %s: recover leaves one running copy, settings restored',
     async (_id, protocol, sc) => {
@@ -424,6 +447,14 @@ describeEachRelease('crash recovery', releaseCases([ACCEL]), (rel: ReleaseCase) 
         accel: ACCEL,
         target: '127.0.0.1',
         waitMs: 60_000,
+        ...(sc.tls
+          ? {
+              tls: {
+                src: { dir: pki.nodes.n1!.dir },
+                dst: { dir: pki.nodes.n2!.dir, allowedPeers: [pki.nodes.n1!.clientDn] },
+              },
+            }
+          : {}),
       });
       await child.waitFor(phase);
       await kill(child);
@@ -462,6 +493,17 @@ describeEachRelease('crash recovery', releaseCases([ACCEL]), (rel: ReleaseCase) 
             'running',
           ]);
           break;
+      }
+      if (sc.tls) {
+        // The credentials are in place on both ends: their removal is a real check.
+        const tlsObjects = async (dir: string) =>
+          withQmp(instancePaths(runLayout(dir), name).qmp, async (m) =>
+            (await m.execute<{ type: string }[]>('qom-list', { path: '/objects' })).filter((o) =>
+              /tls/.test(o.type),
+            ),
+          );
+        expect((await tlsObjects(srcDir)).length, at).toBeGreaterThan(0);
+        expect((await tlsObjects(dstDir)).length, at).toBeGreaterThan(0);
       }
       if (phase === 'settings') {
         // The settings went out before `migrate` was swallowed: there is something to put back.
@@ -541,7 +583,7 @@ describeEachRelease('crash recovery', releaseCases([ACCEL]), (rel: ReleaseCase) 
       // destination QEMU started with the same defaults).
       expect(after.settings, log()).toEqual(before);
       expect(
-        after.objects.filter((o) => /tls/.test(o.type)),
+        after.objects.filter((o) => /tls|authz/.test(o.type)),
         log(),
       ).toEqual([]);
       // No stray file or journal: the survivor has what a running instance has, the other node nothing.
