@@ -127,6 +127,46 @@ describe.each(cases)(
       expect(pair.destination.qemu.hasExited).toBe(true);
     });
 
+    it.each([true, false])(
+      'finalize(false) waits for a destination still loading after the source completed (live=%s)',
+      async (live) => {
+        // The source reports `completed` while the destination still loads the state
+        // (`inmigrate`, incoming `active`): seen on real QEMU under load. Quitting it then
+        // would leave the VM nowhere (the source is postmigrate and is not resumed).
+        const { pair, src, dst } = setUp({ destinationLoadMs: 5000 });
+        await dst.acceptInstance(instance);
+        await src.migrateInstance(instance, '10.0.0.2', live);
+        expect((await src.waitForMigration(instance, fast)).status).toBe('completed');
+        expect(pair.destination.qemu.runState).toBe('inmigrate');
+        expect(pair.destination.qemu.incoming?.status).toBe('active');
+        // The caller wrongly reports a failure.
+        const d = await dst.finalizeMigrationDst(instance, false, { timeoutMs: 20_000 });
+        expect(d.action).toBe(live ? 'kept-running' : 'resumed-after-completion');
+        expect(pair.destination.qemu.hasExited).toBe(false);
+        expect(pair.destination.qemu.runState).toBe('running');
+        expect(pair.destination.received).not.toContain('quit');
+        expect(pair.source.qemu.runState).toBe('postmigrate');
+      },
+    );
+
+    it('finalize(false) leaves a destination still loading at its deadline alone, saying so', async () => {
+      const { pair, src, dst } = setUp({ advancePerQueryMs: 0, destinationLoadMs: 1000 });
+      await dst.acceptInstance(instance);
+      await src.migrateInstance(instance, '10.0.0.2');
+      pair.completeNow();
+      // Only the test moves time: the destination stays loading for the whole step.
+      const err = (await dst
+        .finalizeMigrationDst(instance, false, { timeoutMs: 1500 })
+        .catch((e: unknown) => e)) as MigrationError;
+      expect(err, err.message).toBeInstanceOf(MigrationError);
+      expect(err.status, err.message).toBe('active');
+      expect(err.message).toMatch(/still running \(status 'active'\).*not quitting it/);
+      expect(pair.destination.qemu.hasExited).toBe(false);
+      expect(pair.destination.qemu.runState).toBe('inmigrate');
+      pair.clock.advance(1000);
+      expect(await dst.finalizeMigrationDst(instance, false)).toMatchObject({ action: 'kept-running' });
+    });
+
     it('cancelMigration ends the wait as cancelled; the source runs on', async () => {
       const { pair, src, dst } = setUp({ advancePerQueryMs: 0 });
       await dst.acceptInstance(instance);
