@@ -4,6 +4,8 @@
  * `finalizeDestination`, which never stops a destination that already holds the VM.
  */
 import type { FinalizeOutcome } from '../errors.js';
+import { isMonitorEvent } from '../monitor/event-types.js';
+import type { MonitorEvent } from '../monitor/types.js';
 import { findCapability } from '../qemu/capabilities.js';
 import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import { readyForRestore } from './cleanup-wait.js';
@@ -83,7 +85,7 @@ export interface FinalizeDestinationOptions {
   capabilities: readonly string[];
   /** What `accept` changed, when this object accepted the migration. */
   accepted?: AcceptedMigration | undefined;
-  /** How long a successful finalize waits for the VM to finish loading (ms). */
+  /** How long a finalize waits for the VM to finish loading (ms); on failure, for an active incoming migration to end. */
   incomingGraceMs: number;
   /**
    * Remove the TLS credentials when `accepted` is not known (accepted by another process
@@ -96,8 +98,9 @@ export interface FinalizeDestinationOptions {
 /**
  * Destination side, after the migration. Success: waits until the VM has been loaded,
  * puts the capabilities back and makes sure the VM runs. Failure: quits the incoming
- * QEMU unless it already holds the VM (running, or its incoming migration completed);
- * a destination QEMU that is already gone is a success (nothing to quit).
+ * QEMU unless it already holds the VM (running, or its incoming migration completed) or
+ * may be about to (its incoming migration still active when the deadline comes: a
+ * `MigrationError`); a destination QEMU that is already gone is a success (nothing to quit).
  */
 export async function finalizeDestination(
   ch: VmChannel,
@@ -118,7 +121,8 @@ export async function finalizeDestination(
   try {
     outcome = await finalizeIncoming(ch, success, options);
   } catch (e) {
-    if (!isMonitorGone(e, ch.monitor)) await cleanUp();
+    // A destination left loading keeps its credentials: its TLS session may be using them.
+    if (!isMonitorGone(e, ch.monitor) && !(e instanceof Error && leftLoading.has(e))) await cleanUp();
     throw e;
   }
   if (outcome.action !== 'quit' && outcome.action !== 'already-gone') await cleanUp();
@@ -170,52 +174,167 @@ async function finalizeIncoming(
     return { side: 'destination', action: 'running', status: vm.status };
   }
 
-  let vm: VmRunState;
+  return finalizeAfterFailure(ch, options);
+}
+
+/** Poll interval while a failure finalize waits for an incoming migration to end (ms). */
+const LOADING_POLL_MS = 100;
+/** Kept back from the step's deadline for what follows that wait (quit, or restore and `cont`). */
+const ACTION_RESERVE_MS = 2000;
+
+/** Errors of a failure finalize that left the destination loading: its TLS objects stay. */
+const leftLoading = new WeakSet<object>();
+
+/** The incoming status as far as it can be read: `gone` when QEMU has exited. */
+type IncomingRead = { progress: MigrationProgress } | { unreadable: unknown } | 'gone';
+
+async function readIncoming(ch: VmChannel, deadline: Deadline): Promise<IncomingRead> {
   try {
-    vm = await ch.vmStatus(deadline);
+    return { progress: await ch.migrationStatus(deadline) };
   } catch (e) {
-    if (isMonitorGone(e, ch.monitor)) {
-      ch.log.info({}, 'the incoming QEMU is already gone');
-      return { side: 'destination', action: 'already-gone' };
-    }
-    throw ch.error(`cannot read the destination's state: ${errorText(e)}`, e);
+    if (isMonitorGone(e, ch.monitor)) return 'gone';
+    if (isDeadline(e)) throw ch.error(`cannot read the destination's incoming status: ${errorText(e)}`, e);
+    return { unreadable: e };
   }
-  if (vm.running || vm.status === 'postmigrate') {
+}
+
+/**
+ * Failure: quits the incoming QEMU unless it holds the VM or may be about to. While its
+ * incoming migration is still active (any status but none/setup/failed/cancelled; unknown
+ * and unreadable ones too) it is waited for within the step's deadline: the source may
+ * report `completed` while the destination still loads the state, and quitting it then
+ * leaves the VM nowhere. Past the deadline it is left alone and a `MigrationError` says so.
+ */
+async function finalizeAfterFailure(
+  ch: VmChannel,
+  options: FinalizeDestinationOptions,
+): Promise<FinalizeOutcome> {
+  const { deadline } = options;
+  const started = Date.now();
+  const until = Math.min(
+    deadline.at - Math.min(ACTION_RESERVE_MS, deadline.remaining() / 4),
+    started + options.incomingGraceMs,
+  );
+  let wake: (() => void) | undefined;
+  const onEvent = (ev: MonitorEvent) => {
+    if (isMonitorEvent(ev, 'MIGRATION')) wake?.();
+  };
+  const onClose = () => wake?.();
+  ch.monitor.on('event', onEvent);
+  ch.monitor.on('close', onClose);
+  try {
+    for (let waiting = false; ; waiting = true) {
+      let vm: VmRunState;
+      try {
+        vm = await ch.vmStatus(deadline);
+      } catch (e) {
+        if (isMonitorGone(e, ch.monitor)) return alreadyGone(ch);
+        throw ch.error(`cannot read the destination's state: ${errorText(e)}`, e);
+      }
+      if (vm.running || vm.status === 'postmigrate') {
+        ch.log.error(
+          { status: vm.status },
+          'the destination runs the VM; not stopping it after a failure report',
+        );
+        return { side: 'destination', action: 'kept-running', status: vm.status };
+      }
+      if (vm.status !== 'inmigrate') return finalizePaused(ch, vm, options);
+      const incoming = await readIncoming(ch, deadline);
+      if (incoming === 'gone') return alreadyGone(ch);
+      const status = 'progress' in incoming ? incoming.progress.status : undefined;
+      // none (7.2) / setup (10.0, 11.1): listening, nothing loaded; runMigration has settled
+      // the source by now, so nothing more arrives.
+      if (status === 'none' || status === 'setup' || status === 'failed' || status === 'cancelled') {
+        return quit(ch, vm, deadline);
+      }
+      if (Date.now() >= until) throw stillLoading(ch, incoming, Date.now() - started);
+      if (!waiting) {
+        ch.log.info(
+          { incoming: status ?? 'unreadable' },
+          'the incoming migration has not ended; waiting for it before deciding whether to quit',
+        );
+      }
+      await deadline.sleep(Math.min(LOADING_POLL_MS, Math.max(0, until - Date.now())), (done) => {
+        wake = done;
+        return () => {
+          wake = undefined;
+        };
+      });
+    }
+  } finally {
+    ch.monitor.off('event', onEvent);
+    ch.monitor.off('close', onClose);
+  }
+}
+
+/** The `MigrationError` for a destination left loading at the deadline (never quit). */
+function stillLoading(ch: VmChannel, incoming: Exclude<IncomingRead, 'gone'>, ms: number) {
+  const advice =
+    "check the source: if its migration completed, finalize the destination as successful; if it failed or was cancelled, the destination's load fails or it can be quit";
+  const err =
+    'unreadable' in incoming
+      ? ch.error(
+          `the destination waits for the VM (inmigrate) and its incoming status cannot be read (${errorText(incoming.unreadable)}) after ${ms} ms; not quitting it: it may be about to hold the VM (${advice})`,
+          incoming.unreadable,
+        )
+      : incoming.progress.status === 'completed'
+        ? ch.error(
+            `the incoming migration completed but the VM is still loading after ${ms} ms; not quitting the destination: it is about to hold the VM`,
+            undefined,
+            { status: 'completed' },
+          )
+        : ch.error(
+            `the destination's incoming migration is still running (status '${incoming.progress.status}') after ${ms} ms; not quitting it: it may be about to hold the VM (${advice})`,
+            undefined,
+            { status: incoming.progress.status },
+          );
+  leftLoading.add(err);
+  return err;
+}
+
+function alreadyGone(ch: VmChannel): FinalizeOutcome {
+  ch.log.info({}, 'the incoming QEMU is already gone');
+  return { side: 'destination', action: 'already-gone' };
+}
+
+/** A destination paused after a failure report: the VM when its incoming migration completed. */
+async function finalizePaused(
+  ch: VmChannel,
+  vm: VmRunState,
+  options: FinalizeDestinationOptions,
+): Promise<FinalizeOutcome> {
+  const { deadline } = options;
+  // Paused: after a non-live migration that completed, this is the VM. Quit only when
+  // QEMU says the incoming migration did not complete.
+  let incoming: MigrationProgress | undefined;
+  try {
+    incoming = await ch.migrationStatus(deadline);
+  } catch (e) {
+    if (isDeadline(e)) throw ch.error(`cannot read the destination's incoming status: ${errorText(e)}`, e);
+    ch.log.error({ err: errorText(e) }, 'cannot read the incoming status; keeping the paused destination');
+  }
+  if (incoming?.status === 'completed') {
+    // The VM arrived (a non-live migration leaves it paused): the source is postmigrate
+    // and will not be resumed, so this is the one copy. Run it, as a live one would.
+    ch.log.error({}, 'the incoming migration completed despite the failure report; resuming the VM here');
+    await restore(ch, options);
+    await ch.must(simpleCommand(ch.monitor.protocol, 'cont'), 'resuming the destination VM', deadline);
+    return { side: 'destination', action: 'resumed-after-completion', status: 'running' };
+  }
+  if (!incoming || incoming.status === 'none') {
     ch.log.error(
-      { status: vm.status },
-      'the destination runs the VM; not stopping it after a failure report',
+      { status: vm.status, incoming: incoming?.status },
+      'the destination may hold the VM; not quitting it after a failure report',
     );
-    return { side: 'destination', action: 'kept-running', status: vm.status };
+    return { side: 'destination', action: 'kept-paused', status: vm.status };
   }
-  if (vm.status !== 'inmigrate') {
-    // Paused: after a non-live migration that completed, this is the VM. Quit only when
-    // QEMU says the incoming migration did not complete.
-    let incoming: MigrationProgress | undefined;
-    try {
-      incoming = await ch.migrationStatus(deadline);
-    } catch (e) {
-      if (isDeadline(e)) throw ch.error(`cannot read the destination's incoming status: ${errorText(e)}`, e);
-      ch.log.error({ err: errorText(e) }, 'cannot read the incoming status; keeping the paused destination');
-    }
-    if (incoming?.status === 'completed') {
-      // The VM arrived (a non-live migration leaves it paused): the source is postmigrate
-      // and will not be resumed, so this is the one copy. Run it, as a live one would.
-      ch.log.error({}, 'the incoming migration completed despite the failure report; resuming the VM here');
-      await restore(ch, options);
-      await ch.must(simpleCommand(protocol, 'cont'), 'resuming the destination VM', deadline);
-      return { side: 'destination', action: 'resumed-after-completion', status: 'running' };
-    }
-    if (!incoming || incoming.status === 'none') {
-      ch.log.error(
-        { status: vm.status, incoming: incoming?.status },
-        'the destination may hold the VM; not quitting it after a failure report',
-      );
-      return { side: 'destination', action: 'kept-paused', status: vm.status };
-    }
-  }
+  return quit(ch, vm, deadline);
+}
+
+async function quit(ch: VmChannel, vm: VmRunState, deadline: Deadline): Promise<FinalizeOutcome> {
   ch.log.info({}, 'quitting the incoming QEMU after a failed migration');
   try {
-    await ch.send(simpleCommand(protocol, 'quit', 'quit'), deadline);
+    await ch.send(simpleCommand(ch.monitor.protocol, 'quit', 'quit'), deadline);
   } catch (e) {
     // `quit` closes the socket; a closed connection is the expected outcome.
     if (!isMonitorGone(e, ch.monitor))

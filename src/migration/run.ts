@@ -6,7 +6,7 @@
  */
 import { type FinalizeOutcome, MigrationError, type MigrationRecovery } from '../errors.js';
 import type { KVMHypervisor } from '../kvm.js';
-import { errorText, VmChannel } from './channel.js';
+import { errorText, isMonitorGone, VmChannel } from './channel.js';
 import { Deadline } from './deadline.js';
 import { simpleCommand } from './dialect.js';
 import { isPostcopy } from './safety.js';
@@ -210,6 +210,60 @@ function lastLines(text: string | undefined): string | undefined {
   return tail ? tail.slice(-1000) : undefined;
 }
 
+/** Longest wait for the destination's own reason after the source failed (ms). */
+const REASON_WAIT_MS = 5000;
+/** How long a diagnostics hook may take to receive what QEMU wrote before it exited (ms). */
+const DIAGNOSTICS_GRACE_MS = 1000;
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+
+/**
+ * QEMU's reason from the destination: its `errorDesc`, else the last lines of the end's
+ * diagnostics. When the source failed, the destination usually fails too, but may still
+ * be loading or exiting when first asked (slowly under load), and its stderr may reach
+ * the hook only after it exited: so, within a bounded time, wait for an `errorDesc`, a
+ * final status or its exit, then give the hook a moment.
+ */
+async function destinationReasonOf(
+  end: MigrationEnd,
+  step: MigrationStepOptions,
+  sourceFailed: boolean,
+): Promise<string | undefined> {
+  const until = Date.now() + Math.min(step.timeoutMs ?? REASON_WAIT_MS, REASON_WAIT_MS);
+  let askError: unknown;
+  let ended = false;
+  for (;;) {
+    let incoming: MigrationProgress;
+    try {
+      incoming = await end.hypervisor.getIncomingMigrationStatus(end.instance, {
+        timeoutMs: Math.max(1, until - Date.now()),
+      });
+    } catch (e) {
+      askError = e;
+      break;
+    }
+    // A refused TLS handshake leaves no error-desc: QEMU only prints why (e.g. "TLS x509
+    // authz check for CN=… is denied") on stderr, and keeps waiting or exits.
+    if (incoming.errorDesc) return incoming.errorDesc;
+    // Final: QEMU wrote why to stderr before setting it (7.2 has no error-desc here, and exits).
+    ended = TERMINAL_STATUSES.has(incoming.status);
+    // none/setup: it never loaded anything, so it has nothing more to say.
+    const loading = !ended && incoming.status !== 'none' && incoming.status !== 'setup';
+    if (!sourceFailed || !loading || Date.now() >= until) break;
+    await pause(Math.min(100, until - Date.now()));
+  }
+  let text = lastLines(end.diagnostics?.());
+  if (end.diagnostics && !text && (ended || (askError !== undefined && isMonitorGone(askError)))) {
+    const grace = Date.now() + DIAGNOSTICS_GRACE_MS;
+    while (!text && Date.now() < grace) {
+      await pause(Math.min(50, grace - Date.now()));
+      text = lastLines(end.diagnostics());
+    }
+  }
+  if (text) return text;
+  return askError === undefined ? undefined : `the destination cannot be asked (${errorText(askError)})`;
+}
+
 async function recover(
   options: RunMigrationOptions,
   step: MigrationStepOptions,
@@ -220,18 +274,8 @@ async function recover(
   const name = source.instance.name;
   const sourceEnd = sourceTouched ? await settleSource(source, step) : 'ended';
   // The destination's own reason, before it is finalized (where QEMU reports one).
-  let destinationReason: string | undefined;
-  try {
-    const incoming = await destination.hypervisor.getIncomingMigrationStatus(destination.instance, {
-      timeoutMs: Math.min(step.timeoutMs ?? 5000, 5000),
-    });
-    // A refused TLS handshake leaves no error-desc: QEMU only prints why (e.g. "TLS x509
-    // authz check for CN=… is denied") on stderr, and keeps waiting or exits.
-    destinationReason = incoming.errorDesc ?? lastLines(destination.diagnostics?.());
-  } catch (e) {
-    destinationReason =
-      lastLines(destination.diagnostics?.()) ?? `the destination cannot be asked (${errorText(e)})`;
-  }
+  const sourceFailed = error instanceof MigrationError && error.status === 'failed';
+  const destinationReason = await destinationReasonOf(destination, step, sourceFailed);
   let recovery: MigrationRecovery;
   if (sourceEnd === 'completed') {
     // The migration completed after all (or is in post-copy): the VM is on the destination.

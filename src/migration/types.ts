@@ -97,7 +97,11 @@ export interface FinalizeMigrationSourceOptions extends MigrationStepOptions {
 
 /** Options of `finalizeMigrationDst`. */
 export interface FinalizeMigrationDstOptions extends MigrationStepOptions {
-  /** Success only: how long to wait for the VM to finish loading (ms, default 30 000). */
+  /**
+   * How long to wait for the VM to finish loading (ms, default 30 000, within `timeoutMs`):
+   * on success before it is resumed; on failure, how long an incoming migration still
+   * active is waited for before the destination is left alone (never quit while active).
+   */
   incomingGraceMs?: number;
 }
 

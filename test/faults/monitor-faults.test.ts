@@ -79,7 +79,7 @@ describe.each(PROTOCOLS)('monitor and network faults over %s', (protocol) => {
     }
   });
 
-  it('monitor unreachable for good during a live migration: bounded, never resumed blindly, runs once', async () => {
+  it('monitor unreachable for good during a live migration: bounded, neither end stopped blindly, runs once', async () => {
     let proxy: MonitorProxy | undefined;
     const p = await lab.pair({ protocol, srcMonitor: () => viaProxy(proxy!.path, protocol) });
     proxy = await MonitorProxy.start(join(lab.dir, `${p.inst.name}.proxy`), librarySocket(p.src, protocol));
@@ -104,7 +104,12 @@ describe.each(PROTOCOLS)('monitor and network faults over %s', (protocol) => {
     // The source side's state could not be read: the recovery must not claim to have resumed it.
     const src = err.recovery?.source;
     if (src && !('error' in src)) expect(src.action).not.toMatch(/resumed/);
-    expect(await expectRunsExactlyOnce(p)).toBe('src');
+    // Nor is the destination quit while its incoming migration is active: the source QEMU,
+    // out of reach, may still complete it (then the VM runs there, the source postmigrate).
+    const dst = err.recovery?.destination;
+    if (dst && 'error' in dst) expect(dst.error.message).toMatch(/still running .*not quitting it/);
+    const where = await expectRunsExactlyOnce(p);
+    if (where === 'dst') expect(await runState(p.src, p.srcObs)).toBe('postmigrate');
   });
 
   it('migration port held by a non-QEMU server sending garbage (non-live): failed with QEMU’s reason, source resumed', async () => {

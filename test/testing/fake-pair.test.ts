@@ -127,6 +127,126 @@ describe.each(cases)(
       expect(pair.destination.qemu.hasExited).toBe(true);
     });
 
+    it.each([true, false])(
+      'finalize(false) waits for a destination still loading after the source completed (live=%s)',
+      async (live) => {
+        // The source reports `completed` while the destination still loads the state
+        // (`inmigrate`, incoming `active`): seen on real QEMU under load. Quitting it then
+        // would leave the VM nowhere (the source is postmigrate and is not resumed).
+        const { pair, src, dst } = setUp({ destinationLoadMs: 5000 });
+        await dst.acceptInstance(instance);
+        await src.migrateInstance(instance, '10.0.0.2', live);
+        expect((await src.waitForMigration(instance, fast)).status).toBe('completed');
+        expect(pair.destination.qemu.runState).toBe('inmigrate');
+        expect(pair.destination.qemu.incoming?.status).toBe('active');
+        // The caller wrongly reports a failure.
+        const d = await dst.finalizeMigrationDst(instance, false, { timeoutMs: 20_000 });
+        expect(d.action).toBe(live ? 'kept-running' : 'resumed-after-completion');
+        expect(pair.destination.qemu.hasExited).toBe(false);
+        expect(pair.destination.qemu.runState).toBe('running');
+        expect(pair.destination.received).not.toContain('quit');
+        expect(pair.source.qemu.runState).toBe('postmigrate');
+      },
+    );
+
+    it('finalize(false) leaves a destination still loading at its deadline alone, saying so', async () => {
+      const { pair, src, dst } = setUp({ advancePerQueryMs: 0, destinationLoadMs: 1000 });
+      await dst.acceptInstance(instance);
+      await src.migrateInstance(instance, '10.0.0.2');
+      pair.completeNow();
+      // Only the test moves time: the destination stays loading for the whole step.
+      const err = (await dst
+        .finalizeMigrationDst(instance, false, { timeoutMs: 1500 })
+        .catch((e: unknown) => e)) as MigrationError;
+      expect(err, err.message).toBeInstanceOf(MigrationError);
+      expect(err.status, err.message).toBe('active');
+      expect(err.message).toMatch(/still running \(status 'active'\).*not quitting it/);
+      expect(pair.destination.qemu.hasExited).toBe(false);
+      expect(pair.destination.qemu.runState).toBe('inmigrate');
+      pair.clock.advance(1000);
+      expect(await dst.finalizeMigrationDst(instance, false)).toMatchObject({ action: 'kept-running' });
+    });
+
+    it("runMigration: the destination's words reach the caller when its stderr arrives after it exited", async () => {
+      const { pair, src, dst } = setUp({ advancePerQueryMs: 0 });
+      // What a process's stderr pipe does under load: the text is there only on a later read.
+      let reads = 0;
+      const diagnostics = () =>
+        pair.destination.qemu.hasExited && ++reads > 1
+          ? "qemu: Size mismatch: pc.ram: 0x4000000 != 0x8000000: Invalid argument\nqemu: error while loading state for instance 0x0 of device 'ram'\n"
+          : undefined;
+      let failed = false;
+      const err = (await runMigration({
+        source: { hypervisor: src, instance },
+        destination: { hypervisor: dst, instance, diagnostics },
+        target: '10.0.0.2',
+        timeoutMs: 10_000,
+        stepTimeoutMs: 10_000,
+        ...fast,
+        onProgress: () => {
+          if (failed) return;
+          failed = true;
+          pair.fail('Unable to write to socket: Broken pipe');
+        },
+      }).catch((e: unknown) => e)) as MigrationError;
+      expect(err).toBeInstanceOf(MigrationError);
+      expect(err.reason).toBe('Unable to write to socket: Broken pipe');
+      expect(err.destinationReason).toMatch(/Size mismatch: pc\.ram.*error while loading state/);
+      expect(err.recovery?.destination).toMatchObject({ action: 'already-gone' });
+    });
+
+    it('runMigration: a destination still loading when first asked is waited for until it exits with its words', async () => {
+      const { pair, src } = setUp({ advancePerQueryMs: 0 });
+      // The destination fails slowly: still `active` (no error-desc) when first asked
+      // after the source failed, gone by the next status query, its words on stderr then.
+      let stderr = '';
+      let queries = 0;
+      const slowExit = new KVMHypervisor({
+        monitor: async () => {
+          const m = await pair.destinationMonitor();
+          const countQuery = () => {
+            if (pair.source.qemu.migration.status === 'failed' && ++queries === 2) {
+              stderr =
+                "qemu: Size mismatch: pc.ram: 0x4000000 != 0x8000000: Invalid argument\nqemu: error while loading state for instance 0x0 of device 'ram'\n";
+              pair.destination.exit();
+            }
+          };
+          const execute = m.execute.bind(m);
+          const human = m.humanCommand.bind(m);
+          m.execute = ((cmd: string, args?: Record<string, unknown>) => {
+            if (cmd === 'query-migrate') countQuery();
+            return execute(cmd, args);
+          }) as typeof m.execute;
+          m.humanCommand = (line: string) => {
+            if (line.trim() === 'info migrate') countQuery();
+            return human(line);
+          };
+          return m;
+        },
+      });
+      opened.push(slowExit);
+      let failed = false;
+      const err = (await runMigration({
+        source: { hypervisor: src, instance },
+        destination: { hypervisor: slowExit, instance, diagnostics: () => stderr },
+        target: '10.0.0.2',
+        timeoutMs: 10_000,
+        stepTimeoutMs: 10_000,
+        ...fast,
+        onProgress: () => {
+          if (failed) return;
+          failed = true;
+          pair.fail('Unable to write to socket: Broken pipe', { destination: 'waits' });
+          // Connected: it had started loading, and has not noticed yet.
+          pair.destination.qemu.incoming!.status = 'active';
+        },
+      }).catch((e: unknown) => e)) as MigrationError;
+      expect(err).toBeInstanceOf(MigrationError);
+      expect(err.destinationReason).toMatch(/Size mismatch: pc\.ram.*error while loading state/);
+      expect(err.recovery?.destination).toMatchObject({ action: 'already-gone' });
+      expect(pair.source.qemu.runState).toBe('running');
+    });
+
     it('cancelMigration ends the wait as cancelled; the source runs on', async () => {
       const { pair, src, dst } = setUp({ advancePerQueryMs: 0 });
       await dst.acceptInstance(instance);

@@ -51,6 +51,12 @@ export interface FakeMigrationPairOptions {
   sourceRunState?: FakeRunState;
   /** The destination was started with `-S`: it stays paused after the migration arrives. */
   destinationStartsPaused?: boolean;
+  /**
+   * Fake time the destination takes to load the VM's state after the source reports
+   * `completed` (default 0): meanwhile it stays `inmigrate` with its incoming status
+   * `active`, as a real QEMU does for a moment (longer under load).
+   */
+  destinationLoadMs?: number;
 }
 
 /** What the destination QEMU does when the migration fails after the source connected. */
@@ -59,7 +65,10 @@ export type FakeDestinationOnFailure =
   | 'exits'
   /** Stays up reporting `failed` as its incoming status. */
   | 'reports'
-  /** Stays up waiting (`inmigrate`), as when the source never reached it. */
+  /**
+   * Stays up waiting (`inmigrate`) with nothing loaded, as when the source never reached
+   * it: its incoming status reads `setup` again.
+   */
   | 'waits';
 
 /** A linked source/destination pair; see {@link createFakeMigrationPair}. */
@@ -74,6 +83,7 @@ export class FakeMigrationPair {
   readonly migrationPort: number;
   private readonly advancePerQueryMs: number;
   private readonly destinationStartsPaused: boolean;
+  private readonly destinationLoadMs: number;
   private connected = false;
   private onFailure: FakeDestinationOnFailure = 'exits';
 
@@ -81,6 +91,7 @@ export class FakeMigrationPair {
     this.migrationPort = options.migrationPort ?? 8102;
     this.advancePerQueryMs = options.advancePerQueryMs ?? 1000;
     this.destinationStartsPaused = options.destinationStartsPaused ?? false;
+    this.destinationLoadMs = options.destinationLoadMs ?? 0;
     const end = (o: FakeEndOptions | undefined, name: string) => ({
       version: o?.version ?? options.version ?? '7.2.22',
       protocol: o?.protocol ?? options.protocol ?? 'qmp',
@@ -173,11 +184,18 @@ export class FakeMigrationPair {
         return;
       case 'completed': {
         if (!this.connected || dst.hasExited) return;
-        if (dst.incoming) dst.incoming.status = 'completed';
-        if (dst.runState !== 'inmigrate') return;
-        const live = src.runStateAtMigrate === 'running' && !this.destinationStartsPaused;
-        dst.runState = live ? 'running' : 'paused';
-        if (live) dst.emit('RESUME');
+        if (this.destinationLoadMs <= 0) {
+          this.arrive();
+          return;
+        }
+        // Still loading the device state: arrives once enough fake time has passed.
+        let left = this.destinationLoadMs;
+        const stop = this.clock.onAdvance((ms) => {
+          left -= ms;
+          if (left > 0) return;
+          stop();
+          if (!dst.hasExited) this.arrive();
+        });
         return;
       }
       case 'failed':
@@ -187,10 +205,21 @@ export class FakeMigrationPair {
         const what = status === 'cancelled' ? 'exits' : this.onFailure;
         if (what === 'exits') dst.exit();
         else if (what === 'reports' && dst.incoming) dst.incoming.status = 'failed';
+        else if (what === 'waits' && dst.incoming) dst.incoming.status = 'setup';
         return;
       }
       default:
     }
+  }
+
+  /** The VM has been loaded on the destination: it runs (live) or stays paused. */
+  private arrive(): void {
+    const dst = this.destination.qemu;
+    if (dst.incoming) dst.incoming.status = 'completed';
+    if (dst.runState !== 'inmigrate') return;
+    const live = this.source.qemu.runStateAtMigrate === 'running' && !this.destinationStartsPaused;
+    dst.runState = live ? 'running' : 'paused';
+    if (live) dst.emit('RESUME');
   }
 
   /** QEMU's `error-desc` when `uri` does not reach the listening destination. */
