@@ -431,6 +431,14 @@ describeEachRelease('crash recovery', releaseCases([ACCEL]), (rel: ReleaseCase) 
       }
       const srcPaths = instancePaths(runLayout(srcDir), name);
       const runningFiles = files(srcDir);
+      // The guest dirties memory before the migration starts (under KVM SeaBIOS takes seconds).
+      await withQmp(srcPaths.qmp, async (m) => {
+        const until = Date.now() + 60_000;
+        for (let g = await guestStatus(m); !(g.running && g.pagesWritten > 0); g = await guestStatus(m)) {
+          if (Date.now() > until) throw new Error(`the guest did not start: ${JSON.stringify(g)}`);
+          await sleep(100);
+        }
+      });
       const before = await withQmp(srcPaths.qmp, settingsOf);
       // QEMU's defaults differ from the hvparams: the migration changes them for real.
       expect(before.parameters['max-bandwidth']).not.toBe(bandwidth * MiB);
