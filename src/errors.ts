@@ -104,6 +104,22 @@ export class MonitorProtocolError extends MonitorError {
   }
 }
 
+/**
+ * A command was to be sent out of band (`exec-oob`) on a monitor that cannot: QMP's `oob`
+ * capability was not negotiated (QEMU before 3.1, a greeting that does not offer it,
+ * `outOfBand: false`), or the monitor is HMP or has no out-of-band method. Raised before
+ * anything is sent.
+ */
+export class OutOfBandUnavailableError extends MonitorError {
+  override name = 'OutOfBandUnavailableError';
+  /** The QMP command that was not sent. */
+  readonly command: string;
+  constructor(command: string, message: string) {
+    super(message);
+    this.command = command;
+  }
+}
+
 /** QEMU answered a QMP command with an `error` object. */
 export class QmpError extends HypervisorError {
   override name = 'QmpError';

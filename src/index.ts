@@ -26,6 +26,7 @@ export {
   MonitorProtocolError,
   type MonitorProtocolErrorReason,
   MonitorTimeoutError,
+  OutOfBandUnavailableError,
   QmpArgumentsError,
   QmpError,
   TlsConfigError,
@@ -193,7 +194,13 @@ export {
   parseHmpBanner,
   stripAnsi,
 } from './monitor/hmp-parser.js';
-export { type ExecuteOptions, type QmpCommand, QmpMonitor, type QmpMonitorOptions } from './monitor/qmp.js';
+export {
+  type ExecuteOptions,
+  QMP_IN_BAND_QUEUE_LIMIT,
+  type QmpCommand,
+  QmpMonitor,
+  type QmpMonitorOptions,
+} from './monitor/qmp.js';
 export {
   DEFAULT_MAX_LINE_BYTES,
   MIN_MAX_LINE_BYTES,
@@ -214,6 +221,7 @@ export type {
   MonitorAddress,
   MonitorEvent,
   MonitorProtocol,
+  OutOfBandOptions,
   WaitForEventOptions,
 } from './monitor/types.js';
 // QEMU: versions, migration capabilities by version, accelerators.

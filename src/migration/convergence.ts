@@ -5,6 +5,11 @@
  * The numbers follow Proxmox (double the downtime when `remaining` stops shrinking,
  * capped), Ganeti (switch to post-copy after two passes when `postcopy-ram` is on) and
  * Nova (a completion timeout scaled by guest memory, then abort).
+ *
+ * Both rules act only while QEMU is sending: a stall with no bytes moved is a network
+ * problem, not a convergence problem. A larger downtime cannot help a dead link, and
+ * post-copy requested on one starts the moment the link returns, with most of the memory
+ * still on the source: a second failure then loses the VM.
  */
 import type { ConvergenceAction, MigrationProgress } from './types.js';
 
@@ -63,6 +68,10 @@ export class ConvergencePolicy {
   private postcopyRequested = false;
   private bestRemaining = Number.POSITIVE_INFINITY;
   private lastProgressAt: number | undefined;
+  /** `transferredBytes` when the current stall window began. */
+  private windowTransferred: number | undefined;
+  /** `transferredBytes` of the previous snapshot. */
+  private lastTransferred: number | undefined;
 
   /**
    * @param initialDowntimeMs the downtime the migration started with (`migration_downtime`)
@@ -79,22 +88,33 @@ export class ConvergencePolicy {
     return this.downtimeMs;
   }
 
-  /** Feeds one snapshot taken at `nowMs`; returns the action to take, if any. */
+  /**
+   * Feeds one snapshot taken at `nowMs`; returns the action to take, if any. Bytes moved
+   * are read from `transferredBytes`: a snapshot without it counts as nothing moved, so
+   * the policy then never acts.
+   */
   observe(progress: MigrationProgress, nowMs: number): ConvergenceAction | undefined {
     if (progress.status !== 'active') return undefined;
-    this.lastProgressAt ??= nowMs;
+    const transferred = progress.transferredBytes;
+    const movedSinceLast =
+      transferred !== undefined && this.lastTransferred !== undefined && transferred > this.lastTransferred;
+    if (transferred !== undefined) this.lastTransferred = transferred;
+    if (this.lastProgressAt === undefined) this.startWindow(nowMs, transferred);
     const remaining = progress.remainingBytes;
     if (remaining !== undefined && remaining > 0 && remaining < this.bestRemaining) {
       this.bestRemaining = remaining;
-      this.lastProgressAt = nowMs;
+      this.startWindow(nowMs, transferred);
     }
     // QEMU 11 with postcopy-ram syncs the dirty bitmap at every iteration, so its count
     // reaches 2 within the first pass: the pages sent say whether that pass is over.
+    // Post-copy only while bytes flow: requested on a dead link it would start, with
+    // nothing more sent, the moment the link returns.
     if (
       this.postcopyAllowed &&
       !this.postcopyRequested &&
       (progress.pass ?? 0) >= this.o.postcopyAfterPasses &&
-      progress.firstPassDone !== false
+      progress.firstPassDone !== false &&
+      movedSinceLast
     ) {
       this.postcopyRequested = true;
       const reason = progress.firstPassDone
@@ -102,10 +122,17 @@ export class ConvergencePolicy {
         : `precopy pass ${progress.pass} reached`;
       return { kind: 'postcopy', reason };
     }
-    if (nowMs - this.lastProgressAt < this.o.stallMs) return undefined;
+    if (nowMs - (this.lastProgressAt ?? nowMs) < this.o.stallMs) return undefined;
+    const movedInWindow =
+      transferred !== undefined &&
+      this.windowTransferred !== undefined &&
+      transferred > this.windowTransferred;
     // Stalled: start a new observation window whatever we do next.
-    this.lastProgressAt = nowMs;
+    this.startWindow(nowMs, transferred);
     this.bestRemaining = remaining && remaining > 0 ? remaining : Number.POSITIVE_INFINITY;
+    // Nothing sent during the whole window: the link is down or QEMU is stuck, which
+    // neither a larger downtime nor post-copy can fix.
+    if (!movedInWindow) return undefined;
     const stalledFor = `remaining memory has not shrunk for ${this.o.stallMs} ms`;
     if (this.downtimeMs < this.o.maxDowntimeMs) {
       const next = Math.min(
@@ -115,10 +142,21 @@ export class ConvergencePolicy {
       this.downtimeMs = next;
       return { kind: 'downtime', downtimeMs: next, reason: stalledFor };
     }
-    if (this.postcopyAllowed && !this.postcopyRequested) {
+    // The same guards as the pass rule: the first pass over, and bytes still flowing.
+    if (
+      this.postcopyAllowed &&
+      !this.postcopyRequested &&
+      progress.firstPassDone !== false &&
+      movedSinceLast
+    ) {
       this.postcopyRequested = true;
       return { kind: 'postcopy', reason: `${stalledFor} at the maximum downtime` };
     }
     return undefined;
+  }
+
+  private startWindow(nowMs: number, transferred: number | undefined): void {
+    this.lastProgressAt = nowMs;
+    this.windowTransferred = transferred;
   }
 }

@@ -218,3 +218,32 @@ export function migrateCommand(protocol: MonitorProtocol, uri: string): MonitorC
 export function simpleCommand(protocol: MonitorProtocol, qmpName: string, hmpLine = qmpName): MonitorCommand {
   return protocol === 'qmp' ? { kind: 'qmp', execute: qmpName } : { kind: 'hmp', line: hmpLine };
 }
+
+/**
+ * `migrate-pause` (QMP, allowed out of band) / `migrate_pause` (HMP), QEMU 3.0+: breaks the
+ * migration stream of a post-copy migration on this end, which goes to `postcopy-paused`.
+ */
+export function migratePauseCommand(protocol: MonitorProtocol): MonitorCommand {
+  return simpleCommand(protocol, 'migrate-pause', 'migrate_pause');
+}
+
+/**
+ * `migrate-recover {uri}` (QMP, allowed out of band) / `migrate_recover URI` (HMP), QEMU
+ * 3.0+: a destination in `postcopy-paused` listens on `uri` for the source's resume.
+ */
+export function migrateRecoverCommand(protocol: MonitorProtocol, uri: string): MonitorCommand {
+  return protocol === 'qmp'
+    ? { kind: 'qmp', execute: 'migrate-recover', arguments: { uri } }
+    : { kind: 'hmp', line: `migrate_recover ${uri}` };
+}
+
+/**
+ * `migrate {uri, resume: true}` (QMP) / `migrate -d -r URI` (HMP), QEMU 3.0+: a source in
+ * `postcopy-paused` reconnects to a destination that accepted the recovery. Asynchronous in
+ * both, like {@link migrateCommand}.
+ */
+export function migrateResumeCommand(protocol: MonitorProtocol, uri: string): MonitorCommand {
+  return protocol === 'qmp'
+    ? { kind: 'qmp', execute: 'migrate', arguments: { uri, resume: true } }
+    : { kind: 'hmp', line: `migrate -d -r ${uri}` };
+}

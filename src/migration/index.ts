@@ -19,9 +19,23 @@ export {
   type MigrationDialect,
   type MonitorCommand,
   migrateCommand,
+  migratePauseCommand,
+  migrateRecoverCommand,
+  migrateResumeCommand,
   parameterCommands,
   resolveCapabilities,
 } from './dialect.js';
+export {
+  acceptPostcopyRecovery,
+  POSTCOPY_CONFIRM_MS,
+  POSTCOPY_RESUME_CONFIRM_MS,
+  type PostcopyPauseResult,
+  type PostcopyRecoveryResult,
+  type PostcopyResumeResult,
+  pausePostcopy,
+  postcopyPauseStatuses,
+  resumePostcopy,
+} from './postcopy.js';
 export { type MigrationEnd, type RunMigrationOptions, type RunMigrationResult, runMigration } from './run.js';
 export { isPostcopy, type SourceObservation, type SourceVerdict, sourceVerdict } from './safety.js';
 export {

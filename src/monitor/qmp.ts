@@ -1,6 +1,7 @@
 /**
  * `QmpMonitor`: a persistent QMP client. One connection, many commands in flight, each
- * with its own timeout; replies matched in order (as QMP answers), events routed to listeners.
+ * with its own timeout; in-band replies matched in order (as QMP answers them),
+ * out-of-band replies matched by id, events routed to listeners.
  */
 
 import {
@@ -8,6 +9,7 @@ import {
   MonitorError,
   MonitorProtocolError,
   MonitorTimeoutError,
+  OutOfBandUnavailableError,
   QmpArgumentsError,
   QmpError,
 } from '../errors.js';
@@ -18,7 +20,7 @@ import { humanCommandOverQmp } from './human-command.js';
 import { type QmpGreeting, type QmpMessage, QmpParser } from './qmp-parser.js';
 import { readHandshake, StreamMonitor, WRITTEN } from './stream-monitor.js';
 import { connectTransport, describeAddress, type MonitorStream } from './transport.js';
-import type { EventWaiter, Monitor, MonitorAddress, WaitForEventOptions } from './types.js';
+import type { EventWaiter, Monitor, MonitorAddress, OutOfBandOptions, WaitForEventOptions } from './types.js';
 
 /** Options for {@link QmpMonitor.connect} and {@link QmpMonitor.fromStream}. */
 export interface QmpMonitorOptions {
@@ -59,6 +61,16 @@ export interface QmpCommand {
   arguments?: Record<string, unknown>;
 }
 
+/** Prefix of the ids this client gives its out-of-band commands (in-band ones carry none). */
+export const OUT_OF_BAND_ID_PREFIX = 'kvmhv-oob-';
+
+/**
+ * QEMU's limit of in-band commands queued per monitor (`QMP_REQ_QUEUE_LEN_MAX`): with `oob`
+ * on it stops reading the socket while that many wait, and then reads no out-of-band
+ * command either.
+ */
+export const QMP_IN_BAND_QUEUE_LIMIT = 8;
+
 interface Pending {
   command: QmpCommand;
   /** Sequence number for logs (never sent). */
@@ -92,8 +104,11 @@ function offersOutOfBand(greeting: QmpGreeting): boolean {
  *   in-band commands (Ganeti's client matches the same way); many commands can be in
  *   flight at once. A peer must answer in order, as QEMU does.
  * * With `oob` negotiated (QEMU 3.1+, the default where offered) QEMU parses the next
- *   in-band command while the current one runs. This client sends no out-of-band
- *   command, so replies, and QEMU's errors for input it could not parse, stay in order.
+ *   in-band command while the current one runs. In-band commands carry no id, so their
+ *   replies, and QEMU's errors for input it could not parse, are matched in order.
+ * * {@link executeOutOfBand} sends `exec-oob` with an id (`kvmhv-oob-N`): its reply may
+ *   overtake in-band ones and is matched by that id; a reply with an id this client
+ *   never sent is dropped (logged).
  * * Error replies reject with `QmpError`; a command without reply in time rejects with
  *   `MonitorTimeoutError` and keeps its place: its late reply is dropped (logged at debug
  *   level). After 1024 such commands the connection is closed (`unanswered`).
@@ -109,6 +124,8 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
   readonly greeting: QmpGreeting;
   /** Commands sent and not yet answered, oldest first; timed-out ones stay, abandoned. */
   private readonly queue: Pending[] = [];
+  /** Out-of-band commands not yet answered, by id; timed-out ones stay, abandoned. */
+  private readonly outOfBandPending = new Map<string, Pending>();
   private seq = 0;
   private oob = false;
   private readonly terminator: string;
@@ -143,7 +160,18 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
 
   /** Number of commands waiting for their reply. */
   get pendingCount(): number {
-    return this.queue.filter((e) => !e.abandoned).length;
+    let n = this.queue.filter((e) => !e.abandoned).length;
+    for (const e of this.outOfBandPending.values()) if (!e.abandoned) n++;
+    return n;
+  }
+
+  /**
+   * In-band commands QEMU still owes a reply, timed-out ones included: QEMU queues them,
+   * and at {@link QMP_IN_BAND_QUEUE_LIMIT} it stops reading this connection, out-of-band
+   * commands included.
+   */
+  get unansweredInBand(): number {
+    return this.queue.length;
   }
 
   /**
@@ -203,12 +231,77 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
     args?: Record<string, unknown>,
     options: ExecuteOptions = {},
   ): Promise<T> {
+    return this.send<T>(command, args, options.timeoutMs, false);
+  }
+
+  /**
+   * Runs a QMP command out of band: `{"exec-oob": command, "id": …}`. QEMU runs it in its
+   * monitor I/O thread, ahead of the in-band commands it has queued and while its main
+   * loop is busy (a post-copy destination stuck on a dead stream, a long in-band
+   * command); only commands QEMU marks `allow-oob` qualify (`migrate-pause`,
+   * `migrate-recover`, `x-oob-test`), others are refused with `QmpError` ("does not
+   * support OOB"). The reply is matched by its id, so it may overtake in-band replies.
+   *
+   * Rejects with `OutOfBandUnavailableError`, nothing sent, where `oob` was not
+   * negotiated ({@link outOfBand}), unless `fallbackInBand` asks to run it in band then;
+   * otherwise like {@link execute}: `QmpError`, `MonitorTimeoutError` after the timeout
+   * (its late reply is dropped), `MonitorClosedError`, `QmpArgumentsError`.
+   *
+   * QEMU stops reading a connection with {@link QMP_IN_BAND_QUEUE_LIMIT} in-band commands
+   * queued, so an out-of-band command gets through only while fewer are unanswered
+   * ({@link unansweredInBand}); a timeout then says so.
+   */
+  executeOutOfBand<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    options: OutOfBandOptions = {},
+  ): Promise<T> {
+    if (!this.oob) {
+      if (options.fallbackInBand) {
+        this.logger?.debug(
+          { monitor: this.description, command },
+          'oob not negotiated: out-of-band command sent in band',
+        );
+        return this.send<T>(command, args, options.timeoutMs, false);
+      }
+      return Promise.reject(
+        new OutOfBandUnavailableError(
+          command,
+          `QMP command '${command}' not sent to ${this.description}: out-of-band execution needs the 'oob' capability, which was not negotiated (${this.oobAbsence()})`,
+        ),
+      );
+    }
+    return this.send<T>(command, args, options.timeoutMs, true);
+  }
+
+  /** Why `oob` is off on this connection, for messages. */
+  private oobAbsence(): string {
+    if (!this.greeting.capabilities.includes('oob')) return 'the greeting does not offer it';
+    if (!versionAtLeast(this.greeting.version, 3, 1)) return 'QEMU before 3.1';
+    return 'turned off with outOfBand: false';
+  }
+
+  /** Sends one command, in band (no id) or out of band (`exec-oob` with an id). */
+  private send<T>(
+    command: string,
+    args: Record<string, unknown> | undefined,
+    timeoutOption: number | undefined,
+    outOfBand: boolean,
+  ): Promise<T> {
+    const seq = ++this.seq;
+    const id = outOfBand ? `${OUT_OF_BAND_ID_PREFIX}${seq}` : undefined;
     const cmd: QmpCommand = args === undefined ? { execute: command } : { execute: command, arguments: args };
     // Encode before anything is registered: arguments JSON cannot carry must not leave a
     // command pending that was never sent.
     let encoded: string;
     try {
-      encoded = JSON.stringify(cmd);
+      encoded = JSON.stringify(
+        id === undefined
+          ? cmd
+          : args === undefined
+            ? { 'exec-oob': command, id }
+            : { 'exec-oob': command, arguments: args, id },
+      );
     } catch (err) {
       return Promise.reject(
         new QmpArgumentsError(
@@ -219,8 +312,7 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
       );
     }
     if (this.closed) return Promise.reject(this.closedError(command));
-    const seq = ++this.seq;
-    const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+    const timeoutMs = timeoutOption ?? this.timeoutMs;
     return new Promise<T>((resolve, reject) => {
       const entry: Pending = {
         command: cmd,
@@ -230,30 +322,51 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
         timer: undefined,
         abandoned: false,
       };
+      const waiting = () =>
+        id === undefined ? this.queue.includes(entry) : this.outOfBandPending.get(id) === entry;
+      // QEMU reads nothing more from a connection whose in-band queue is full.
+      const queuedInBand = id === undefined ? 0 : this.queue.length;
       if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
         entry.timer = setTimeout(() => {
-          if (entry.abandoned || !this.queue.includes(entry)) return;
+          if (entry.abandoned || !waiting()) return;
           entry.abandoned = true;
+          const note =
+            queuedInBand >= QMP_IN_BAND_QUEUE_LIMIT
+              ? ` (sent out of band behind ${queuedInBand} unanswered in-band commands: QEMU stops reading at ${QMP_IN_BAND_QUEUE_LIMIT})`
+              : id === undefined
+                ? ''
+                : ' (sent out of band)';
           reject(
             new MonitorTimeoutError(
-              `QMP command '${command}' on ${this.description} got no reply within ${timeoutMs} ms`,
+              `QMP command '${command}' on ${this.description} got no reply within ${timeoutMs} ms${note}`,
             ),
           );
-          const unanswered = this.queue.filter((e) => e.abandoned).length;
+          let unanswered = this.queue.filter((e) => e.abandoned).length;
+          for (const e of this.outOfBandPending.values()) if (e.abandoned) unanswered++;
           if (unanswered >= UNANSWERED_LIMIT) this.giveUp(unanswered);
         }, timeoutMs);
       }
-      this.queue.push(entry);
+      if (id === undefined) this.queue.push(entry);
+      else this.outOfBandPending.set(id, entry);
       if (this.debugEnabled)
-        this.logger?.debug({ monitor: this.description, seq, command: cmd }, `QMP send ${command}`);
+        this.logger?.debug(
+          { monitor: this.description, seq, command: cmd, ...(id === undefined ? {} : { id }) },
+          `QMP send ${command}${id === undefined ? '' : ' out of band'}`,
+        );
+      if (queuedInBand >= QMP_IN_BAND_QUEUE_LIMIT) {
+        this.logger?.warn(
+          { monitor: this.description, command, unansweredInBand: queuedInBand },
+          'out-of-band command sent while QEMU owes replies to a full in-band queue: it may not read it',
+        );
+      }
       const written = this.write(encoded + this.terminator);
       // Taken by the socket at once (the common case): nothing can fail later.
       if (written === WRITTEN) return;
       written.catch((err: unknown) => {
         // Never sent: no reply will come for it.
-        const at = this.queue.indexOf(entry);
-        if (at === -1) return;
-        this.queue.splice(at, 1);
+        if (!waiting()) return;
+        if (id === undefined) this.queue.splice(this.queue.indexOf(entry), 1);
+        else this.outOfBandPending.delete(id);
         if (entry.timer) clearTimeout(entry.timer);
         if (!entry.abandoned) reject(err instanceof Error ? err : new MonitorError(String(err)));
       });
@@ -282,6 +395,11 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
         return;
       case 'return':
       case 'error': {
+        // Only out-of-band commands carry an id: their replies may overtake in-band ones.
+        if (m.id !== undefined) {
+          this.routeOutOfBand(m);
+          return;
+        }
         // In order: the oldest command sent is the one answered (QEMU's errors for input
         // it could not parse included; they carry no id either).
         const entry = this.queue.shift();
@@ -318,6 +436,30 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
     }
   }
 
+  /** A reply with an id: the out-of-band command it answers, else dropped (logged). */
+  private routeOutOfBand(m: Extract<QmpMessage, { kind: 'return' | 'error' }>): void {
+    const id = typeof m.id === 'string' ? m.id : undefined;
+    const entry = id === undefined ? undefined : this.outOfBandPending.get(id);
+    if (!entry || id === undefined) {
+      this.logger?.warn(
+        { monitor: this.description, message: m.raw },
+        'QMP reply with an id no command was sent with dropped',
+      );
+      return;
+    }
+    this.outOfBandPending.delete(id);
+    if (entry.timer) clearTimeout(entry.timer);
+    if (entry.abandoned) {
+      this.logger?.debug(
+        { monitor: this.description, seq: entry.seq, command: entry.command.execute, id },
+        'late out-of-band QMP reply after timeout dropped',
+      );
+      return;
+    }
+    if (m.kind === 'return') entry.resolve(m.value);
+    else entry.reject(new QmpError(m.errorClass, m.desc, entry.command));
+  }
+
   /** QEMU left too many commands unanswered on this connection: close it (`unanswered`). */
   private giveUp(unanswered: number): void {
     const error = new MonitorProtocolError(
@@ -335,7 +477,8 @@ export class QmpMonitor extends StreamMonitor<QmpMessage, QmpParser> implements 
   }
 
   protected rejectWaiting(closedError: (command: string) => MonitorClosedError): void {
-    const all = this.queue.splice(0);
+    const all = [...this.queue.splice(0), ...this.outOfBandPending.values()];
+    this.outOfBandPending.clear();
     for (const entry of all) {
       if (entry.timer) clearTimeout(entry.timer);
       if (!entry.abandoned) entry.reject(closedError(entry.command.execute));

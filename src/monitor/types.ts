@@ -20,6 +20,18 @@ export interface MonitorEvent {
   timestamp: { seconds: number; microseconds: number };
 }
 
+/** Options for {@link Monitor.executeOutOfBand}. */
+export interface OutOfBandOptions {
+  /** Timeout for this command only, in milliseconds (default: the monitor's). */
+  timeoutMs?: number;
+  /**
+   * Where `oob` was not negotiated, run the command in band instead of rejecting with
+   * `OutOfBandUnavailableError` (default false). In band it waits behind every command
+   * QEMU has not answered yet, and for QEMU's main loop.
+   */
+  fallbackInBand?: boolean;
+}
+
 /** Options for {@link Monitor.waitForEvent}. */
 export interface WaitForEventOptions {
   /** Give up after this many milliseconds with a `MonitorTimeoutError`. */
@@ -55,6 +67,22 @@ export interface Monitor {
    * QEMU answers with an error. HMP monitors reject with `MonitorError` (no QMP there).
    */
   execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T>;
+  /**
+   * True when QMP's `oob` capability was negotiated, so {@link executeOutOfBand} sends
+   * `exec-oob`. Optional: absent means false.
+   */
+  readonly outOfBand?: boolean;
+  /**
+   * Runs a QMP command out of band (`exec-oob`, with an `id`): QEMU runs it in its monitor
+   * I/O thread, ahead of queued in-band commands and while its main loop is busy. Only
+   * for commands QEMU marks `allow-oob` (`migrate-pause`, `migrate-recover`, …).
+   * Optional: a monitor without it can send nothing out of band.
+   */
+  executeOutOfBand?<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    options?: OutOfBandOptions,
+  ): Promise<T>;
   /**
    * Runs one HMP command line and resolves with its text output; rejects with `HmpError`
    * when the text is an HMP error. Over QMP this goes through `human-monitor-command`.

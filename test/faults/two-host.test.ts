@@ -50,7 +50,7 @@ describe.skipIf(typeof hosts === 'string')(`two hosts joined by a veth pair${ski
     });
 
   it.each(PROTOCOLS)(
-    'link cut mid-migration over %s: bounded by the deadline, source runs, destination quit',
+    'link cut mid-migration over %s: bounded by the deadline, source runs, destination never runs',
     async (protocol) => {
       const p = await twoHostPair(protocol, 'busy', 8);
       const err = await rejectsIn(

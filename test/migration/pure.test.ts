@@ -375,7 +375,13 @@ describe('status parsing', () => {
 });
 
 describe('ConvergencePolicy', () => {
-  const active = (remaining: number, pass = 1) => ({ status: 'active', remainingBytes: remaining, pass });
+  /** A snapshot of a migration that sends: `transferred` grows with time unless given. */
+  const active = (remaining: number, pass = 1, transferred?: number) => ({
+    status: 'active',
+    remainingBytes: remaining,
+    pass,
+    transferredBytes: transferred ?? Math.round(performance.now() * 1000),
+  });
 
   it('does nothing while remaining memory keeps shrinking', () => {
     const p = new ConvergencePolicy(30, false, { stallMs: 1000 });
@@ -386,7 +392,7 @@ describe('ConvergencePolicy', () => {
     const p = new ConvergencePolicy(30, false, { stallMs: 1000, maxDowntimeMs: 100 });
     const actions = [];
     for (let t = 0; t <= 10_000; t += 250) {
-      const a = p.observe(active(5000), t);
+      const a = p.observe(active(5000, 1, t * 1000), t);
       if (a) actions.push(a);
     }
     expect(actions.map((a) => (a.kind === 'downtime' ? a.downtimeMs : a.kind))).toEqual([60, 100]);
@@ -395,18 +401,64 @@ describe('ConvergencePolicy', () => {
 
   it('switches to post-copy after two passes when postcopy-ram is on (Ganeti)', () => {
     const p = new ConvergencePolicy(30, true);
-    expect(p.observe(active(100, 1), 0)).toBeUndefined();
-    expect(p.observe(active(90, 2), 100)).toMatchObject({ kind: 'postcopy' });
-    expect(p.observe(active(80, 3), 200)).toBeUndefined();
+    expect(p.observe(active(100, 1, 1000), 0)).toBeUndefined();
+    expect(p.observe(active(90, 2, 2000), 100)).toMatchObject({ kind: 'postcopy' });
+    expect(p.observe(active(80, 3, 3000), 200)).toBeUndefined();
   });
 
   it('waits for the first pass to end when the sync count runs ahead of it (QEMU 11, postcopy-ram)', () => {
     const p = new ConvergencePolicy(30, true);
-    expect(p.observe({ ...active(100, 2), firstPassDone: false }, 0)).toBeUndefined();
-    expect(p.observe({ ...active(60, 40), firstPassDone: false }, 100)).toBeUndefined();
-    expect(p.observe({ ...active(10, 41), firstPassDone: true }, 200)).toEqual({
+    expect(p.observe({ ...active(100, 2, 1000), firstPassDone: false }, 0)).toBeUndefined();
+    expect(p.observe({ ...active(60, 40, 2000), firstPassDone: false }, 100)).toBeUndefined();
+    expect(p.observe({ ...active(10, 41, 3000), firstPassDone: true }, 200)).toEqual({
       kind: 'postcopy',
       reason: 'the first precopy pass is over (dirty sync count 41)',
+    });
+  });
+
+  it('a stall with no bytes moved (a dead link) neither raises the downtime nor requests post-copy', () => {
+    // The issue-19 pre-copy link cut: the stall rule raised the downtime to its maximum,
+    // then sent migrate-start-postcopy on the dead link.
+    const p = new ConvergencePolicy(30, true, { stallMs: 1000, maxDowntimeMs: 100, postcopyAfterPasses: 99 });
+    for (let t = 0; t <= 20_000; t += 250) expect(p.observe(active(5000, 1, 42_000), t)).toBeUndefined();
+    expect(p.currentDowntimeMs).toBe(30);
+  });
+
+  it('acts again once bytes move after the link came back, and only then', () => {
+    const p = new ConvergencePolicy(30, true, { stallMs: 1000, maxDowntimeMs: 60, postcopyAfterPasses: 99 });
+    const actions: string[] = [];
+    let sent = 0;
+    for (let t = 0; t <= 12_000; t += 250) {
+      // Link down from 2 s to 8 s: nothing sent.
+      if (t < 2000 || t >= 8000) sent += 100_000;
+      const a = p.observe({ ...active(5000, 3, sent), firstPassDone: true }, t);
+      if (a) actions.push(`${t}:${a.kind}`);
+    }
+    // At 2 s the window saw bytes but the downtime is at its maximum and the last snapshot moved
+    // nothing; from 3 s to 7 s nothing moved; at 8 s bytes flow again.
+    expect(actions).toEqual(['1000:downtime', '8000:postcopy']);
+  });
+
+  it('the stall rule never requests post-copy before the first pass is over', () => {
+    const p = new ConvergencePolicy(30, true, { stallMs: 1000, maxDowntimeMs: 30, postcopyAfterPasses: 99 });
+    for (let t = 0; t <= 10_000; t += 250) {
+      expect(p.observe({ ...active(5000, 1, t * 1000), firstPassDone: false }, t)).toBeUndefined();
+    }
+    expect(p.observe({ ...active(5000, 1, 11_000_000), firstPassDone: true }, 11_000)).toMatchObject({
+      kind: 'postcopy',
+    });
+  });
+
+  it('the pass rule waits until bytes move between snapshots', () => {
+    const p = new ConvergencePolicy(30, true);
+    expect(p.observe({ ...active(100, 2, 5000), firstPassDone: true }, 0)).toBeUndefined();
+    expect(p.observe({ ...active(100, 3, 5000), firstPassDone: true }, 500)).toBeUndefined();
+    expect(
+      p.observe({ ...active(100, 4), firstPassDone: true, transferredBytes: undefined }, 600),
+    ).toBeUndefined();
+    expect(p.observe({ ...active(90, 4, 5000), firstPassDone: true }, 700)).toBeUndefined();
+    expect(p.observe({ ...active(90, 4, 6000), firstPassDone: true }, 800)).toMatchObject({
+      kind: 'postcopy',
     });
   });
 

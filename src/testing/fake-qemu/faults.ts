@@ -1,7 +1,8 @@
 /**
  * Monitor faults a test can switch on for a fake QEMU's servers: a frozen QEMU (commands
- * are read but answered only once it thaws, like a SIGSTOPped process), and commands
- * refused with a chosen error.
+ * are read but answered only once it thaws, like a SIGSTOPped process), a stuck main loop
+ * (in-band commands wait, out-of-band ones are answered, as in QEMU's monitor I/O
+ * thread), and commands refused with a chosen error.
  */
 
 /** A QMP-style error: class and description (over HMP, `desc` is printed as `Error: desc`). */
@@ -21,6 +22,8 @@ interface Refusal {
 export class FakeMonitorFaults {
   private frozen = false;
   private readonly held: Array<() => void> = [];
+  private mainLoopStuck = false;
+  private readonly heldInBand: Array<() => void> = [];
   private readonly refusals: Refusal[] = [];
 
   /** True while frozen. */
@@ -45,9 +48,36 @@ export class FakeMonitorFaults {
     else answer();
   }
 
-  /** Drops the commands held while frozen (their connection is gone). */
+  /** True while the main loop is stuck (see {@link stickMainLoop}). */
+  get isMainLoopStuck(): boolean {
+    return this.mainLoopStuck;
+  }
+
+  /**
+   * QEMU's main loop stops (a vCPU or a migration step holding it, a post-copy destination
+   * faulting on pages that never come): in-band QMP commands and HMP lines wait, in order;
+   * out-of-band QMP commands are still answered.
+   */
+  stickMainLoop(): void {
+    this.mainLoopStuck = true;
+  }
+
+  /** The main loop runs again: the waiting in-band commands are answered in order. */
+  unstickMainLoop(): void {
+    this.mainLoopStuck = false;
+    for (const run of this.heldInBand.splice(0)) this.gate(run);
+  }
+
+  /** Runs an in-band `answer` now, or once the main loop runs again (and QEMU is not frozen). */
+  gateInBand(answer: () => void): void {
+    if (this.mainLoopStuck) this.heldInBand.push(answer);
+    else this.gate(answer);
+  }
+
+  /** Drops the commands held while frozen or stuck (their connection is gone). */
   dropHeld(): void {
     this.held.length = 0;
+    this.heldInBand.length = 0;
   }
 
   /**

@@ -87,7 +87,20 @@ export function runHmpCommand(qemu: FakeQemu, line: string): string {
     case 'migrate': {
       const uri = rest.find((w) => !w.startsWith('-'));
       if (uri === undefined) return expected('string');
-      const err = qemu.startMigration(uri);
+      const resume = rest.some((w) => /^-[a-z]*r/.test(w));
+      if (resume && !qemu.has(3, 0)) return `${cmd}: unsupported option -r\n`;
+      const err = resume ? qemu.resumePostcopy(uri) : qemu.startMigration(uri);
+      return err ? `Error: ${err}\n` : '';
+    }
+    case 'migrate_pause': {
+      if (!qemu.has(3, 0)) return unknown;
+      const err = qemu.pausePostcopy();
+      return err ? `Error: ${err}\n` : '';
+    }
+    case 'migrate_recover': {
+      if (!qemu.has(3, 0)) return unknown;
+      if (rest[0] === undefined) return expected('string');
+      const err = qemu.recoverPostcopy(rest[0]);
       return err ? `Error: ${err}\n` : '';
     }
     case 'migrate_incoming': {

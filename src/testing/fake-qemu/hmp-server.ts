@@ -59,7 +59,8 @@ export function serveHmp(
       const line = buffered.slice(0, nl).replace(/\r$/, '');
       buffered = buffered.slice(nl + 1);
       const run = () => answer(line);
-      if (hooks.faults) hooks.faults.gate(run);
+      // HMP runs in QEMU's main loop.
+      if (hooks.faults) hooks.faults.gateInBand(run);
       else run();
     }
   });

@@ -75,10 +75,16 @@ export class FakeQemu {
   dirtyRateBytesPerSec: number;
   /** Run state when `migrate` was sent: the destination inherits it. */
   runStateAtMigrate: FakeRunState | undefined;
+  /**
+   * Decides whether a post-copy resume to `uri` reaches a destination that listens there
+   * (set by `FakeMigrationPair`). Without it nobody listens: the source stays paused.
+   */
+  resumeReaches: ((uri: string) => boolean) | undefined;
   /** Capabilities and parameters. */
   private readonly settings: FakeMigrationSettings;
   private readonly eventListeners = new Set<(ev: MonitorEvent) => void>();
   private readonly statusListeners = new Set<(status: string) => void>();
+  private readonly incomingListeners = new Set<(status: FakeIncoming['status']) => void>();
   private readonly quitListeners = new Set<() => void>();
   private readonly defer: (fn: () => void) => void;
   private exited = false;
@@ -154,6 +160,12 @@ export class FakeQemu {
   onMigrationStatus(listener: (status: string) => void): () => void {
     this.statusListeners.add(listener);
     return () => this.statusListeners.delete(listener);
+  }
+
+  /** Subscribes to the incoming side's status changes made by post-copy pause and recovery. */
+  onIncomingStatus(listener: (status: FakeIncoming['status']) => void): () => void {
+    this.incomingListeners.add(listener);
+    return () => this.incomingListeners.delete(listener);
   }
 
   /** Called once when QEMU exits (`quit`, {@link exit}). */
@@ -266,6 +278,114 @@ export class FakeQemu {
     this.migrationToken++;
     this.setStatus('postcopy-active');
     return undefined;
+  }
+
+  /**
+   * `migrate-pause`: breaks the stream of a post-copy migration on this end (outgoing,
+   * else incoming), which goes to `postcopy-paused`. Accepted in `postcopy-active`, from
+   * 8.2 also in `postcopy-recover` (measured: 5.2/7.2 refuse it there, 10.0/11.1 take it);
+   * from 10.0 the source keeps "Postcopy migration is paused by the user" as `error-desc`.
+   * Returns QEMU's error text, or undefined.
+   */
+  pausePostcopy(): string | undefined {
+    if (!this.has(3, 0)) return 'The command migrate-pause has not been found';
+    const allowed = this.has(8, 2) ? ['postcopy-active', 'postcopy-recover'] : ['postcopy-active'];
+    const refused = `migrate-pause is currently only supported during ${this.has(8, 2) ? 'postcopy-active or postcopy-recover' : 'postcopy-active'} state`;
+    const m = this.migration;
+    if (m.status !== undefined && allowed.includes(m.status)) {
+      if (this.has(10, 0)) m.errorDesc = 'Postcopy migration is paused by the user';
+      this.migrationToken++;
+      this.setStatus('postcopy-paused');
+      return undefined;
+    }
+    const inc = this.incoming;
+    if (inc && allowed.includes(inc.status)) {
+      inc.recoverUri = undefined;
+      this.setIncomingStatus('postcopy-paused');
+      return undefined;
+    }
+    return refused;
+  }
+
+  /**
+   * `migrate-recover <uri>` on a destination whose post-copy is paused: it listens on
+   * `uri` for the source's resume and stays `postcopy-paused` until the source connects.
+   * 5.2 and 7.2 send a `MIGRATION` event `setup` for it; before 7.2 a second one is
+   * refused ("Migrate recovery is triggered already"). Returns QEMU's error text, or undefined.
+   */
+  recoverPostcopy(uri: string): string | undefined {
+    if (!this.has(3, 0)) return 'The command migrate-recover has not been found';
+    const inc = this.incoming;
+    if (inc?.status !== 'postcopy-paused') return 'Migrate recover can only be run when postcopy is paused.';
+    if (inc.recoverUri !== undefined && !this.has(7, 0)) return 'Migrate recovery is triggered already';
+    if (!/^(tcp:.+:\d+|unix:.+)$/.test(uri)) return "Parameter 'uri' expects a valid migration protocol";
+    inc.recoverUri = uri;
+    if (!this.has(10, 0) && this.settings.capabilityOn('events')) this.emit('MIGRATION', { status: 'setup' });
+    return undefined;
+  }
+
+  /**
+   * `migrate {uri, resume: true}` / `migrate -r`: a source in `postcopy-paused` reconnects
+   * to `uri`. QEMU answers at once; reached ({@link resumeReaches}), it goes through
+   * `postcopy-recover-setup` (9.1+) and `postcopy-recover` to `postcopy-active`; not
+   * reached, it stays (or falls back to) `postcopy-paused`. Returns QEMU's error text, or undefined.
+   */
+  resumePostcopy(uri: string): string | undefined {
+    const m = this.migration;
+    if (m.status !== 'postcopy-paused') return 'Cannot resume if there is no paused migration';
+    if (!/^(tcp:.+:\d+|unix:.+|exec:.+|fd:.+|rdma:.+:\d+|file:.+)$/.test(uri)) {
+      return "Parameter 'uri' expects a valid migration protocol";
+    }
+    this.migrationToken++;
+    const reached = this.resumeReaches?.(uri) === true;
+    if (this.has(9, 1)) this.setStatus('postcopy-recover-setup');
+    const token = this.migrationToken;
+    this.defer(() => {
+      if (this.migrationToken !== token || this.exited) return;
+      if (!reached) {
+        if (m.status !== 'postcopy-paused') this.setStatus('postcopy-paused');
+        return;
+      }
+      m.errorDesc = undefined;
+      this.setStatus('postcopy-recover');
+      this.defer(() => {
+        if (this.migrationToken !== token || this.exited) return;
+        this.setStatus('postcopy-active');
+      });
+    });
+    return undefined;
+  }
+
+  /**
+   * The post-copy stream broke (a reset, a peer that paused): a post-copy migration on
+   * either side of this QEMU goes to `postcopy-paused`, the outgoing one with
+   * `errorDesc` as QEMU's `error-desc`. A no-op outside post-copy.
+   */
+  breakPostcopyStream(errorDesc = 'Detected IO failure for postcopy. Migration paused.'): void {
+    const m = this.migration;
+    if (
+      m.status === 'postcopy-active' ||
+      m.status === 'postcopy-recover' ||
+      m.status === 'postcopy-recover-setup'
+    ) {
+      m.errorDesc = errorDesc;
+      this.migrationToken++;
+      this.setStatus('postcopy-paused');
+    }
+    const inc = this.incoming;
+    if (inc && (inc.status === 'postcopy-active' || inc.status === 'postcopy-recover')) {
+      inc.recoverUri = undefined;
+      this.setIncomingStatus('postcopy-paused');
+    }
+  }
+
+  /** Sets the incoming side's status and tells {@link onIncomingStatus} listeners. */
+  setIncomingStatus(status: FakeIncoming['status']): void {
+    const inc = this.incoming;
+    if (!inc || inc.status === status) return;
+    inc.status = status;
+    if (this.settings.capabilityOn('events')) this.emit('MIGRATION', { status });
+    for (const l of [...this.incomingListeners]) l(status);
   }
 
   /** Completes the running migration: `STOP` (if running), then `completed`, source `postmigrate`. */

@@ -105,6 +105,19 @@ export class FakeMigration {
 export interface FakeIncoming {
   /** The URI QEMU listens on (`tcp:0.0.0.0:8102`). */
   uri: string;
-  /** What `query-migrate` reports on this end: `setup` while listening, then `active`, `completed`, `failed`. */
-  status: 'setup' | 'active' | 'completed' | 'failed';
+  /**
+   * What `query-migrate` reports on this end: `setup` while listening, then `active`,
+   * `completed`, `failed`; in post-copy `postcopy-active`, `postcopy-paused` (stream
+   * broken) and `postcopy-recover` (the source reconnected).
+   */
+  status:
+    | 'setup'
+    | 'active'
+    | 'completed'
+    | 'failed'
+    | 'postcopy-active'
+    | 'postcopy-paused'
+    | 'postcopy-recover';
+  /** The URI of the last accepted `migrate-recover`, while post-copy is paused. */
+  recoverUri?: string;
 }

@@ -115,6 +115,8 @@ export class FakeMigrationPair {
       if (!this.source.faults.isFrozen) this.source.qemu.tick(ms);
     });
     this.source.qemu.onMigrationStatus((status) => this.linkStatus(status));
+    this.destination.qemu.onIncomingStatus((status) => this.linkIncoming(status));
+    this.source.qemu.resumeReaches = (uri) => this.resumeReaches(uri);
   }
 
   /** A `KVMHypervisor` `monitor` factory for the source node: a new real client per call. */
@@ -148,6 +150,16 @@ export class FakeMigrationPair {
     }
   }
 
+  /**
+   * The post-copy migration stream breaks (a connection reset): both ends go to
+   * `postcopy-paused` at once, as measured on QEMU 5.2 … 11.1. Recover with
+   * `migrate-recover` on the destination and a resume on the source.
+   */
+  breakPostcopyStream(): void {
+    this.source.qemu.breakPostcopyStream();
+    this.destination.qemu.breakPostcopyStream();
+  }
+
   /** Resets every monitor connection of both ends (QEMU goes on). */
   dropConnections(): void {
     this.source.dropConnections();
@@ -177,9 +189,21 @@ export class FakeMigrationPair {
         return;
       case 'postcopy-active':
         // In post-copy the destination runs the VM and pulls the rest.
-        if (this.connected && dst.runState === 'inmigrate') {
+        if (!this.connected || dst.hasExited) return;
+        dst.setIncomingStatus('postcopy-active');
+        if (dst.runState === 'inmigrate') {
           dst.runState = 'running';
           dst.emit('RESUME');
+        }
+        return;
+      case 'postcopy-paused':
+        // One stream: the source pausing breaks it for the destination too.
+        if (this.connected && !dst.hasExited) dst.breakPostcopyStream();
+        return;
+      case 'postcopy-recover':
+        if (this.connected && !dst.hasExited && dst.incoming) {
+          dst.incoming.recoverUri = undefined;
+          dst.setIncomingStatus('postcopy-recover');
         }
         return;
       case 'completed': {
@@ -220,6 +244,26 @@ export class FakeMigrationPair {
     const live = this.source.qemu.runStateAtMigrate === 'running' && !this.destinationStartsPaused;
     dst.runState = live ? 'running' : 'paused';
     if (live) dst.emit('RESUME');
+  }
+
+  /** The destination paused or recovered on its own side: the source follows. */
+  private linkIncoming(status: string): void {
+    if (status === 'postcopy-paused' && this.connected) this.source.qemu.breakPostcopyStream();
+  }
+
+  /**
+   * Whether a post-copy resume to `uri` reaches the destination: it is paused and listens
+   * there after `migrate-recover`, or (7.0+, measured from 7.2) its original `-incoming`
+   * listener, which stays open through post-copy, is on that port.
+   */
+  private resumeReaches(uri: string): boolean {
+    const dst = this.destination.qemu;
+    const inc = dst.incoming;
+    if (!this.connected || dst.hasExited || inc?.status !== 'postcopy-paused') return false;
+    const port = (u: string | undefined) => (u === undefined ? undefined : /^tcp:.+:(\d+)$/.exec(u)?.[1]);
+    const asked = port(uri) ?? uri;
+    if (inc.recoverUri !== undefined && (port(inc.recoverUri) ?? inc.recoverUri) === asked) return true;
+    return dst.has(7, 0) && asked === String(this.migrationPort);
   }
 
   /** QEMU's `error-desc` when `uri` does not reach the listening destination. */

@@ -100,7 +100,19 @@ export function runQmpCommand(qemu: FakeQemu, cmd: FakeQmpCall): unknown {
     }
     case 'migrate': {
       if (typeof args.uri !== 'string') return fail("Parameter 'uri' is missing");
-      const err = qemu.startMigration(args.uri);
+      if (args.resume !== undefined && !qemu.has(3, 0)) return fail("Parameter 'resume' is unexpected");
+      const err = args.resume === true ? qemu.resumePostcopy(args.uri) : qemu.startMigration(args.uri);
+      return err ? fail(err) : {};
+    }
+    case 'migrate-pause': {
+      if (!qemu.has(3, 0)) return notFound();
+      const err = qemu.pausePostcopy();
+      return err ? fail(err) : {};
+    }
+    case 'migrate-recover': {
+      if (!qemu.has(3, 0)) return notFound();
+      if (typeof args.uri !== 'string') return fail("Parameter 'uri' is missing");
+      const err = qemu.recoverPostcopy(args.uri);
       return err ? fail(err) : {};
     }
     case 'migrate-incoming': {
@@ -132,6 +144,13 @@ export function runQmpCommand(qemu: FakeQemu, cmd: FakeQmpCall): unknown {
       return notFound();
   }
 }
+
+/** The commands QEMU runs out of band (`allow-oob` in its schema, 3.0+). */
+export const FAKE_OUT_OF_BAND_COMMANDS: ReadonlySet<string> = new Set([
+  'migrate-pause',
+  'migrate-recover',
+  'x-oob-test',
+]);
 
 /** True when `command` makes QEMU exit after its reply (`quit`, or `human-monitor-command quit`). */
 export function isQuitCommand(cmd: FakeQmpCall): boolean {

@@ -1,14 +1,15 @@
 /**
  * A QMP server for a {@link FakeQemu} on any duplex stream (one end of
  * `createStreamPair()`): QEMU's greeting, capabilities negotiation, replies matched by
- * id, events once negotiated, and `quit` closing the connection after its reply.
+ * id, out-of-band commands (`exec-oob`) once `oob` is enabled, events once negotiated,
+ * and `quit` closing the connection after its reply.
  */
 import type { Duplex } from 'node:stream';
 import { QmpError } from '../../errors.js';
 import { type QmpInput, QmpInputSplitter } from '../qmp-input.js';
 import type { FakeMonitorFaults } from './faults.js';
 import type { FakeQemu } from './machine.js';
-import { type FakeQmpCall, isQuitCommand, runQmpCommand } from './qmp-commands.js';
+import { FAKE_OUT_OF_BAND_COMMANDS, type FakeQmpCall, isQuitCommand, runQmpCommand } from './qmp-commands.js';
 
 /** Hooks of {@link serveQmp}. */
 export interface FakeServerHooks {
@@ -29,6 +30,7 @@ export function serveQmp(
 ): (abrupt?: boolean) => void {
   const parser = new QmpInputSplitter();
   let negotiated = false;
+  let oobEnabled = false;
   const send = (obj: unknown) => {
     if (!stream.destroyed && stream.writable) stream.write(`${JSON.stringify(obj)}\r\n`);
   };
@@ -72,6 +74,7 @@ export function serveQmp(
         return;
       }
       negotiated = true;
+      oobEnabled = Array.isArray(enable) && enable.includes('oob');
       send(withId({ return: {} }));
       return;
     }
@@ -114,16 +117,36 @@ export function serveQmp(
         send({ error: { class: 'GenericError', desc: 'JSON parse error, expecting value' } });
         continue;
       }
-      const raw = m.value as { execute?: unknown; arguments?: unknown; id?: unknown } | null;
-      if (typeof raw?.execute !== 'string') {
+      const raw = m.value as {
+        execute?: unknown;
+        'exec-oob'?: unknown;
+        arguments?: unknown;
+        id?: unknown;
+      } | null;
+      const oob = raw?.['exec-oob'];
+      const name = typeof raw?.execute === 'string' ? raw.execute : typeof oob === 'string' ? oob : undefined;
+      if (name === undefined || raw === null) {
         send({ error: { class: 'GenericError', desc: "QMP input lacks member 'execute'" } });
         continue;
       }
-      const call: FakeQmpCall = { execute: raw.execute };
+      const call: FakeQmpCall = { execute: name };
       if (raw.arguments !== undefined) call.arguments = raw.arguments as Record<string, unknown>;
       const id = raw.id;
       const run = () => answer(call, id);
-      if (hooks.faults) hooks.faults.gate(run);
+      if (typeof oob === 'string' && raw.execute === undefined) {
+        // Out of band: answered by the monitor I/O thread, past a stuck main loop.
+        const refuse = (desc: string) => () =>
+          send({ ...(id === undefined ? {} : { id }), error: { class: 'GenericError', desc } });
+        const reply = !oobEnabled
+          ? refuse("QMP input member 'exec-oob' is unexpected")
+          : !FAKE_OUT_OF_BAND_COMMANDS.has(name)
+            ? refuse(`The command ${name} does not support OOB`)
+            : run;
+        if (hooks.faults) hooks.faults.gate(reply);
+        else reply();
+        continue;
+      }
+      if (hooks.faults) hooks.faults.gateInBand(run);
       else run();
     }
   });
