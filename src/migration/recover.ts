@@ -9,6 +9,7 @@ import type { FinalizeOutcome } from '../errors.js';
 import type { LoggerLike } from '../logger.js';
 import { errorText, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import { Deadline } from './deadline.js';
+import { simpleCommand } from './dialect.js';
 import { waitForIncoming } from './incoming.js';
 import {
   type MigrationJournal,
@@ -49,6 +50,12 @@ export interface RecoverMigrationOptions {
   destinationRuns?: boolean;
   /** Source: the operator override of `finalizeMigrationSource` (resume whatever the rule says). */
   forceResume?: boolean;
+  /**
+   * Destination: the caller saw the source's migration complete (the source's own
+   * recovery said so): the destination is finalized as after a success, waiting within
+   * `timeoutMs` for a VM still loading, and never quit.
+   */
+  sourceCompleted?: boolean;
 }
 
 /** Where the VM is, as far as one node can tell after its recovery. */
@@ -144,7 +151,7 @@ export async function recoverNode(
   try {
     ch = await node.channel(deadline);
   } catch (e) {
-    const role = destination ? 'destination' : source ? 'source' : 'none';
+    const role = destination ? 'destination' : source ? 'source' : (node.inMemory?.role ?? 'none');
     const gone = node.processGone() ?? isMonitorGone(e);
     if (!gone) {
       return {
@@ -240,8 +247,15 @@ async function recoverSource(
     settled: false,
     message: `the source's state cannot be read (${errorText((what as { error: unknown }).error)}); it was not resumed (it may have handed the VM over): check the destination, then run the recovery again`,
   });
-  if (!ok(seen.migration)) return unreadable(seen.migration);
   if (!ok(seen.run)) return unreadable(seen.run);
+  if (!ok(seen.migration)) {
+    // The status cannot be read (output no parser knows, a failing query): the run state
+    // still tells a switchover apart.
+    const settledByRunState = await byRunState(ch, seen.run, deadline, options);
+    if (settledByRunState === undefined) return unreadable(seen.migration);
+    seen = { migration: { status: settledByRunState }, run: seen.run };
+  }
+  if (!ok(seen.migration)) return unreadable(seen.migration);
   let status = seen.migration.status;
   if (!isPostcopy(status) && status !== 'none' && !TERMINAL_STATUSES.has(status)) {
     // Still migrating: QEMU carried on without its client.
@@ -265,10 +279,11 @@ async function recoverSource(
       }
     }
     seen = await look(ch, Deadline.after(Math.max(3000, deadline.remaining())));
-    if (!ok(seen.migration)) return unreadable(seen.migration);
     if (!ok(seen.run)) return unreadable(seen.run);
+    if (!ok(seen.migration)) return unreadable(seen.migration);
     status = seen.migration.status;
   }
+  if (!ok(seen.run)) return unreadable(seen.run);
   const runState = seen.run.status;
   const observed = { status, runState };
   if (isPostcopy(status)) {
@@ -436,7 +451,7 @@ async function recoverDestination(
   }
   const runState = seen.run.status;
   const loaded = runState !== 'inmigrate' && (status === 'completed' || seen.run.running);
-  if (loaded || (runState === 'inmigrate' && status === 'completed')) {
+  if (loaded || (runState === 'inmigrate' && status === 'completed') || options.sourceCompleted) {
     const outcome = await node.finalizeDestination(true, { timeoutMs: remaining(deadline) });
     return {
       ...base,
@@ -470,6 +485,36 @@ async function recoverDestination(
     settled: false,
     message: `the destination of '${name}' is '${runState}' and its incoming status is '${status}': it may hold the VM, so it was left as it is. Check the source: if it runs the VM, stop this QEMU with force; otherwise resume this one`,
   };
+}
+
+/**
+ * A source whose migration status cannot be read: `completed` when its run state shows the
+ * switchover (`postmigrate`, `finish-migrate`); with `active: 'cancel'`, a running or
+ * paused one gets `migrate_cancel` and is watched for 2 s, so a completion racing the
+ * cancel is seen, then counts as `cancelled`. Undefined: nothing can be concluded.
+ */
+async function byRunState(
+  ch: VmChannel,
+  run: VmRunState,
+  deadline: Deadline,
+  options: RecoverMigrationOptions,
+): Promise<string | undefined> {
+  if (SWITCHED_OVER.has(run.status)) return 'completed';
+  if (options.active !== 'cancel' || (!run.running && run.status !== 'paused')) return undefined;
+  try {
+    await ch.send(simpleCommand(ch.monitor.protocol, 'migrate_cancel'), deadline);
+    const watch = Deadline.at(Math.min(deadline.at, Date.now() + 2000));
+    while (!watch.over()) {
+      await watch.sleep(50);
+      const vm = await ch.vmStatus(deadline);
+      if (SWITCHED_OVER.has(vm.status)) return 'completed';
+    }
+    // Not switched over: it never stopped (live) or was paused by the set-up (non-live),
+    // and the fail-safe finalize still refuses to resume it while its status is unreadable.
+    return undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function gone(
@@ -532,8 +577,13 @@ export async function recoverMigrationPair(
         }),
       );
   let source = await run(pair.source, 'source', options);
-  // Recovery never stops halfway: the destination is recovered whatever the source said.
-  const destination = await run(pair.destination, 'destination', options);
+  // Recovery never stops halfway: the destination is recovered whatever the source said;
+  // a completed source makes it finish as after a success (it may still be loading).
+  const completed = source.status === 'completed' || SWITCHED_OVER.has(source.runState ?? '');
+  const destination = await run(pair.destination, 'destination', {
+    ...options,
+    ...(completed ? { sourceCompleted: true } : {}),
+  });
   if (source.action === 'awaiting-destination' && destination.vm === 'here') {
     source = await run(pair.source, 'source', { ...options, destinationRuns: true });
   }

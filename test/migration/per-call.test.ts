@@ -221,6 +221,34 @@ describe.each(['qmp', 'hmp'] as const)('recoverMigration from fresh objects (%s)
     expect(journals()).toEqual([]);
   });
 
+  it('the pair recovery: a completed source whose status cannot be read never has its destination quit', async () => {
+    const { pair, src, dst, journals } = lab(protocol, { advancePerQueryMs: 0, destinationLoadMs: 3000 });
+    await dst().acceptInstance(instance);
+    await src().migrateInstance(instance, '10.0.0.2');
+    pair.completeNow();
+    // The source's migration status is unreadable from now on; its run state still says postmigrate.
+    pair.source.faults.refuse(protocol === 'qmp' ? 'query-migrate' : 'info migrate', {
+      class: 'GenericError',
+      desc: 'busy',
+    });
+    // The destination is still loading: fake time passes as the recovery polls.
+    const ticking = setInterval(() => pair.clock.advance(500), 20);
+    try {
+      const both = await recoverMigrationPair(
+        { source: { hypervisor: src(), instance }, destination: { hypervisor: dst(), instance } },
+        { active: 'cancel', timeoutMs: 20_000 },
+      );
+      expect(both.destination).toMatchObject({ vm: 'here', settled: true });
+      expect(both.source).toMatchObject({ vm: 'not-here', settled: true });
+    } finally {
+      clearInterval(ticking);
+    }
+    expect(pair.destination.qemu.hasExited).toBe(false);
+    expect(pair.destination.qemu.runState).toBe('running');
+    expect(pair.source.qemu.runState).toBe('postmigrate');
+    expect(journals()).toEqual([]);
+  });
+
   it('the object that started it, without any journal, recovers from its memory', async () => {
     const pair = createFakeMigrationPair({ protocol, version: '7.2.22', advancePerQueryMs: 0 });
     const src = new KVMHypervisor({ monitor: pair.sourceMonitor });
