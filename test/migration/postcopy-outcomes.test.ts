@@ -154,6 +154,21 @@ describe.each(cases)('post-copy outcomes ($protocol, QEMU $version)', ({ protoco
     expect(s.pair.source.received.filter((c) => /^(cont|c)$/.test(c))).toEqual([]);
   });
 
+  it('runMigration with the source killed in post-copy says the VM is lost, the destination left as it is', async () => {
+    const s = setUp();
+    const err = await rejection(runPostcopy(s, (pair) => pair.source.exit()));
+    expect(s.pair.destination.qemu.incoming?.status).toBe('postcopy-paused');
+    expect(err.status).toBe('postcopy-paused');
+    expect(outcome(err.recovery?.destination)).toMatchObject({
+      action: 'postcopy-paused',
+      migrationStatus: 'postcopy-paused',
+    });
+    expect(err.message).toMatch(/the source QEMU is gone: the VM is lost/);
+    expect(err.message).toMatch(/restart the VM from its disks/);
+    expect(err.message).not.toMatch(/is on the destination|completed nevertheless/);
+    expect(s.pair.destination.received).not.toContain('quit');
+  });
+
   it('waitForMigration giving up in post-copy says the VM is split, not that the destination runs it', async () => {
     const { src } = await inPostcopy();
     const err = await rejection(src.waitForMigration(instance, { ...fast, timeoutMs: 300 }));
