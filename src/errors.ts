@@ -203,11 +203,22 @@ export interface FinalizeOutcome {
    * runs the VM), `resumed`, `quit`, `already-gone`, `kept-running` (it already ran the VM,
    * so it was not stopped after a failure report), `resumed-after-completion` (its incoming
    * migration completed, so it holds the VM and is resumed), `kept-paused` (paused and its
-   * incoming state unknown: left for the operator).
+   * incoming state unknown: left for the operator), `postcopy-paused` (its incoming
+   * post-copy migration is paused or reconnecting: the VM is split between the two hosts
+   * and its guest is frozen on the pages still on the source; nothing was done).
+   * From `runMigration`'s recovery when the migration ended in post-copy, either end:
+   * `split` (the VM is split between the two hosts: nothing was done, neither QEMU may
+   * be stopped); source only: `lost` (the destination QEMU is gone while part of the
+   * VM's memory was only there: the VM must be restarted from its disks).
    */
   action: string;
   /** The VM run state seen last, when it could be read. */
   status?: string;
+  /**
+   * The migration status that decided the outcome (the source's, or the destination's
+   * incoming one), where it matters: set with `postcopy-paused`, `split` and `lost`.
+   */
+  migrationStatus?: string;
 }
 
 /** The outcome of both ends after a failed `runMigration`: an outcome, or the error that step raised. */

@@ -144,7 +144,8 @@ export async function discardDestination(
  * After `finalizeMigrationDst` of a destination this library started: on an outcome that
  * left QEMU holding the VM, it becomes this node's instance (the `incoming` mark is
  * cleared); on `quit` or `already-gone`, the process is made sure to be gone and its
- * files removed.
+ * files removed; on `postcopy-paused` nothing changes (the VM is split: the mark stays
+ * until a later finalize sees the migration completed).
  */
 export async function settleDestination(
   lc: InstanceLifecycle,
@@ -154,6 +155,8 @@ export async function settleDestination(
   const paths = lc.paths(name);
   const state = readInstanceState(paths);
   if (!state) return;
+  // A paused post-copy holds part of the VM only: it is not this node's instance yet.
+  if (outcome.action === 'postcopy-paused') return;
   if (outcome.action === 'quit' || outcome.action === 'already-gone') {
     await lc.deps.forgetMonitor(name);
     await terminateProcess(state, { graceMs: 5000, termMs: 5000, killMs: 5000 });

@@ -12,9 +12,16 @@ import { UnrecognizedOutputError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
 import { errorText, type VmChannel } from './channel.js';
 import type { Deadline } from './deadline.js';
+import { ACTIVE_STATUSES } from './status.js';
 
-/** How often the clean-up is polled (ms). It takes a few milliseconds once the status is final. */
-const POLL_MS = 10;
+/**
+ * How often the clean-up is polled (ms): first after {@link POLL_FIRST_MS} (it takes a few
+ * milliseconds once the status is final), then twice as long each time, up to
+ * {@link POLL_MAX_MS}, so a clean-up that lasts cannot make it send hundreds of commands.
+ */
+export const POLL_FIRST_MS = 10;
+/** The longest interval between two clean-up polls (ms). */
+export const POLL_MAX_MS = 200;
 
 /** True when `reply` (a `query-yank` return) lists the migration's yank instance. */
 export function migrationYankRegistered(reply: unknown): boolean {
@@ -30,12 +37,36 @@ export function migrationYankRegistered(reply: unknown): boolean {
 /**
  * Resolves true once QEMU's migration clean-up is over (settings may be put back), false
  * when it is still running at `deadline` (the caller then leaves the settings alone: a
- * later set-up resets them). Without `query-yank` (HMP, QEMU before 6.0) it waits until
- * the run state has left `finish-migrate`, which QEMU changes in the same step that
- * schedules the clean-up. When QEMU cannot be asked, it logs and resolves true.
+ * later set-up resets them). The migration status is read first: while QEMU still
+ * reports the migration running (post-copy included, on either end) nothing is polled
+ * and it resolves false at once, since the clean-up cannot start before the migration
+ * ends. Then, with `query-yank` (QMP, QEMU 6.0+), until the `migration` yank instance is
+ * gone; without it (HMP, QEMU before 6.0), until the run state has left `finish-migrate`,
+ * which QEMU changes in the same step that schedules the clean-up. Polled every 10 ms at
+ * first, backing off to 200 ms. When QEMU cannot be asked, it logs and resolves true.
+ * `known`: the migration status the caller has just read (undefined: it could not be
+ * read), so that it is not asked again.
  */
-export async function readyForRestore(ch: VmChannel, deadline: Deadline): Promise<boolean> {
+export async function readyForRestore(
+  ch: VmChannel,
+  deadline: Deadline,
+  known?: { status: string | undefined },
+): Promise<boolean> {
   const yank = ch.monitor.protocol === 'qmp' && versionAtLeast(ch.monitor.version, 6, 0);
+  const status = known
+    ? known.status
+    : await ch.migrationStatus(deadline).then(
+        (p) => p.status,
+        () => undefined,
+      );
+  if (status !== undefined && ACTIVE_STATUSES.has(status)) {
+    ch.log.error(
+      { status },
+      'the migration has not ended; its clean-up cannot have run: migration settings left as they are',
+    );
+    return false;
+  }
+  let interval = POLL_FIRST_MS;
   for (;;) {
     let busy: boolean;
     try {
@@ -51,11 +82,12 @@ export async function readyForRestore(ch: VmChannel, deadline: Deadline): Promis
       return true;
     }
     if (!busy) return true;
-    if (deadline.remaining() <= POLL_MS) {
+    if (deadline.remaining() <= interval) {
       ch.log.error({}, "QEMU's migration clean-up is still running; migration settings left as they are");
       return false;
     }
     ch.log.debug({}, "waiting for QEMU's migration clean-up");
-    await deadline.sleep(POLL_MS);
+    await deadline.sleep(interval);
+    interval = Math.min(POLL_MAX_MS, interval * 2);
   }
 }

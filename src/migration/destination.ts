@@ -12,6 +12,7 @@ import { readyForRestore } from './cleanup-wait.js';
 import { Deadline } from './deadline.js';
 import { capabilityCommands, resolveCapabilities, simpleCommand } from './dialect.js';
 import type { SettingsSnapshot } from './parameters.js';
+import { isPostcopy, isPostcopyPaused } from './safety.js';
 import { clearCapabilities, restoreSettings } from './source.js';
 import { applyTls, removeTls } from './tls.js';
 import { incomingCommand, type TlsPlan } from './tls-commands.js';
@@ -125,7 +126,14 @@ export async function finalizeDestination(
     if (!isMonitorGone(e, ch.monitor) && !(e instanceof Error && leftLoading.has(e))) await cleanUp();
     throw e;
   }
-  if (outcome.action !== 'quit' && outcome.action !== 'already-gone') await cleanUp();
+  // A paused post-copy keeps its credentials too: its recovery reconnects with them.
+  if (
+    outcome.action !== 'quit' &&
+    outcome.action !== 'already-gone' &&
+    outcome.action !== 'postcopy-paused'
+  ) {
+    await cleanUp();
+  }
   return outcome;
 }
 
@@ -162,7 +170,10 @@ async function finalizeIncoming(
         { status: vm.status },
       );
     }
-    await restore(ch, options);
+    // In post-copy the VM left `inmigrate` long before it arrived: wait for `completed`.
+    const ended = await untilPostcopyEnds(ch, vm, options);
+    if ('action' in ended) return ended;
+    await restore(ch, options, ended);
     if (!vm.running) {
       // After a non-live migration the destination inherits the paused state.
       ch.log.info({ status: vm.status }, 'resuming the destination VM');
@@ -175,6 +186,87 @@ async function finalizeIncoming(
   }
 
   return finalizeAfterFailure(ch, options);
+}
+
+/** First and longest poll interval while a finalize waits for a post-copy migration to end (ms). */
+const POSTCOPY_POLL_FIRST_MS = 10;
+const POSTCOPY_POLL_MAX_MS = 200;
+
+/**
+ * The outcome of a destination whose incoming post-copy migration is paused or
+ * reconnecting (`postcopy-paused`, `postcopy-recover*`): the guest is frozen on the pages
+ * still on the source. Nothing is done to it: neither QEMU may be stopped.
+ */
+function postcopyPaused(ch: VmChannel, vm: VmRunState, incoming: string): FinalizeOutcome {
+  ch.log.error(
+    { status: vm.status, incoming },
+    'the incoming post-copy migration is paused: the VM is split between the two hosts and its guest waits for the pages on the source; leaving both QEMUs as they are',
+  );
+  return { side: 'destination', action: 'postcopy-paused', status: vm.status, migrationStatus: incoming };
+}
+
+/**
+ * A successful finalize on a destination that left `inmigrate`: when its incoming
+ * migration is still in post-copy, waits (polling every 10 ms at first, backing off to
+ * 200 ms, woken by `MIGRATION` events) within the deadline less a reserve for the restore,
+ * and within `incomingGraceMs`, until it completes. Resolves with the status once it is
+ * no longer in post-copy (undefined when it cannot be read: the restore decides then), a
+ * `postcopy-paused` outcome when the stream is broken; throws a `MigrationError` saying
+ * the VM is split when it is still in post-copy at the end of the wait (its TLS objects
+ * stay: the migration may still use them).
+ */
+async function untilPostcopyEnds(
+  ch: VmChannel,
+  vm: VmRunState,
+  options: FinalizeDestinationOptions,
+): Promise<FinalizeOutcome | { status: string | undefined }> {
+  const { deadline } = options;
+  const started = Date.now();
+  const until = Math.min(
+    deadline.at - Math.min(ACTION_RESERVE_MS, deadline.remaining() / 4),
+    started + options.incomingGraceMs,
+  );
+  let interval = POSTCOPY_POLL_FIRST_MS;
+  let wake: (() => void) | undefined;
+  const onEvent = (ev: MonitorEvent) => {
+    if (isMonitorEvent(ev, 'MIGRATION')) wake?.();
+  };
+  ch.monitor.on('event', onEvent);
+  try {
+    for (let logged = false; ; logged = true) {
+      const incoming = await ch.migrationStatus(deadline).catch((e: unknown) => {
+        if (isDeadline(e))
+          throw ch.error(`cannot read the destination's incoming status: ${errorText(e)}`, e);
+        return undefined;
+      });
+      if (!incoming || !isPostcopy(incoming.status)) return { status: incoming?.status };
+      if (isPostcopyPaused(incoming.status)) return postcopyPaused(ch, vm, incoming.status);
+      if (Date.now() >= until) {
+        const err = ch.error(
+          `the incoming migration is still in post-copy ('${incoming.status}') after ${Date.now() - started} ms: the VM is split between the two hosts (it runs here, part of its memory is still on the source), so it is not finalized as migrated. Stop neither QEMU; finalize again once the source reports 'completed' (waitForMigration on the source)`,
+          undefined,
+          { status: incoming.status },
+        );
+        leftLoading.add(err);
+        throw err;
+      }
+      if (!logged) {
+        ch.log.info(
+          { incoming: incoming.status },
+          'the incoming migration is in post-copy; waiting for it to complete',
+        );
+      }
+      await deadline.sleep(Math.min(interval, Math.max(0, until - Date.now())), (done) => {
+        wake = done;
+        return () => {
+          wake = undefined;
+        };
+      });
+      interval = Math.min(POSTCOPY_POLL_MAX_MS, interval * 2);
+    }
+  } finally {
+    ch.monitor.off('event', onEvent);
+  }
 }
 
 /** Poll interval while a failure finalize waits for an incoming migration to end (ms). */
@@ -230,6 +322,14 @@ async function finalizeAfterFailure(
       } catch (e) {
         if (isMonitorGone(e, ch.monitor)) return alreadyGone(ch);
         throw ch.error(`cannot read the destination's state: ${errorText(e)}`, e);
+      }
+      if (vm.status !== 'inmigrate') {
+        // A broken post-copy stream leaves the guest frozen whatever its run state says.
+        const read = await readIncoming(ch, deadline);
+        if (read === 'gone') return alreadyGone(ch);
+        if ('progress' in read && isPostcopyPaused(read.progress.status)) {
+          return postcopyPaused(ch, vm, read.progress.status);
+        }
       }
       if (vm.running || vm.status === 'postmigrate') {
         ch.log.error(
@@ -317,7 +417,7 @@ async function finalizePaused(
     // The VM arrived (a non-live migration leaves it paused): the source is postmigrate
     // and will not be resumed, so this is the one copy. Run it, as a live one would.
     ch.log.error({}, 'the incoming migration completed despite the failure report; resuming the VM here');
-    await restore(ch, options);
+    await restore(ch, options, incoming);
     await ch.must(simpleCommand(ch.monitor.protocol, 'cont'), 'resuming the destination VM', deadline);
     return { side: 'destination', action: 'resumed-after-completion', status: 'running' };
   }
@@ -343,9 +443,13 @@ async function quit(ch: VmChannel, vm: VmRunState, deadline: Deadline): Promise<
   return { side: 'destination', action: 'quit', status: vm.status };
 }
 
-async function restore(ch: VmChannel, options: FinalizeDestinationOptions): Promise<void> {
+async function restore(
+  ch: VmChannel,
+  options: FinalizeDestinationOptions,
+  incoming: { status: string | undefined },
+): Promise<void> {
   // Settings changed while QEMU still shuts the migration down can crash it (cleanup-wait.ts).
-  if (!(await readyForRestore(ch, options.deadline))) return;
+  if (!(await readyForRestore(ch, options.deadline, { status: incoming.status }))) return;
   if (options.accepted) {
     await restoreSettings(ch, options.accepted.snapshot, options.deadline);
     return;

@@ -9,7 +9,7 @@ import type { KVMHypervisor } from '../kvm.js';
 import { errorText, isMonitorGone, VmChannel } from './channel.js';
 import { Deadline } from './deadline.js';
 import { simpleCommand } from './dialect.js';
-import { isPostcopy } from './safety.js';
+import { isPostcopy, isPostcopyPaused } from './safety.js';
 import { TERMINAL_STATUSES } from './status.js';
 import type {
   ConvergenceAction,
@@ -115,7 +115,7 @@ export async function runMigration(options: RunMigrationOptions): Promise<RunMig
     destination.hypervisor.finalizeMigrationDst(destination.instance, true, step),
   ]);
   const [src, dst] = finalize;
-  if (src.status === 'fulfilled' && dst.status === 'fulfilled') {
+  if (src.status === 'fulfilled' && dst.status === 'fulfilled' && !splitOutcome(dst.value)) {
     return { ...result, source: src.value, destination: dst.value };
   }
   const recovery: MigrationRecovery = {
@@ -123,6 +123,13 @@ export async function runMigration(options: RunMigrationOptions): Promise<RunMig
     destination: dst.status === 'fulfilled' ? dst.value : { error: asError(dst.reason) },
   };
   const name = source.instance.name;
+  if (splitOutcome(recovery.destination)) {
+    // The source completed; the destination has not caught up (or its stream broke).
+    throw new MigrationError(
+      `instance '${name}': the source reports the migration completed, but the destination's incoming migration is still in post-copy: the VM is not reported as migrated; stop neither QEMU and finalize the destination again (${describe(recovery)})`,
+      { instance: name, status: 'completed', recovery, changedVm: true },
+    );
+  }
   throw new MigrationError(
     `instance '${name}': the migration completed, but finalizing failed (${describe(recovery)}). ` +
       'The source stays paused after switchover; if the destination VM is lost, an operator may resume the source with finalizeMigrationSource(instance, false, { forceResume: true })',
@@ -130,26 +137,41 @@ export async function runMigration(options: RunMigrationOptions): Promise<RunMig
   );
 }
 
-/** What the source says after being asked to stop migrating: decides the destination's fate. */
-type SourceEnd = 'completed' | 'ended' | 'unknown';
+/**
+ * What the source says after being asked to stop migrating: decides the destination's
+ * fate. `postcopy`: the migration cannot be stopped and the VM is split between the hosts.
+ */
+type SourceEnd = 'completed' | 'ended' | 'unknown' | { postcopy: string };
+
+/** The end a migration status shows, or undefined while it still runs (pre-copy). */
+function endOf(status: string): SourceEnd | undefined {
+  if (status === 'completed') return 'completed';
+  if (isPostcopy(status)) return { postcopy: status };
+  if (TERMINAL_STATUSES.has(status) || status === 'none') return 'ended';
+  return undefined;
+}
 
 /**
  * Makes the source's migration reach an end before the destination is touched (as libvirt
  * does): a destination quit while the source completes would leave the VM nowhere.
- * Post-copy counts as completed: the destination already runs the VM.
+ * Post-copy is not an end but is reported as such: it cannot be cancelled, and the VM is
+ * split between the two hosts until it completes.
  */
 async function settleSource(end: MigrationEnd, step: MigrationStepOptions): Promise<SourceEnd> {
   const hv = end.hypervisor;
   const limit = Date.now() + (step.timeoutMs ?? 30_000);
   try {
     let p = await hv.getMigrationStatus(end.instance, step);
-    if (p.status === 'completed' || isPostcopy(p.status)) return 'completed';
-    if (TERMINAL_STATUSES.has(p.status) || p.status === 'none') return 'ended';
-    await hv.cancelMigration(end.instance, step);
+    const first = endOf(p.status);
+    if (first) return first;
+    await hv.cancelMigration(end.instance, step).catch((e: unknown) => {
+      // Switched to post-copy meanwhile (the policy's `migrate-start-postcopy`): read below.
+      if (!(e instanceof MigrationError && e.status !== undefined && isPostcopy(e.status))) throw e;
+    });
     while (Date.now() < limit) {
       p = await hv.getMigrationStatus(end.instance, step);
-      if (p.status === 'completed' || isPostcopy(p.status)) return 'completed';
-      if (TERMINAL_STATUSES.has(p.status) || p.status === 'none') return 'ended';
+      const ended = endOf(p.status);
+      if (ended) return ended;
       await new Promise((r) => setTimeout(r, 50));
     }
   } catch {
@@ -277,14 +299,37 @@ async function recover(
   const sourceFailed = error instanceof MigrationError && error.status === 'failed';
   const destinationReason = await destinationReasonOf(destination, step, sourceFailed);
   let recovery: MigrationRecovery;
-  if (sourceEnd === 'completed') {
-    // The migration completed after all (or is in post-copy): the VM is on the destination.
+  let note = '';
+  let postcopy = typeof sourceEnd === 'object' ? sourceEnd.postcopy : undefined;
+  let completed = sourceEnd === 'completed';
+  let split: PostcopySplit | undefined;
+  if (postcopy !== undefined) {
+    split = await splitOrLost(destination, step, postcopy);
+    // It may have completed in between: then finalized as done below.
+    if (split === 'completed') completed = true;
+  }
+  if (split !== undefined && split !== 'completed') {
+    // Nothing is finalized: the VM is split (or lost), and neither QEMU may be stopped.
+    recovery = split.recovery;
+    note = split.note;
+  } else if (completed) {
+    // The migration completed after all.
     recovery = {
       destination: await settled(
         destination.hypervisor.finalizeMigrationDst(destination.instance, true, step),
       ),
       source: await settled(source.hypervisor.finalizeMigrationSource(source.instance, true, step)),
     };
+    const dst = recovery.destination;
+    if (splitOutcome(dst)) {
+      postcopy = 'error' in dst ? (dst.error as MigrationError).status : dst.migrationStatus;
+      note = `; the migration is in post-copy: ${splitAdvice(postcopy ?? 'postcopy-active')}`;
+    } else {
+      note =
+        'error' in dst
+          ? '; the migration completed nevertheless: the source handed the VM over to the destination'
+          : '; the migration completed nevertheless: the VM is on the destination';
+    }
   } else {
     recovery = {
       destination: await settled(
@@ -294,17 +339,30 @@ async function recover(
         ? await settled(source.hypervisor.finalizeMigrationSource(source.instance, false, step))
         : { side: 'source', action: 'untouched' },
     };
+    const dst = recovery.destination;
+    if (splitOutcome(dst)) {
+      // The source's status could not be read, the destination says post-copy.
+      postcopy = 'error' in dst ? (dst.error as MigrationError).status : dst.migrationStatus;
+      const src = recovery.source;
+      note =
+        'error' in src && isMonitorGone(src.error)
+          ? `; the migration is in post-copy ('${postcopy}') and the source QEMU is gone: the VM is lost (part of its memory was only on the source). Quit the destination QEMU and restart the VM from its disks`
+          : `; the migration is in post-copy: ${splitAdvice(postcopy ?? 'postcopy-active')}`;
+    }
   }
   const cause = error instanceof MigrationError ? error : undefined;
   const askFailed = destinationReason?.startsWith('the destination cannot be asked') === true;
   return new MigrationError(
     `instance '${name}': ${errorText(error).replace(/^instance '[^']*': /, '')}` +
       `${destinationReason && !askFailed ? `; destination: ${destinationReason}` : ''}` +
-      `${sourceEnd === 'completed' ? '; the migration completed nevertheless: the VM is on the destination' : ''}` +
-      `. Recovery: ${describe(recovery)}`,
+      `${note}. Recovery: ${describe(recovery)}`,
     {
       instance: name,
-      ...(cause?.status === undefined ? {} : { status: cause.status }),
+      ...(postcopy !== undefined
+        ? { status: postcopy }
+        : cause?.status === undefined
+          ? {}
+          : { status: cause.status }),
       ...(cause?.reason === undefined ? {} : { reason: cause.reason }),
       ...(destinationReason === undefined ? {} : { destinationReason }),
       unresponsive: cause?.unresponsive === true,
@@ -316,7 +374,78 @@ async function recover(
 }
 
 function describe(r: MigrationRecovery): string {
-  const one = (o: FinalizeOutcome | { error: Error }) =>
-    'error' in o ? `failed: ${o.error.message}` : `${o.action}${o.status ? ` (${o.status})` : ''}`;
+  const one = (o: FinalizeOutcome | { error: Error }) => {
+    if ('error' in o) return `failed: ${o.error.message}`;
+    const seen = [o.status, o.migrationStatus && `migration '${o.migrationStatus}'`].filter(Boolean);
+    return `${o.action}${seen.length > 0 ? ` (${seen.join(', ')})` : ''}`;
+  };
   return `destination ${one(r.destination)}; source ${one(r.source)}`;
+}
+
+/**
+ * True when a destination's finalize says the VM is split between the hosts: a paused
+ * post-copy (`postcopy-paused`), or a successful finalize refused because the incoming
+ * migration is still in post-copy.
+ */
+function splitOutcome(o: FinalizeOutcome | { error: Error }): boolean {
+  if (!('error' in o)) return o.action === 'postcopy-paused' || o.action === 'split';
+  return o.error instanceof MigrationError && o.error.status !== undefined && isPostcopy(o.error.status);
+}
+
+/** What to tell the caller about a VM split between the two hosts in post-copy `status`. */
+function splitAdvice(status: string): string {
+  const split = `the VM is split between the two hosts (the destination runs it, part of its memory is only on the source), so the migration is not reported as completed; stop neither QEMU`;
+  return isPostcopyPaused(status)
+    ? `${split}. The stream between them is broken ('${status}'): recover it with pausePostcopy, acceptPostcopyRecovery on the destination and resumePostcopy on the source (src/migration/postcopy.ts), then wait again (waitForMigration on the source) and finalize both ends`
+    : `${split}. Wait again (waitForMigration on the source) until it completes, then finalize both ends; if the stream breaks, recover it with pausePostcopy, acceptPostcopyRecovery and resumePostcopy (src/migration/postcopy.ts)`;
+}
+
+/** A post-copy end of `runMigration`: what each end is, and what the error says. */
+type PostcopySplit = 'completed' | { recovery: MigrationRecovery; note: string };
+
+/**
+ * The source is in post-copy (`status`): asks the destination, and changes nothing on
+ * either end. Its incoming migration `completed`: the migration is done after all. Its
+ * QEMU gone: the VM is lost (the source cannot run it: part of its memory was only on the
+ * destination, and QEMU refuses `cont` until the migration is finalized). Otherwise the
+ * VM is split: `split` on both ends (`postcopy-paused` on a destination whose stream is
+ * broken).
+ */
+async function splitOrLost(
+  destination: MigrationEnd,
+  step: MigrationStepOptions,
+  status: string,
+): Promise<PostcopySplit> {
+  const source: FinalizeOutcome = { side: 'source', action: 'split', migrationStatus: status };
+  let incoming: MigrationProgress;
+  try {
+    incoming = await destination.hypervisor.getIncomingMigrationStatus(destination.instance, step);
+  } catch (e) {
+    if (isMonitorGone(e)) {
+      return {
+        recovery: {
+          destination: { side: 'destination', action: 'already-gone' },
+          source: { ...source, action: 'lost' },
+        },
+        note: `; the migration was in post-copy ('${status}') and the destination QEMU is gone: the VM is lost (part of its memory was only on the destination; the source cannot run it: QEMU refuses 'cont' until the migration is finalized). Quit the source QEMU and restart the VM from its disks`,
+      };
+    }
+    return {
+      recovery: { destination: { error: asError(e) }, source },
+      note: `; the migration is in post-copy ('${status}') and the destination cannot be asked (${errorText(e)}): ${splitAdvice(status)}; if the destination QEMU is gone, the VM is lost: quit the source QEMU and restart the VM from its disks`,
+    };
+  }
+  if (incoming.status === 'completed') return 'completed';
+  const at = isPostcopy(incoming.status) ? incoming.status : status;
+  return {
+    recovery: {
+      destination: {
+        side: 'destination',
+        action: isPostcopyPaused(at) ? 'postcopy-paused' : 'split',
+        migrationStatus: incoming.status,
+      },
+      source,
+    },
+    note: `; the migration is in post-copy ('${status}'): ${splitAdvice(isPostcopyPaused(status) ? status : at)}`,
+  };
 }

@@ -3,7 +3,8 @@
  *
  * A source is never resumed automatically when
  * - its run state is `postmigrate` (QEMU completed the switchover: the destination may run the VM),
- * - its migration status is `completed` or in post-copy (the destination runs the VM),
+ * - its migration status is `completed` (the destination runs the VM) or in post-copy (the
+ *   VM is split between the hosts; QEMU refuses `cont` there, so not even the override helps),
  * - its run state or migration status cannot be read (unknown means "maybe migrated").
  * Only an explicit operator override (`forceResume`) resumes such a source.
  */
@@ -26,20 +27,55 @@ export type SourceVerdict =
   | { kind: 'already-running' }
   /** The migration still runs: cancel it first, then decide again. */
   | { kind: 'cancel-first'; status: string }
-  /** Never resume without the operator's override; `why` says what proves or suggests a switchover. */
-  | { kind: 'refuse'; why: string };
+  /**
+   * Never resume without the operator's override; `why` says what proves or suggests a
+   * switchover. `postcopy`: the post-copy status, where no override helps (QEMU refuses `cont`).
+   */
+  | { kind: 'refuse'; why: string; postcopy?: string };
 
 const known = <T extends object>(o: T | { error: unknown }): o is T => !('error' in o);
 
 /**
  * True for the post-copy statuses (`postcopy-active`, `-paused`, `-recover`, …): the
- * destination already runs the VM, so the migration cannot be cancelled and the source
- * must not be resumed.
+ * destination already runs the VM with part of its memory still on the source, so the
+ * migration cannot be cancelled, the source must not be resumed, and neither QEMU may
+ * be stopped.
  */
 export const isPostcopy = (status: MigrationStatus): boolean => status.startsWith('postcopy');
 
+/**
+ * True for the post-copy statuses of a broken stream: `postcopy-paused`, and the
+ * reconnection (`postcopy-recover`, `postcopy-recover-setup`). The destination's guest is
+ * frozen on the pages still on the source until the recovery steps (`postcopy.ts`) finish.
+ */
+export const isPostcopyPaused = (status: MigrationStatus): boolean =>
+  status === 'postcopy-paused' || status.startsWith('postcopy-recover');
+
+/**
+ * Why a source in post-copy is not resumed, even by the operator override: the VM is split
+ * between the two hosts (or lost, if the destination QEMU is gone), and QEMU refuses
+ * `cont` on it ("Migration is not finalized yet") until the migration is finalized.
+ */
+export function postcopyRefusal(status: string): string {
+  const paused = isPostcopyPaused(status);
+  return (
+    `the migration is in post-copy ('${status}'): the VM is split between the two hosts (the destination runs it, part of its memory is only on the source)` +
+    `${paused ? ' and the stream between them is broken' : ''}; ` +
+    "QEMU refuses 'cont' on the source until the migration is finalized, so it cannot be resumed, not even with forceResume. " +
+    'Stop neither QEMU. ' +
+    (paused
+      ? 'If the destination QEMU still runs, recover the stream: pausePostcopy, then acceptPostcopyRecovery on the destination and resumePostcopy on the source (src/migration/postcopy.ts); if it is gone, the VM is lost: quit the source QEMU and restart the VM from its disks'
+      : 'Wait for the migration to complete (waitForMigration on the source); if the stream breaks, recover it with pausePostcopy, acceptPostcopyRecovery and resumePostcopy (src/migration/postcopy.ts)')
+  );
+}
+
 /** Applies the fail-safe rule to one observation of the source. */
 export function sourceVerdict(obs: SourceObservation): SourceVerdict {
+  // First: a post-copy source is `finish-migrate` too, and no override helps there.
+  if (known(obs.migration) && isPostcopy(obs.migration.status)) {
+    const status = obs.migration.status;
+    return { kind: 'refuse', why: postcopyRefusal(status), postcopy: status };
+  }
   if (!known(obs.runState)) return { kind: 'refuse', why: 'its run state cannot be read' };
   if (obs.runState.status === 'postmigrate') {
     return { kind: 'refuse', why: "its run state is 'postmigrate': QEMU finished the switchover" };
@@ -51,11 +87,6 @@ export function sourceVerdict(obs: SourceObservation): SourceVerdict {
   if (!known(obs.migration)) return { kind: 'refuse', why: 'its migration status cannot be read' };
   const status = obs.migration.status;
   if (status === 'completed') return { kind: 'refuse', why: "QEMU reports the migration 'completed'" };
-  if (isPostcopy(status))
-    return {
-      kind: 'refuse',
-      why: `the migration is in post-copy ('${status}'): the destination runs the VM`,
-    };
   if (!TERMINAL_STATUSES.has(status) && status !== 'none') {
     if (ACTIVE_STATUSES.has(status)) return { kind: 'cancel-first', status };
     return {

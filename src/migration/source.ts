@@ -84,7 +84,7 @@ export async function cancelMigration(ch: VmChannel, deadline: Deadline): Promis
   const p = await ch.mustMigrationStatus(deadline);
   if (isPostcopy(p.status)) {
     throw ch.error(
-      `cannot cancel a migration in post-copy (status '${p.status}'): the destination already runs the VM`,
+      `cannot cancel a migration in post-copy (status '${p.status}'): the destination already runs the VM, with part of its memory still on the source`,
       undefined,
       { status: p.status },
     );
@@ -161,7 +161,7 @@ export async function finalizeSource(
       await ch.must(simpleCommand(protocol, 'stop'), 'stopping the migrated source', deadline);
       action = 'stopped-after-completion';
     }
-    await restore(ch, options);
+    await restore(ch, options, obs);
     ch.log.info({ status: obs.runState.status }, 'source finalized after a successful migration');
     return { side: 'source', action, status: obs.runState.running ? 'paused' : obs.runState.status };
   }
@@ -184,6 +184,10 @@ export async function finalizeSource(
     }
   }
   const status = 'error' in obs.runState ? undefined : obs.runState.status;
+  if (verdict.kind === 'refuse' && verdict.postcopy !== undefined) {
+    // No override: QEMU refuses `cont` in post-copy, and the VM's memory is split anyway.
+    throw ch.error(`not resuming the source: ${verdict.why}`, undefined, { status: verdict.postcopy });
+  }
   if (verdict.kind === 'refuse') {
     if (!options.forceResume) {
       const cause = failure(obs);
@@ -197,31 +201,32 @@ export async function finalizeSource(
     }
     ch.log.warn({ why: verdict.why }, 'operator override: resuming the source although the rule forbids it');
     await ch.must(simpleCommand(protocol, 'cont'), 'resuming the source VM (operator override)', deadline);
-    await restore(ch, options);
+    await restore(ch, options, obs);
     return { side: 'source', action: 'force-resumed', status: 'running' };
   }
   if (verdict.kind === 'already-running') {
-    await restore(ch, options);
+    await restore(ch, options, obs);
     ch.log.info({}, 'source finalized after a failed migration; the VM runs');
     return { side: 'source', action: 'already-running', ...(status ? { status } : {}) };
   }
   // Paused after a migration that ended without switchover.
   if (session && !session.wasRunning && !session.stoppedByUs) {
-    await restore(ch, options);
+    await restore(ch, options, obs);
     ch.log.info({ status }, 'source finalized; it was paused before the migration and stays paused');
     return { side: 'source', action: 'left-paused', ...(status ? { status } : {}) };
   }
   ch.log.info({ status }, 'resuming the source VM');
   await ch.must(simpleCommand(protocol, 'cont'), 'resuming the source VM', deadline);
-  await restore(ch, options);
+  await restore(ch, options, obs);
   ch.log.info({}, 'source finalized after a failed migration; the VM runs');
   return { side: 'source', action: 'resumed', status: 'running' };
 }
 
-async function restore(ch: VmChannel, options: FinalizeSourceOptions): Promise<void> {
+async function restore(ch: VmChannel, options: FinalizeSourceOptions, obs: SourceObservation): Promise<void> {
   const grace = options.deadline.over() ? Deadline.grace(1000) : options.deadline;
   // Settings changed while QEMU still shuts the migration down can crash it (cleanup-wait.ts).
-  if (!(await readyForRestore(ch, grace))) return;
+  const status = 'error' in obs.migration ? undefined : obs.migration.status;
+  if (!(await readyForRestore(ch, grace, { status }))) return;
   if (options.session) {
     await restoreSettings(ch, options.session.snapshot, grace);
     if (options.session.tls) await removeTls(ch, grace);

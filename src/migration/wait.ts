@@ -11,7 +11,7 @@ import { ConvergencePolicy, type ConvergencePolicyOptions, completionTimeoutMs }
 import { Deadline } from './deadline.js';
 import { downtimeCommand, simpleCommand } from './dialect.js';
 import { changesOnly } from './progress-fields.js';
-import { isPostcopy, sourceVerdict } from './safety.js';
+import { isPostcopy, isPostcopyPaused, sourceVerdict } from './safety.js';
 import type { MigrationSession } from './session.js';
 import { cancelAndSettle } from './source.js';
 import { ACTIVE_STATUSES, TERMINAL_STATUSES } from './status.js';
@@ -216,11 +216,7 @@ async function giveUp(
   const grace = Deadline.grace(graceMs);
   const lastStatus = last?.status;
   if (lastStatus !== undefined && isPostcopy(lastStatus)) {
-    throw ch.error(
-      `${why}, but the migration is in post-copy ('${lastStatus}'): it cannot be cancelled, the destination runs the VM; wait again or finalize`,
-      undefined,
-      { status: lastStatus },
-    );
+    throw ch.error(`${why}, but ${postcopyGiveUp(lastStatus)}`, undefined, { status: lastStatus });
   }
   const settled = await cancelAndSettle(ch, why, grace, options.onProgress);
   if (!('error' in settled)) {
@@ -255,6 +251,18 @@ async function giveUp(
       changedVm: true,
     },
   );
+}
+
+/**
+ * What a wait that gives up in post-copy says: the VM is split, nothing may be stopped,
+ * and what to do next. Never that the VM is on the destination: in `postcopy-paused` the
+ * destination's guest is frozen, and if the destination QEMU is gone the VM is lost.
+ */
+function postcopyGiveUp(status: string): string {
+  const split = `the migration is in post-copy ('${status}'): it cannot be cancelled and the VM is split between the two hosts (the destination runs it, part of its memory is only on the source); stop neither QEMU. `;
+  return isPostcopyPaused(status)
+    ? `${split}The stream between them is broken: if the destination QEMU still runs, recover it with pausePostcopy, acceptPostcopyRecovery on the destination and resumePostcopy on the source (src/migration/postcopy.ts), then wait again; if the destination QEMU is gone, the VM is lost: quit the source QEMU and restart the VM from its disks`
+    : `${split}Wait again (waitForMigration) until it completes; if the stream breaks, recover it with pausePostcopy, acceptPostcopyRecovery and resumePostcopy (src/migration/postcopy.ts)`;
 }
 
 /**

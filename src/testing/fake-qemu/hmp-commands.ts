@@ -43,9 +43,10 @@ export function runHmpCommand(qemu: FakeQemu, line: string): string {
       qemu.stop();
       return '';
     case 'cont':
-    case 'c':
-      qemu.cont();
-      return '';
+    case 'c': {
+      const err = qemu.cont();
+      return err ? `Error: ${err}\n` : '';
+    }
     case 'quit':
     case 'q':
       return '';

@@ -194,11 +194,17 @@ export class FakeQemu {
     }
   }
 
-  /** `cont`: resumes the VM (`RESUME`); a no-op while it runs or waits for an incoming migration. */
-  cont(): void {
-    if (this.runState === 'inmigrate' || this.runState === 'running') return;
+  /**
+   * `cont`: resumes the VM (`RESUME`); a no-op while it runs or waits for an incoming
+   * migration. Refused in `finish-migrate` (a post-copy source: "Migration is not
+   * finalized yet", measured on 7.2 and 11.1). Returns QEMU's error text, or undefined.
+   */
+  cont(): string | undefined {
+    if (this.runState === 'finish-migrate') return 'Migration is not finalized yet';
+    if (this.runState === 'inmigrate' || this.runState === 'running') return undefined;
     this.runState = 'running';
     this.emit('RESUME');
+    return undefined;
   }
 
   /** `quit`: `SHUTDOWN` (with its reason from 4.0), then QEMU exits. */

@@ -117,6 +117,15 @@ export class FakeMigrationPair {
     this.source.qemu.onMigrationStatus((status) => this.linkStatus(status));
     this.destination.qemu.onIncomingStatus((status) => this.linkIncoming(status));
     this.source.qemu.resumeReaches = (uri) => this.resumeReaches(uri);
+    // A QEMU that dies in post-copy resets the stream: the other end pauses (measured).
+    this.source.qemu.onExit(() => {
+      if (this.connected) this.destination.qemu.breakPostcopyStream();
+    });
+    this.destination.qemu.onExit(() => {
+      if (this.connected && !this.source.qemu.hasExited) {
+        this.source.qemu.breakPostcopyStream('Detected IO failure for postcopy. Migration paused.');
+      }
+    });
   }
 
   /** A `KVMHypervisor` `monitor` factory for the source node: a new real client per call. */

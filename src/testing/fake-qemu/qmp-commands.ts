@@ -42,8 +42,11 @@ export function runQmpCommand(qemu: FakeQemu, cmd: FakeQmpCall): unknown {
     }
     case 'query-yank': {
       if (!qemu.has(6, 0)) return notFound();
-      // The migration's yank instance exists while it runs and until the clean-up is over.
+      // The migration's yank instance exists while it runs and until the clean-up is over;
+      // on a destination, from `-incoming` until its incoming migration ended.
       const m = qemu.migration;
+      const inc = qemu.incoming;
+      if (inc && inc.status !== 'completed' && inc.status !== 'failed') return [{ type: 'migration' }];
       if (m.status === undefined) return [];
       if (TERMINAL_STATUSES.has(m.status)) {
         if (m.cleanupPolls <= 0) return [];
@@ -54,9 +57,10 @@ export function runQmpCommand(qemu: FakeQemu, cmd: FakeQmpCall): unknown {
     case 'stop':
       qemu.stop();
       return {};
-    case 'cont':
-      qemu.cont();
-      return {};
+    case 'cont': {
+      const err = qemu.cont();
+      return err ? fail(err) : {};
+    }
     case 'quit':
       // QEMU answers, then exits; the server closes the connection after the reply.
       return {};
