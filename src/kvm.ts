@@ -698,9 +698,14 @@ export class KVMHypervisor {
     this.accepted.delete(instance.name);
     if (this.lifecycle.startedHere(instance.name))
       await settleDestination(this.lifecycle, instance.name, outcome);
-    // A destination kept after a failure report may hold the VM: its journal stays, so that
-    // a recovery can still finalize it and put its capabilities back.
-    if (outcome.action !== 'kept-running' && outcome.action !== 'kept-paused') {
+    // A destination kept after a failure report, or paused in post-copy, may hold the VM (or
+    // part of it): its journal stays, so that a recovery can still finalize it and put its
+    // capabilities back.
+    if (
+      outcome.action !== 'kept-running' &&
+      outcome.action !== 'kept-paused' &&
+      outcome.action !== 'postcopy-paused'
+    ) {
       this.dropJournal(journal, instance.name, 'destination');
     }
     return outcome;
