@@ -4,10 +4,13 @@
  * How long from "migrate this VM" until QEMU has accepted `migrate`, on one source QEMU
  * (TCG, -m 64), interleaved round by round, four ways:
  *  - ours (persistent monitor): `KVMHypervisor.migrateInstance` on a monitor already open,
- *    with its migration journal (`stateDir`: one durable write, fsync included, before the
- *    first change);
- *  - ours without the journal: the same object without `stateDir` (the difference is the
- *    journal's cost);
+ *    with its migration journal (one atomic write before the first change, fsync after)
+ *    on a tmpfs (`/dev/shm` where it exists), as Ganeti's run directory `/var/run` is on a
+ *    Debian host;
+ *  - ours, journal on disk: the same with the journal in the bench's folder under
+ *    `os.tmpdir()` (this machine's disk);
+ *  - ours without the journal: the same object without `stateDir` (the differences are
+ *    the journal's cost);
  *  - ours (cold): a new `KVMHypervisor`, so the time includes opening the QMP connection;
  *  - Ganeti 3.x: one fresh QMP session per command (greeting, `qmp_capabilities`,
  *    `query-commands`, the command, close) for `migrate-set-parameters`,
@@ -18,7 +21,7 @@
  * The target is a TCP sink that reads and drops the stream; after each round the migration
  * is cancelled and the settings are put back (not timed). Prints medians and ratios.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,7 +41,7 @@ const BANDWIDTH_MIB = 1;
 const DOWNTIME_MS = 30;
 const MiB = 1024 * 1024;
 
-type Way = 'ours' | 'ours-nojournal' | 'ours-cold' | 'ganeti3' | 'ganeti2';
+type Way = 'ours' | 'ours-diskjournal' | 'ours-nojournal' | 'ours-cold' | 'ganeti3' | 'ganeti2';
 
 /** `json.dumps` with Python's default separators (`', '`, `': '`), as Ganeti's serializer writes. */
 function pyJson(v: unknown): string {
@@ -169,8 +172,12 @@ async function main(): Promise<void> {
   };
   // One monitor shared by the journaled object and the one without a journal.
   const shared = countingQmp(vm.qmpPaths[0]!, counter);
-  const stateDir = join(dir, 'state');
+  // Where Ganeti keeps run state (/var/run) is a tmpfs on a Debian host; /dev/shm is one here.
+  const shm = existsSync('/dev/shm') ? mkdtempSync(join('/dev/shm', 'kvmhv-bench-setup-')) : undefined;
+  const stateDir = join(shm ?? dir, 'state');
+  const diskStateDir = join(dir, 'state-disk');
   const hv = new KVMHypervisor({ monitor: () => shared, stateDir });
+  const onDisk = new KVMHypervisor({ monitor: () => shared, stateDir: diskStateDir });
   const plain = new KVMHypervisor({ monitor: () => shared });
   const admin = await QmpMonitor.connect({ path: vm.qmpPaths[2]! });
   const started = (await admin.execute('query-migrate-parameters')) as Record<string, unknown>;
@@ -181,6 +188,7 @@ async function main(): Promise<void> {
   );
   const samples: Record<Way, number[]> = {
     ours: [],
+    'ours-diskjournal': [],
     'ours-nojournal': [],
     'ours-cold': [],
     ganeti3: [],
@@ -189,6 +197,7 @@ async function main(): Promise<void> {
   const commands: number[] = [];
   const ways: Way[] = [
     'ours',
+    'ours-diskjournal',
     'ours-nojournal',
     'ours-cold',
     'ganeti3',
@@ -209,6 +218,12 @@ async function main(): Promise<void> {
           ms = nowMs() - t;
           if (r >= WARMUP) commands.push(counter.count - before);
           await hv.finalizeMigrationSource(instance, false);
+        } else if (way === 'ours-diskjournal') {
+          await onDisk.monitorFor(instance.name);
+          const t = nowMs();
+          await onDisk.migrateInstance(instance, '127.0.0.1', true);
+          ms = nowMs() - t;
+          await onDisk.finalizeMigrationSource(instance, false);
         } else if (way === 'ours-nojournal') {
           await plain.monitorFor(instance.name);
           const t = nowMs();
@@ -246,6 +261,8 @@ async function main(): Promise<void> {
     await admin.close().catch(() => {});
     await hv.close();
     await plain.close();
+    await onDisk.close();
+    if (shm) rmSync(shm, { recursive: true, force: true });
     await vm.kill();
     await sink.close();
     rmSync(dir, { recursive: true, force: true });
@@ -255,7 +272,8 @@ async function main(): Promise<void> {
     ReturnType<typeof summarize>
   >;
   const label: Record<Way, string> = {
-    ours: 'ours, persistent monitor, journaled (migrateInstance)',
+    ours: `ours, persistent monitor, journal on ${shm ? 'tmpfs' : 'disk'} (migrateInstance)`,
+    'ours-diskjournal': 'ours, persistent monitor, journal on disk',
     'ours-nojournal': 'ours, persistent monitor, no journal',
     'ours-cold': 'ours, new KVMHypervisor, journaled (connect + migrateInstance)',
     ganeti3: 'Ganeti 3.x: a QMP session per command',
@@ -277,8 +295,12 @@ async function main(): Promise<void> {
   const vsG3 = s.ours.p50 / s.ganeti3.p50;
   console.log(`ours / Ganeti 3.x (p50): ${fmt(vsG3, '×')}   target ≤ 0.5×`);
   const journalMs = s.ours.p50 - s['ours-nojournal'].p50;
+  const diskJournalMs = s['ours-diskjournal'].p50 - s['ours-nojournal'].p50;
   console.log(
-    `the journal's cost per set-up (p50 journaled − p50 without: one atomic write before the first change, its fsync off the set-up's path): ${fmt(journalMs)} ms`,
+    `the journal's cost per set-up (p50 journaled − p50 without: one atomic write before the first change, its fsync after): ${fmt(journalMs)} ms on ${shm ? 'tmpfs' : 'disk'}, ${fmt(diskJournalMs)} ms on disk`,
+  );
+  console.log(
+    `ours, journal on disk / Ganeti 3.x (p50): ${fmt(s['ours-diskjournal'].p50 / s.ganeti3.p50, '×')}; without the journal: ${fmt(s['ours-nojournal'].p50 / s.ganeti3.p50, '×')}`,
   );
   if (socat) console.log(`Ganeti 2.x / ours (p50): ${fmt(s.ganeti2.p50 / s.ours.p50, '×')}   target ≥ 10×`);
   const path = writeResults(QUICK ? 'setup-quick' : 'setup', {
@@ -288,6 +310,8 @@ async function main(): Promise<void> {
     commandsPerSetup: med,
     summaries: s,
     journalMs,
+    diskJournalMs,
+    journalOn: shm ? 'tmpfs' : 'disk',
     ratios: { oursOverGaneti3: vsG3, ganeti2OverOurs: socat ? s.ganeti2.p50 / s.ours.p50 : null },
   });
   console.log(`results: ${path}`);

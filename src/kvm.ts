@@ -407,7 +407,7 @@ export class KVMHypervisor {
     const journal = this.journalFor(name);
     const hvparams = KVMHypervisor.instanceParameters(instance);
     const accepted = await this.controllerStep(ch, () =>
-      acceptMigration(ch, plan.capabilities, deadline, (a) =>
+      acceptMigration(ch, plan.capabilities, deadline, (a) => {
         journal?.write(
           destinationJournalEntry(name, a, hvparams, {
             tls: tls !== undefined,
@@ -415,8 +415,9 @@ export class KVMHypervisor {
             listen,
             uri,
           }),
-        ),
-      ),
+        );
+        void journal?.flush(name, 'destination');
+      }),
     );
     this.accepted.set(name, { ...accepted, tls: tls !== undefined });
     if (uri !== undefined) {
@@ -477,14 +478,19 @@ export class KVMHypervisor {
         ...(this.tls.hostname ? { hostname: this.tls.hostname } : {}),
       };
     }
-    await startMigration(ch, plan, target, deadline, {
-      // One durable write before the first change: what a later process needs to finish
-      // or undo this migration.
-      beforeChange: (session) =>
-        void journal?.write(sourceJournalEntry(session, hvparams, target, plan.tls !== undefined)),
-      onMigrateSent: (session) => this.sessions.set(instance.name, session),
-      afterRollback: () => this.dropJournal(journal, instance.name, 'source'),
-    });
+    try {
+      await startMigration(ch, plan, target, deadline, {
+        // One atomic write before the first change: what a later process needs to finish
+        // or undo this migration.
+        beforeChange: (session) =>
+          journal?.write(sourceJournalEntry(session, hvparams, target, plan.tls !== undefined)),
+        onMigrateSent: (session) => this.sessions.set(instance.name, session),
+        afterRollback: () => this.dropJournal(journal, instance.name, 'source'),
+      });
+    } finally {
+      // fsync once the set-up is over, so that it does not compete with QEMU meanwhile.
+      void journal?.flush(instance.name, 'source');
+    }
   }
 
   /** One progress snapshot of the instance's migration (status `none` before any). */

@@ -215,28 +215,42 @@ export class MigrationJournal {
 
   /**
    * Writes the journal atomically (mode 0600), creating the folder if needed; it is in
-   * place when this returns. Resolves the returned promise once it is also fsynced (a
-   * failed fsync is reported there, never thrown at the caller: the journal is written).
+   * place when this returns. Call {@link flush} to have it fsynced as well.
    */
-  write(entry: MigrationJournalEntry): Promise<void> {
+  write(entry: MigrationJournalEntry): void {
     const path = this.path(entry.instance, entry.role);
     const text = `${JSON.stringify({ ...entry, updatedAt: Date.now(), writerPid: process.pid }, null, 2)}\n`;
     try {
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      writeAtomically(path, text);
+      try {
+        writeAtomically(path, text);
+      } catch (e) {
+        // The folder is created on first use only (no mkdir on every set-up).
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+        writeAtomically(path, text);
+      }
     } catch (e) {
       rmSync(`${path}.tmp-${process.pid}`, { force: true });
       throw new MigrationJournalError(path, `cannot be written: ${(e as Error).message}`, e);
     }
-    const flushed = flush(path, this.dir);
-    flushed.catch(() => {});
-    return flushed;
+  }
+
+  /**
+   * fsyncs the journal and its folder on Node's thread pool. Never rejects: a journal that
+   * is gone (finalized meanwhile) or a failed fsync only loses durability across a host
+   * crash, which the QEMU it describes does not survive either.
+   */
+  async flush(name: string, role: MigrationRole): Promise<void> {
+    await flush(this.path(name, role), this.dir).catch(() => {});
   }
 
   /** Moves the journal to `phase` (written only when the phase changes); no journal: nothing. */
   advance(name: string, role: MigrationRole, phase: JournalPhase): void {
     const entry = this.read(name, role);
-    if (entry && entry.phase !== phase) void this.write({ ...entry, phase });
+    if (entry && entry.phase !== phase) {
+      this.write({ ...entry, phase });
+      void this.flush(name, role);
+    }
   }
 
   /** Removes the journal (a missing one is fine). */

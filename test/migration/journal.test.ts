@@ -75,6 +75,18 @@ describe('MigrationJournal', () => {
     j.remove('web1', 'source'); // a missing one is fine
   });
 
+  it('creates its folder on first use, and flush never rejects (a journal already removed included)', async () => {
+    const dir = join(scratch(), 'a', 'b');
+    const j = new MigrationJournal(dir);
+    j.write(entry());
+    await j.flush('web1', 'source');
+    j.remove('web1', 'source');
+    await expect(j.flush('web1', 'source')).resolves.toBeUndefined();
+    rmSync(dir, { recursive: true });
+    j.write(entry()); // the folder was removed meanwhile: created again
+    expect(j.read('web1', 'source')?.instance).toBe('web1');
+  });
+
   it('advance writes only when the phase changes', () => {
     const j = new MigrationJournal(scratch());
     j.write(entry());
