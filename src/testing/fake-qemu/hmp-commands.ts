@@ -7,6 +7,7 @@ import { formatVersion } from '../../qemu/version.js';
 import { paramsForVersion, parseHmpSize } from '../mock-params.js';
 import { infoMigrateCapabilities, infoMigrateParameters, infoMigrateText, infoStatus } from './hmp-render.js';
 import type { FakeQemu } from './machine.js';
+import { parseObjectAddLine } from './objects.js';
 
 /** The command word of an HMP line (`info X` for info subcommands). */
 export function hmpCommandName(line: string): string {
@@ -70,6 +71,20 @@ export function runHmpCommand(qemu: FakeQemu, line: string): string {
       }
       qemu.downtimeMs = ms;
       return '';
+    }
+    case 'object_add': {
+      const spec = line.trim().slice('object_add'.length).trim();
+      if (spec === '') return expected('string');
+      const parsed = parseObjectAddLine(spec);
+      if (typeof parsed === 'string') return `Error: ${parsed}\n`;
+      if (parsed.id === undefined) return "Error: Parameter 'id' is missing\n";
+      const err = qemu.objects.add(parsed.qomType, parsed.id, parsed.props);
+      return err ? `Error: ${err}\n` : '';
+    }
+    case 'object_del': {
+      if (rest[0] === undefined) return expected('string');
+      const err = qemu.objects.delete(rest[0]);
+      return err ? `Error: ${err}\n` : '';
     }
     case 'migrate_set_parameter':
       return qemu.has(2, 4) ? setParameter(qemu, rest, expected) : unknown;

@@ -9,6 +9,7 @@ import type { MonitorEvent } from '../../monitor/types.js';
 import { parseVersion, type QemuVersion, versionAtLeast } from '../../qemu/version.js';
 import type { MockParamInfo } from '../mock-params.js';
 import { type FakeIncoming, FakeMigration, type FakeMigrationProgress } from './migration-state.js';
+import { FakeObjects } from './objects.js';
 import { FakeMigrationSettings } from './settings.js';
 
 /** QEMU run states (any string is accepted). */
@@ -80,6 +81,8 @@ export class FakeQemu {
    * (set by `FakeMigrationPair`). Without it nobody listens: the source stays paused.
    */
   resumeReaches: ((uri: string) => boolean) | undefined;
+  /** The user-creatable objects (TLS credentials, authorization). */
+  readonly objects: FakeObjects;
   /** Capabilities and parameters. */
   private readonly settings: FakeMigrationSettings;
   private readonly eventListeners = new Set<(ev: MonitorEvent) => void>();
@@ -105,6 +108,7 @@ export class FakeQemu {
     this.defer = options.defer ?? ((fn) => setImmediate(fn));
     this.migration = new FakeMigration(options.ramBytes ?? 67_641_344, (p) => this.advanceMigration(p));
     this.settings = new FakeMigrationSettings(this.version, options.capabilities);
+    this.objects = new FakeObjects(this.version);
   }
 
   /** True once `quit` ran (or {@link exit}): the process is gone. */

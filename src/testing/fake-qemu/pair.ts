@@ -57,6 +57,12 @@ export interface FakeMigrationPairOptions {
    * `active`, as a real QEMU does for a moment (longer under load).
    */
   destinationLoadMs?: number;
+  /**
+   * The destination was started with `-incoming defer`: it listens once `migrate-incoming`
+   * names a URI on {@link migrationPort} (as `acceptInstance(…, { listen })` sends, and a
+   * TLS destination needs).
+   */
+  deferIncoming?: boolean;
 }
 
 /** What the destination QEMU does when the migration fails after the source connected. */
@@ -108,7 +114,7 @@ export class FakeMigrationPair {
     });
     this.destination = new FakeQemuHost({
       ...end(options.destination, 'fake-destination'),
-      incoming: `tcp:0.0.0.0:${this.migrationPort}`,
+      incoming: options.deferIncoming ? 'defer' : `tcp:0.0.0.0:${this.migrationPort}`,
     });
     this.clock.onAdvance((ms) => {
       // A frozen QEMU (SIGSTOPped) migrates nothing.
@@ -284,6 +290,7 @@ export class FakeMigrationPair {
       !dst.hasExited &&
       dst.runState === 'inmigrate' &&
       dst.incoming !== undefined &&
+      dst.incoming.uri !== 'defer' &&
       dst.incoming.status === 'setup' &&
       tcp !== null &&
       Number(tcp[2]) === this.migrationPort;

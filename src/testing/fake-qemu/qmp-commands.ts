@@ -64,6 +64,23 @@ export function runQmpCommand(qemu: FakeQemu, cmd: FakeQmpCall): unknown {
     case 'quit':
       // QEMU answers, then exits; the server closes the connection after the reply.
       return {};
+    case 'object-add': {
+      const { 'qom-type': qomType, id, props, ...flat } = args as Record<string, unknown>;
+      if (typeof qomType !== 'string') return fail("Parameter 'qom-type' is missing");
+      if (typeof id !== 'string') return fail("Parameter 'id' is missing");
+      // 6.0 removed `props`; 5.2 takes both forms, older ones only `props`.
+      if (props !== undefined && qemu.has(6, 0)) return fail("Parameter 'props' is unexpected");
+      if (props === undefined && Object.keys(flat).length > 0 && !qemu.has(5, 2)) {
+        return fail(`Parameter '${Object.keys(flat)[0]}' is unexpected`);
+      }
+      const err = qemu.objects.add(qomType, id, { ...flat, ...((props as Record<string, unknown>) ?? {}) });
+      return err ? fail(err) : {};
+    }
+    case 'object-del': {
+      if (typeof args.id !== 'string') return fail("Parameter 'id' is missing");
+      const err = qemu.objects.delete(args.id);
+      return err ? fail(err) : {};
+    }
     case 'query-migrate-capabilities':
       return Object.entries(qemu.capabilities).map(([capability, state]) => ({ capability, state }));
     case 'migrate-set-capabilities': {
