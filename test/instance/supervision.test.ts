@@ -256,4 +256,13 @@ describe('nodeHvParamsOf', () => {
     });
     expect(nodeHvParamsOf(filled, {})).toEqual({});
   });
+
+  it("takes this node's kvm_path when the instance's hvparams name one (the runtime's is the source's)", () => {
+    const filled = { kvm_path: '/usr/libexec/qemu-kvm', keymap: '' };
+    expect(nodeHvParamsOf(filled, { kvm_path: '/usr/libexec/qemu-kvm' })).toEqual({
+      kvm_path: '/usr/libexec/qemu-kvm',
+    });
+    // Not given: the default is not this node's choice, the runtime's path stays.
+    expect(nodeHvParamsOf({ kvm_path: '/usr/bin/kvm' }, {})).toEqual({});
+  });
 });
