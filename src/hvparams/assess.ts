@@ -15,7 +15,8 @@ export interface AssessmentRule {
 }
 
 const GENERIC_CPU_TYPES = ['qemu32', 'qemu64', 'kvm32', 'kvm64'];
-const UNVERSIONED_MACHINES = ['', 'pc'];
+// Ganeti's list ('', pc, q35*) and Ubuntu's aliases of its default types.
+const UNVERSIONED_MACHINES = ['', 'pc', 'ubuntu', 'ubuntu-q35'];
 const SPECIAL_MACHINES = ['none', 'microvm', 'isapc', 'x-remote'];
 const LOCAL_ADDRESSES = ['127.0.0.1', '::1'];
 
@@ -93,7 +94,8 @@ export const ASSESSMENT_RULES: readonly AssessmentRule[] = [
   },
   {
     params: ['machine_version'],
-    summary: 'machine_version is empty, pc, or starts with q35 (an alias, not a pinned version).',
+    summary:
+      "machine_version is empty, pc, starts with q35, or is Ubuntu's ubuntu or ubuntu-q35 (an alias, not a pinned version).",
     warning: ({ machine_version }) =>
       typeof machine_version === 'string' &&
       (UNVERSIONED_MACHINES.includes(machine_version) || machine_version.startsWith('q35'))

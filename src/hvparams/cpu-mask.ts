@@ -90,11 +90,13 @@ export type CpuMaskEntry = number[] | typeof CPU_PINNING_ALL;
 
 /**
  * Parses a multiple CPU mask: `all`, a single mask, or `:`-separated masks where each is a
- * mask or `all`. Unlike Ganeti, an empty per-vCPU mask (`1::2`) is refused: it would pin a
- * vCPU to nothing, and so is a mask naming more than {@link MAX_CPU_MASK_TOTAL} CPUs over all
- * its per-vCPU masks. Linear in the mask's length. Throws {@link CpuMaskError}.
+ * mask or `all`. `""` gives `[]` (no mask, as in Ganeti: nothing is pinned). Unlike Ganeti,
+ * an empty per-vCPU mask (`1::2`) is refused: it would pin a vCPU to nothing, and so is a
+ * mask naming more than {@link MAX_CPU_MASK_TOTAL} CPUs over all its per-vCPU masks. Linear
+ * in the mask's length. Throws {@link CpuMaskError}.
  */
 export function parseMultiCpuMask(mask: string): CpuMaskEntry[] {
+  if (mask === '') return [];
   if (!mask.includes(CPU_PINNING_SEP)) {
     return mask === CPU_PINNING_ALL ? [CPU_PINNING_ALL] : [parseCpuMask(mask)];
   }

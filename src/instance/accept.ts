@@ -34,9 +34,10 @@ export interface AcceptInstanceStartOptions {
 }
 
 /**
- * The `keymap`, `security_model`, `security_domain` and `use_chroot` that the instance's
- * own hvparams set explicitly: on a target they win over the source's runtime (Ganeti
- * takes them from the current config at every start).
+ * The `keymap`, `security_model`, `security_domain`, `use_chroot` and `kvm_path` that the
+ * instance's own hvparams set explicitly: on a target they win over the source's runtime
+ * (Ganeti takes them from the current config at every start; `kvm_path` is this node's
+ * QEMU binary, the runtime's is the source node's).
  */
 export function nodeHvParamsOf(
   filled: Readonly<Record<string, unknown>>,
@@ -49,7 +50,10 @@ export function nodeHvParamsOf(
 
 /**
  * Starts the destination QEMU of instance `name` from `migrationInfo` (a runtime) with
- * `-incoming defer`, and writes the runtime and a state file marked `incoming`.
+ * `-incoming defer`, and writes the runtime and a state file marked `incoming`. The QEMU is
+ * `nodeHvParams.kvm_path` when given (this node's), else the runtime's `kvm_path`; it is
+ * probed before anything starts, so a binary without the runtime's machine type is an
+ * `HvParamError` naming `machine_version`.
  * @throws HypervisorError when the runtime belongs to another instance or the instance
  * already runs here.
  */
@@ -95,9 +99,12 @@ async function launchLocked(
   }
   if (old) removeInstanceFiles(paths);
   const chosen = acceleratorFor(runtime.hvparams, accel ?? lc.deps.accel);
+  // This node's QEMU: the caller's kvm_path, else the source's path (the same cluster
+  // setting, which must then name a binary here too).
+  const binary = nodeHvParams?.kvm_path ?? runtime.hvparams.kvm_path;
   const features = await deadline.race(
-    probeQemuFeatures(runtime.hvparams.kvm_path, { timeoutMs: deadline.remaining() }),
-    `probing ${runtime.hvparams.kvm_path}`,
+    probeQemuFeatures(binary, { timeoutMs: deadline.remaining() }),
+    `probing ${binary}`,
   );
   writeFileAtomic(paths.runtime, migrationInfo);
   try {

@@ -51,14 +51,21 @@ export interface LaunchContext {
   /**
    * This node's values of the hvparams Ganeti takes from the current config at every start
    * rather than from the saved runtime (`keymap`, `security_model`, `security_domain`,
-   * `use_chroot`): on a migration target they may differ from the source's. Absent keys
-   * come from the runtime.
+   * `use_chroot`), and this node's `kvm_path`: on a migration target they may differ from
+   * the source's. Absent keys come from the runtime. `kvm_path` is informational here:
+   * argv[0] is always `features.binary`, so probe this node's `kvm_path`.
    */
   nodeHvParams?: Partial<Pick<KvmHvParams, NodeHvParamName>>;
 }
 
 /** The hvparams a node may override at start ({@link LaunchContext.nodeHvParams}). */
-export const NODE_HV_PARAMS = ['keymap', 'security_model', 'security_domain', 'use_chroot'] as const;
+export const NODE_HV_PARAMS = [
+  'keymap',
+  'security_model',
+  'security_domain',
+  'use_chroot',
+  'kvm_path',
+] as const;
 /** Name of one of {@link NODE_HV_PARAMS}. */
 export type NodeHvParamName = (typeof NODE_HV_PARAMS)[number];
 

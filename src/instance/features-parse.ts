@@ -7,16 +7,24 @@
 import { UnrecognizedOutputError } from '../errors.js';
 import type { QemuVersion } from '../qemu/version.js';
 
-/** One machine type of `query-machines`. */
+/** One machine type, as `query-machines` or `-machine help` reports it. */
 export interface QemuMachineType {
-  /** Versioned name, e.g. `pc-i440fx-7.2`. */
+  /**
+   * The name QEMU gives it: versioned for the PC families (`pc-i440fx-7.2`, Ubuntu's
+   * `pc-q35-noble`, RHEL's `pc-q35-rhel9.4.0`), plain for the others (`isapc`, `microvm`).
+   */
   name: string;
-  /** Alias QEMU accepts for it (`pc`, `q35`), if any. */
+  /** Alias QEMU accepts for it (`pc`, `q35`, Ubuntu's `ubuntu`, `ubuntu-q35`), if any. */
   alias?: string;
   /** True for the machine QEMU uses without `-machine`. */
   isDefault: boolean;
   /** True when QEMU marks it deprecated. */
   deprecated: boolean;
+  /**
+   * QEMU's description (`Standard PC (i440FX + PIIX, 1996)`, `RHEL-9.4.0 PC (Q35 + ICH9,
+   * 2009)`): only `-machine help` prints it; absent when only `query-machines` was read.
+   */
+  description?: string;
 }
 
 /**
@@ -96,6 +104,11 @@ export interface QemuProbeReplies {
   cpuDefinitions: unknown;
   /** Text of `<binary> -help`. */
   help: string;
+  /**
+   * Text of `<binary> -machine help`: the machine types' descriptions, which name the
+   * chipset (`i440FX + PIIX`, `Q35 + ICH9`). Absent in probes recorded before it was asked.
+   */
+  machineHelp?: string;
 }
 
 function unrecognized(command: string, value: unknown): UnrecognizedOutputError {
@@ -146,6 +159,81 @@ export function parseQueryMachines(reply: unknown): QemuMachineType[] {
     };
   });
   return out.sort((a, b) => compareText(a.name, b.name));
+}
+
+/** `-machine help`'s first line (`-machine ?` prints the same). */
+const MACHINE_HELP_HEADER = 'Supported machines are:';
+
+/**
+ * Reads the text of `-machine help` (or `-machine ?`, what Ganeti reads): after the header,
+ * one line per machine type, `<name> <description>[ (default)][ (deprecated)]`, and for an
+ * alias a line `<alias> <description> (alias of <name>)` (before or after its machine's
+ * line, depending on the release). Sorted by name like {@link parseQueryMachines}.
+ * @throws UnrecognizedOutputError quoting the text when the header is missing, a line is
+ *   not `<name> <description>`, a name appears twice, or an alias names a machine that is
+ *   not listed.
+ */
+export function parseMachineHelp(text: string): QemuMachineType[] {
+  const command = '-machine help';
+  const lines = text.split('\n').map((l) => l.trimEnd());
+  const start = lines.findIndex((l) => l.trim() === MACHINE_HELP_HEADER);
+  if (start < 0) throw new UnrecognizedOutputError(command, text);
+  const machines = new Map<string, QemuMachineType>();
+  const aliases: Array<[alias: string, target: string, line: string]> = [];
+  for (const line of lines.slice(start + 1)) {
+    if (line === '') continue;
+    const m = /^(\S+) +(\S.*)$/.exec(line);
+    if (!m) throw new UnrecognizedOutputError(command, line, 'line');
+    const name = m[1]!;
+    let rest = m[2]!;
+    const alias = / \(alias of (\S+)\)$/.exec(rest);
+    if (alias) {
+      aliases.push([name, alias[1]!, line]);
+      continue;
+    }
+    let isDefault = false;
+    let deprecated = false;
+    for (;;) {
+      if (rest.endsWith(' (deprecated)')) {
+        deprecated = true;
+        rest = rest.slice(0, -' (deprecated)'.length);
+      } else if (rest.endsWith(' (default)')) {
+        isDefault = true;
+        rest = rest.slice(0, -' (default)'.length);
+      } else break;
+    }
+    if (machines.has(name)) throw new UnrecognizedOutputError(command, line, 'repeated line');
+    machines.set(name, { name, isDefault, deprecated, description: rest });
+  }
+  for (const [alias, target, line] of aliases) {
+    const machine = machines.get(target);
+    if (!machine || machine.alias !== undefined) {
+      throw new UnrecognizedOutputError(command, line, 'alias line');
+    }
+    machine.alias = alias;
+  }
+  if (machines.size === 0) throw new UnrecognizedOutputError(command, text);
+  return [...machines.values()]
+    .map(({ name, alias, isDefault, deprecated, description }) => ({
+      name,
+      ...(alias === undefined ? {} : { alias }),
+      isDefault,
+      deprecated,
+      ...(description === undefined ? {} : { description }),
+    }))
+    .sort((a, b) => compareText(a.name, b.name));
+}
+
+/**
+ * `query-machines`' list with each machine's description from `-machine help` (the same
+ * binary's), matched by name. A machine the help text does not list keeps no description.
+ */
+export function withDescriptions(machines: QemuMachineType[], help: QemuMachineType[]): QemuMachineType[] {
+  const byName = new Map(help.map((m) => [m.name, m.description]));
+  return machines.map((m) => {
+    const description = byName.get(m.name);
+    return description === undefined ? m : { ...m, description };
+  });
 }
 
 /**

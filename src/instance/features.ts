@@ -1,7 +1,8 @@
 /**
  * What one QEMU binary can do, asked once per binary: one short probe process
  * (`-machine none -qmp stdio`) answers `query-version`, `query-machines`, `qom-list-types`,
- * `query-commands` and `query-cpu-definitions`, and `-help` gives the option names. The
+ * `query-commands` and `query-cpu-definitions`, `-help` gives the option names and
+ * `-machine help` the machine types' descriptions (which name their chipset). The
  * result is cached per binary path, modification time and size, so a start does not spawn
  * QEMU again (Ganeti runs `--help` up to seven times per start).
  */
@@ -17,6 +18,7 @@ import {
   PROBED_DEVICES,
   parseCpuDefinitions,
   parseHelpOptions,
+  parseMachineHelp,
   parseQueryCommands,
   parseQueryMachines,
   parseQueryVersion,
@@ -24,6 +26,7 @@ import {
   parseTypeProbes,
   type QemuMachineType,
   type QemuProbeReplies,
+  withDescriptions,
 } from './features-parse.js';
 
 export type { QemuMachineType, QemuProbeReplies } from './features-parse.js';
@@ -35,7 +38,10 @@ export interface QemuFeatures {
   version: QemuVersion;
   /** Distribution package string of `query-version` (`Debian 1:7.2+dfsg-…`), may be empty. */
   package: string;
-  /** Machine types, sorted by name. */
+  /**
+   * Machine types, sorted by name: `query-machines`, with the descriptions of
+   * `-machine help` where the probe recorded it.
+   */
   machines: QemuMachineType[];
   /** The device types of {@link PROBED_DEVICES} this QEMU has, sorted. */
   devices: string[];
@@ -66,7 +72,10 @@ export function featuresFromProbe(binary: string, replies: QemuProbeReplies): Qe
     binary,
     version,
     package: pkg,
-    machines: parseQueryMachines(replies.machines),
+    machines:
+      replies.machineHelp === undefined
+        ? parseQueryMachines(replies.machines)
+        : withDescriptions(parseQueryMachines(replies.machines), parseMachineHelp(replies.machineHelp)),
     devices: Object.keys(deviceProperties),
     deviceProperties,
     accelerators: Object.keys(parseTypeProbes('qom-list-properties', replies.accelerators)),
@@ -155,25 +164,39 @@ const PROBE_REQUESTS: readonly ProbeRequest[] = [
   ),
 ];
 
-/** Runs the probe process and `-help`; returns the raw replies (what the fixtures record). */
+/**
+ * Runs the probe process, `-help` and `-machine help` (all three at once); returns the raw
+ * replies (what the fixtures record).
+ */
 export async function recordQemuProbe(binary: string, opts: ProbeOptions = {}): Promise<QemuProbeReplies> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  const [qmp, help] = await Promise.all([
+  const [qmp, help, machineHelp] = await Promise.all([
     runQmpProbe(binary, timeoutMs, opts.env),
-    runHelp(binary, timeoutMs, opts.env),
+    runText(binary, ['-help'], timeoutMs, opts.env),
+    runText(binary, ['-machine', 'help'], timeoutMs, opts.env),
   ]);
-  return { ...qmp, help };
+  return { ...qmp, help, machineHelp };
 }
 
-function runHelp(binary: string, timeoutMs: number, env: NodeJS.ProcessEnv | undefined): Promise<string> {
+/** The standard output of `binary args` (a help text: QEMU prints it and exits 0). */
+function runText(
+  binary: string,
+  args: string[],
+  timeoutMs: number,
+  env: NodeJS.ProcessEnv | undefined,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
       binary,
-      ['-help'],
+      args,
       { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 4 << 20, env: env ?? process.env },
       (err, stdout, stderr) => {
         if (err)
-          reject(new QemuProbeError(binary, `-help failed: ${err.message} ${stderr}`.trim(), { cause: err }));
+          reject(
+            new QemuProbeError(binary, `${args.join(' ')} failed: ${err.message} ${stderr}`.trim(), {
+              cause: err,
+            }),
+          );
         else resolve(stdout);
       },
     );
@@ -184,10 +207,10 @@ function runQmpProbe(
   binary: string,
   timeoutMs: number,
   env: NodeJS.ProcessEnv | undefined,
-): Promise<Omit<QemuProbeReplies, 'help'>> {
+): Promise<Omit<QemuProbeReplies, 'help' | 'machineHelp'>> {
   return new Promise((resolve, reject) => {
     const child = spawn(binary, PROBE_ARGS, { stdio: ['pipe', 'pipe', 'pipe'], env: env ?? process.env });
-    const replies: Omit<QemuProbeReplies, 'help'> = {
+    const replies: Omit<QemuProbeReplies, 'help' | 'machineHelp'> = {
       version: undefined,
       machines: undefined,
       commands: undefined,

@@ -22,7 +22,9 @@ const nodeOnly = (reason: string): HvParamEffect => ({ kind: 'node-only', reason
 
 /** Every hvparam's effect, in registry order. */
 export const HV_PARAM_EFFECTS: Readonly<Record<HvParameterName, HvParamEffect>> = {
-  kvm_path: argv('argv[0]: the binary `probeQemuFeatures` probed (`features.binary`)'),
+  kvm_path: argv(
+    "argv[0]: the binary `probeQemuFeatures` probed (`features.binary`); on a migration target, the instance's `kvm_path` when given, else the runtime's",
+  ),
   kernel_path: argv('`-kernel <path>`; when set no device gets a `bootindex`'),
   initrd_path: argv('`-initrd <path>` (with `kernel_path` only)'),
   kernel_args: argv('`-append` text after `root=` (with `kernel_path` only)'),
@@ -135,7 +137,7 @@ export const HV_PARAM_EFFECTS: Readonly<Record<HvParameterName, HvParamEffect>> 
   vga: argv('`-vga <v>` (empty: `std`, or `qxl` with SPICE)'),
   kvm_extra: argv('split like a POSIX shell (no expansion) and appended last'),
   machine_version: argv(
-    '`-machine <type>`: resolved once (alias or empty → the versioned type) and pinned in the runtime',
+    '`-machine <type>`: resolved once (alias or empty → the versioned type) and pinned in the runtime; an i440FX or Q35 PC of any build (`pc-i440fx-9.2`, `pc-q35-impish`, `pc-q35-rhel9.4.0`)',
   ),
   migration_caps: nodeOnly('migration only: QMP `migrate-set-capabilities`'),
   vnet_hdr: argv('`,vnet_hdr=on|off` on paravirtual tap `-netdev`s (other models: `off`)'),

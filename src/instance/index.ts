@@ -26,7 +26,7 @@ export {
   type QemuProbeReplies,
   recordQemuProbe,
 } from './features.js';
-export { PROBED_ACCELERATORS, PROBED_DEVICES } from './features-parse.js';
+export { PROBED_ACCELERATORS, PROBED_DEVICES, parseMachineHelp } from './features-parse.js';
 export { HV_PARAM_EFFECTS, type HvParamEffect } from './hvparam-effects.js';
 export {
   DEFAULT_INSTANCE_RUN_DIR,
@@ -35,6 +35,12 @@ export {
   type RunLayout,
   runLayout,
 } from './layout.js';
+export {
+  FAMILY_PCI_BUS,
+  type MachineFamily,
+  machineFamily,
+  pcMachineSuggestions,
+} from './machine-types.js';
 export {
   type DeviceBus,
   deviceId,

@@ -12,6 +12,7 @@ import type { KvmHvParams } from '../hvparams/index.js';
 import type { Deadline } from '../migration/deadline.js';
 import { type Accelerator, type AcceleratorChoice, kvmUsable, resolveAccelerator } from '../qemu/accel.js';
 import { listeningUnixSockets } from '../qemu/process.js';
+import { formatVersion } from '../qemu/version.js';
 import { chooseAccelerator, type LaunchContext, renderArgv } from './argv.js';
 import type { QemuFeatures } from './features.js';
 import type { InstancePaths } from './layout.js';
@@ -137,7 +138,8 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
     qmp: paths.qmp,
     hmp: paths.hmp,
     accel: req.accel,
-    qemuVersion: runtime.qemu.version,
+    // The launched binary's, not the runtime's (a migration target may run another release).
+    qemuVersion: formatVersion(req.features.version),
     binary: argv[0]!,
     ...(req.incoming === undefined ? {} : { incoming: req.incoming }),
   };

@@ -34,6 +34,8 @@ export function pinningPlan(
     typeof cpuMask === 'string'
       ? cpuMask
       : cpuMask.map((m) => (typeof m === 'string' ? m : m.join(','))).join(':');
+  // No mask (`cpu_mask` empty): nothing to pin.
+  if (masks.length === 0) return [];
   if (masks.length === 1) {
     const only = masks[0]!;
     return only === CPU_PINNING_ALL || only.length === 0 ? [] : [{ id: pid, cpus: only, allThreads: true }];

@@ -25,6 +25,7 @@ import {
   VNC_BASE_PORT,
 } from './device-model.js';
 import { describeQemu, hasDevice, type QemuFeatures } from './features.js';
+import { FAMILY_PCI_BUS, machineFamily, pcMachineSuggestions } from './machine-types.js';
 import {
   type DeviceBus,
   type InstanceRuntime,
@@ -52,7 +53,11 @@ function problem(param: string, message: string): HvParamProblem {
   return { param, message };
 }
 
-/** Picks the machine type: `machine_version`, an alias of it, or QEMU's default; always a concrete name. */
+/**
+ * Picks the machine type: `machine_version` (a name or an alias, as QEMU reports them) or
+ * QEMU's default, and pins its name, never the alias. It must be an i440FX or Q35 PC
+ * ({@link machineFamily}): the device model's buses and slots assume one.
+ */
 function resolveMachine(hv: KvmHvParams, features: QemuFeatures, problems: HvParamProblem[]) {
   const wanted = hv.machine_version;
   const found = wanted
@@ -69,16 +74,19 @@ function resolveMachine(hv: KvmHvParams, features: QemuFeatures, problems: HvPar
     );
     return undefined;
   }
-  const pciBus: 'pci.0' | 'pcie.0' = /q35/.test(found.name) ? 'pcie.0' : 'pci.0';
-  if (!/^pc-(i440fx|q35)-\d+\.\d+$/.test(found.name) && found.name !== 'pc' && found.name !== 'q35') {
+  const family = machineFamily(found);
+  if (!family) {
+    const named = wanted && wanted !== found.name ? ` ('${wanted}')` : wanted ? '' : ' (the default)';
+    const described = found.description === undefined ? '' : ` (QEMU describes it as '${found.description}')`;
+    const others = pcMachineSuggestions(features.machines);
     problems.push(
       problem(
         'machine_version',
-        `machine type '${found.name}' is not a PC machine (pc-i440fx-X.Y or pc-q35-X.Y); the device model assumes one`,
+        `machine type '${found.name}'${named} of ${describeQemu(features)} is not an i440FX or Q35 PC${described}: the device model needs one${others.length > 0 ? `; this QEMU has ${others.join(', ')}` : ''}`,
       ),
     );
   }
-  return { type: found.name, pciBus };
+  return { type: found.name, pciBus: FAMILY_PCI_BUS[family ?? 'i440fx'] };
 }
 
 /** Splits a root path and kernel args into `-append`'s text (Ganeti's order). */

@@ -70,15 +70,43 @@ function installExitHook(): void {
   });
 }
 
-/** Finds the QEMU binary: `$QEMU`, then `qemu-system-x86_64` on the PATH. */
-export function findQemuBinary(): string | undefined {
-  const candidate = process.env.QEMU || 'qemu-system-x86_64';
-  try {
-    execFileSync(candidate, ['--version'], { stdio: 'ignore' });
-    return candidate;
-  } catch {
-    return undefined;
+/**
+ * Where distributions install the x86-64 system emulator, in the order
+ * {@link findQemuBinary} tries them: `qemu-system-x86_64` on the PATH (upstream, Debian,
+ * Ubuntu, Fedora), `/usr/bin/kvm` (Debian's and Ubuntu's `kvm`, Ganeti's default
+ * `kvm_path`), `/usr/libexec/qemu-kvm` (RHEL, CentOS Stream, Rocky, Alma: not on the PATH).
+ */
+export const QEMU_BINARY_CANDIDATES: readonly string[] = [
+  'qemu-system-x86_64',
+  '/usr/bin/kvm',
+  '/usr/libexec/qemu-kvm',
+];
+
+/** Where {@link findQemuBinary} looks. */
+export interface FindQemuOptions {
+  /** Environment: `QEMU` and `PATH` (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+  /** Names or paths to try when `$QEMU` is unset (default {@link QEMU_BINARY_CANDIDATES}). */
+  candidates?: readonly string[];
+}
+
+/**
+ * Finds the QEMU binary: `$QEMU` when set (and nothing else: an explicit choice that does
+ * not run is not replaced), else the first of {@link QEMU_BINARY_CANDIDATES} that runs
+ * `--version`. Undefined when none does.
+ */
+export function findQemuBinary(options: FindQemuOptions = {}): string | undefined {
+  const env = options.env ?? process.env;
+  const candidates = env.QEMU ? [env.QEMU] : (options.candidates ?? QEMU_BINARY_CANDIDATES);
+  for (const candidate of candidates) {
+    try {
+      execFileSync(candidate, ['--version'], { stdio: 'ignore', env });
+      return candidate;
+    } catch {
+      // not there or not runnable: the next one
+    }
   }
+  return undefined;
 }
 
 /** Asks the kernel for a free TCP port on 127.0.0.1. */

@@ -33,7 +33,15 @@ export {
 // The monitors' base class (QmpMonitor, HmpMonitor and MockMonitor extend it), for a
 // Monitor of your own; the declarations of both entries share it.
 export { MonitorEmitter } from '../monitor/events.js';
-export { findQemuBinary, freePort, type QemuExit, QemuVm, type QemuVmOptions } from '../qemu/process.js';
+export {
+  type FindQemuOptions,
+  findQemuBinary,
+  freePort,
+  QEMU_BINARY_CANDIDATES,
+  type QemuExit,
+  QemuVm,
+  type QemuVmOptions,
+} from '../qemu/process.js';
 export {
   generateTestPki,
   OPENSSL_INSTALL_HINT,

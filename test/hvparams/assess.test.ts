@@ -42,6 +42,8 @@ describe('assessParameters', () => {
     [{ machine_version: 'pc' }, "machine_version 'pc' is an alias"],
     [{ machine_version: 'q35' }, 'is an alias'],
     [{ machine_version: 'q35-foo' }, 'is an alias'],
+    [{ machine_version: 'ubuntu' }, "machine_version 'ubuntu' is an alias"],
+    [{ machine_version: 'ubuntu-q35' }, "machine_version 'ubuntu-q35' is an alias"],
     [{ machine_version: 'none' }, 'special-purpose'],
     [{ machine_version: 'microvm' }, 'special-purpose'],
     [{ machine_version: 'isapc' }, 'special-purpose'],
@@ -59,6 +61,8 @@ describe('assessParameters', () => {
     [{ spice_bind: '0.0.0.0', spice_use_tls: true }],
     [{ migration_bandwidth: 33 }],
     [{ machine_version: 'pc-q35-9.2' }],
+    [{ machine_version: 'pc-i440fx-noble' }],
+    [{ machine_version: 'pc-q35-rhel9.4.0' }],
     [{ cpu_type: 'EPYC' }],
   ])('%j does not warn', (values) => {
     expect(warnings(values)).toEqual([]);

@@ -42,6 +42,8 @@ describe('parseCpuMask', () => {
 
 describe('parseMultiCpuMask', () => {
   it.each([
+    // Ganeti's TestParseMultiCpuMask: ParseMultiCpuMask("") == [] (no mask, not one empty mask).
+    ['', []],
     ['all', ['all']],
     ['0-2,5', [[0, 1, 2, 5]]],
     ['1:3', [[1], [3]]],

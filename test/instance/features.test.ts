@@ -31,7 +31,13 @@ describe('features from recorded probes', () => {
       expect(`${f.version.major}.${f.version.minor}`).toBe(release);
       const def = f.machines.filter((m) => m.isDefault);
       expect(def).toEqual([
-        { name: `pc-i440fx-${release}`, alias: 'pc', isDefault: true, deprecated: false },
+        {
+          name: `pc-i440fx-${release}`,
+          alias: 'pc',
+          isDefault: true,
+          deprecated: false,
+          description: 'Standard PC (i440FX + PIIX, 1996)',
+        },
       ]);
       expect(f.machines.find((m) => m.alias === 'q35')?.name).toBe(`pc-q35-${release}`);
       expect(f.accelerators).toEqual(['kvm', 'tcg']);
@@ -170,7 +176,7 @@ describe('probeQemuFeatures', () => {
     mkdirSync(cacheDir);
     const first = await probeQemuFeatures(fake, { cacheDir, timeoutMs: 60_000 });
     const runs = readFileSync(join(dir, 'runs'), 'utf8').split('\n').filter(Boolean).length;
-    expect(runs).toBe(2); // the QMP probe and -help
+    expect(runs).toBe(3); // the QMP probe, -help and -machine help
     const again = await probeQemuFeatures(fake, { cacheDir, refresh: false, timeoutMs: 60_000 });
     expect(again).toBe(first);
     // A new process has an empty memory cache: the file answers.

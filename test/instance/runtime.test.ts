@@ -150,6 +150,11 @@ describe('postStartActions', () => {
     expect(postStartActions(resolveRuntime(baseSpec(), f72))).toEqual({});
   });
 
+  it("pins nothing for an empty cpu_mask (Ganeti's ParseMultiCpuMask('') is [])", () => {
+    const r = resolveRuntime(baseSpec({ hvparams: { kernel_path: '', cpu_mask: '' } }), f72);
+    expect(postStartActions(r)).toEqual({});
+  });
+
   it('refuses a per-vCPU mask for a different number of vCPUs', () => {
     const r = resolveRuntime(baseSpec({ hvparams: { kernel_path: '', cpu_mask: '0:1:2' } }), f72);
     expect(() => postStartActions(r)).toThrow(/cpu_mask/);

@@ -209,6 +209,10 @@ describe('cpu_mask plan', () => {
     expect(tasksetArgs(pinningPlan('0-1,3', 42, vcpus)[0]!)).toEqual(['-a', '-p', '-c', '0,1,3', '42']);
     expect(pinningPlan('all', 42, vcpus)).toEqual([]);
   });
+  it('an empty cpu_mask pins nothing (no mask, not a per-vCPU count of 0)', () => {
+    expect(pinningPlan('', 42, vcpus)).toEqual([]);
+    expect(pinningPlan([], 42, vcpus)).toEqual([]);
+  });
   it('per-vCPU masks pin each vCPU thread', () => {
     expect(pinningPlan('1:all', 42, vcpus)).toEqual([{ id: 100, cpus: [1], allThreads: false }]);
     expect(tasksetArgs({ id: 100, cpus: [1], allThreads: false })).toEqual(['-p', '-c', '1', '100']);
@@ -251,5 +255,14 @@ describe('nodeHvParamsOf', () => {
       use_chroot: true,
     });
     expect(nodeHvParamsOf(filled, {})).toEqual({});
+  });
+
+  it("takes this node's kvm_path when the instance's hvparams name one (the runtime's is the source's)", () => {
+    const filled = { kvm_path: '/usr/libexec/qemu-kvm', keymap: '' };
+    expect(nodeHvParamsOf(filled, { kvm_path: '/usr/libexec/qemu-kvm' })).toEqual({
+      kvm_path: '/usr/libexec/qemu-kvm',
+    });
+    // Not given: the default is not this node's choice, the runtime's path stays.
+    expect(nodeHvParamsOf({ kvm_path: '/usr/bin/kvm' }, {})).toEqual({});
   });
 });

@@ -1,10 +1,12 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { HypervisorError } from '../../src/errors.js';
-import { QemuVm } from '../../src/qemu/process.js';
+import { findQemuBinary, QEMU_BINARY_CANDIDATES, QemuVm } from '../../src/qemu/process.js';
+import { qemuReleases } from '../support/qemu-releases.js';
 import { describeEachRelease, releaseCases, vmOptions } from '../support/real-qemu.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-proc-'));
@@ -71,5 +73,30 @@ describe('QemuVm without QEMU', () => {
     const err = await QemuVm.start({ name: 'p3', dir, binary: '/nonexistent/qemu' }).catch((e) => e);
     expect(err).toBeInstanceOf(HypervisorError);
     expect(String(err.message)).toContain('/nonexistent/qemu');
+  });
+});
+
+describe('findQemuBinary', () => {
+  it("looks where distributions install QEMU: the PATH's qemu-system-x86_64, /usr/bin/kvm, RHEL's /usr/libexec/qemu-kvm", () => {
+    expect(QEMU_BINARY_CANDIDATES).toEqual(['qemu-system-x86_64', '/usr/bin/kvm', '/usr/libexec/qemu-kvm']);
+  });
+
+  const real = qemuReleases()[0];
+  it.runIf(real !== undefined)('takes the first candidate that runs, skipping missing ones', () => {
+    // A RHEL-style install: not on the PATH, under another name.
+    const link = join(dir, 'qemu-kvm');
+    const target = real!.binary.includes('/')
+      ? real!.binary
+      : execFileSync('sh', ['-c', 'command -v "$0"', real!.binary], { encoding: 'utf8' }).trim();
+    symlinkSync(target, link);
+    const env = { PATH: join(dir, 'empty-path') };
+    expect(findQemuBinary({ env, candidates: ['qemu-system-x86_64', join(dir, 'no-kvm'), link] })).toBe(link);
+    expect(findQemuBinary({ env, candidates: ['qemu-system-x86_64', join(dir, 'no-kvm')] })).toBeUndefined();
+  });
+
+  it.runIf(real !== undefined)('$QEMU wins and is not replaced when it does not run', () => {
+    const env = { PATH: process.env.PATH, QEMU: join(dir, 'no-such-qemu') };
+    expect(findQemuBinary({ env, candidates: ['qemu-system-x86_64'] })).toBeUndefined();
+    expect(findQemuBinary({ env: { PATH: process.env.PATH, QEMU: real!.binary } })).toBe(real!.binary);
   });
 });
