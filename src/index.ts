@@ -267,3 +267,4 @@ export {
   type TlsEndpoint,
   tlsOptionProblems,
 } from './tls/config.js';
+export { certificateDn } from './tls/dn.js';

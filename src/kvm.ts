@@ -355,7 +355,7 @@ export class KVMHypervisor {
       );
     }
     const uri = listenUri(instance.name, target, plan.port);
-    if (this.tls) await checkTlsFiles(this.tls, 'server');
+    if (this.tls) this.warnAll(await checkTlsFiles(this.tls, 'server'));
     const deadline = Deadline.after(startOptions.timeoutMs ?? DEFAULT_START_TIMEOUT_MS, startOptions.signal);
     const launched = await launchDestination(
       this.lifecycle,
@@ -394,7 +394,7 @@ export class KVMHypervisor {
         { instance: instance.name, changedVm: false },
       );
     }
-    if (this.tls) await checkTlsFiles(this.tls, 'server');
+    if (this.tls) this.warnAll(await checkTlsFiles(this.tls, 'server'));
     return this.acceptOn(instance, plan, uri, stepDeadline(options), options.listen);
   }
 
@@ -476,7 +476,7 @@ export class KVMHypervisor {
       );
     }
     const hvparams = KVMHypervisor.instanceParameters(instance);
-    if (this.tls) await checkTlsFiles(this.tls, 'client');
+    if (this.tls) this.warnAll(await checkTlsFiles(this.tls, 'client'));
     const deadline = stepDeadline(options);
     const ch = await this.stepChannel(instance.name, deadline, 'starting the migration');
     if (this.tls && tlsUsable(ch, this.tls, 'client')) {
@@ -771,6 +771,11 @@ export class KVMHypervisor {
       this.dropJournal(journal, instance.name, 'destination');
     }
     return outcome;
+  }
+
+  /** Logs each warning of a check. */
+  private warnAll(warnings: string[]): void {
+    for (const w of warnings) this.log.warn({}, w);
   }
 
   /** Opens the channel within the deadline; a deadline or connect failure becomes a `MigrationError`. */

@@ -17,6 +17,7 @@ import { registerPostcopyCommand } from './postcopy-command.js';
 import { registerRecoverCommand } from './recover-command.js';
 import { renderParams, renderStatus, statusJson } from './render.js';
 import { commandInstance, hvOption, monitorOptions, type VmOptions, withHypervisor } from './target.js';
+import { registerTlsCommand } from './tls.js';
 import { FORCE_RESUME_WARNING, loggerFor, numberArg, print, printJson } from './util.js';
 
 export { FORCE_RESUME_WARNING } from './util.js';
@@ -170,6 +171,7 @@ export function buildProgram(): Command {
   registerResumeCommand(program);
   registerRecoverCommand(program);
   registerPostcopyCommand(program);
+  registerTlsCommand(program);
   registerInstanceCommands(program);
   registerDemoCommand(program);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput(OUTPUT);

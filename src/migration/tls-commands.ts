@@ -18,6 +18,7 @@
 import type { MonitorProtocol } from '../monitor/types.js';
 import { formatVersion, type QemuVersion, versionAtLeast } from '../qemu/version.js';
 import type { TlsEndpoint } from '../tls/config.js';
+import { dnOrders } from '../tls/dn.js';
 import type { MonitorCommand } from './dialect.js';
 
 /** Id of the credentials object kvm-hypervisor creates on either end. */
@@ -90,7 +91,10 @@ function objectAdd(
  * is taken as the id "" by multifd channels (QEMU 7.2: "Cannot find QAuthZ object ID").
  */
 function authzCommand(protocol: MonitorProtocol, version: QemuVersion, peers: readonly string[]) {
-  const rules = peers.map((match) => ({ match, policy: 'allow', format: 'exact' }));
+  // Each DN in both orders: QEMU matches the certificate's order only (measured: the RFC
+  // 2253 form `CN=node1,O=Example` of an `O=Example,CN=node1` certificate is refused).
+  const matches = [...new Set(peers.flatMap((dn) => dnOrders(dn)))];
+  const rules = matches.map((match) => ({ match, policy: 'allow', format: 'exact' }));
   if (peers.length === 0) {
     return objectAdd(protocol, version, 'authz-list', TLS_AUTHZ_ID, { policy: 'allow' }, [
       ['policy', 'allow'],

@@ -26,6 +26,11 @@ export interface TestPkiOptions {
   days?: number;
   /** The openssl binary (default `openssl` on the PATH). */
   openssl?: string;
+  /**
+   * An organization before the common name in every node subject (`/O=<org>/CN=<name>`),
+   * for DNs of more than one name; `serverDn`/`clientDn` are then `O=<org>,CN=…`.
+   */
+  organization?: string;
 }
 
 /** One node's certificate directory. */
@@ -130,6 +135,10 @@ export async function generateTestPki(options: TestPkiOptions): Promise<TestPki>
   const days = options.days ?? 2;
   const hosts = options.hosts ?? ['localhost', '127.0.0.1', '::1'];
   for (const n of options.nodes) {
+    if (options.organization !== undefined && !NAME.test(options.organization))
+      throw new HypervisorError(
+        `test PKI: organization ${JSON.stringify(options.organization)} is not a plain label`,
+      );
     if (!NAME.test(n) || n === 'ca')
       throw new HypervisorError(`test PKI: node name ${JSON.stringify(n)} is not a host label`);
   }
@@ -165,11 +174,13 @@ export async function generateTestPki(options: TestPkiOptions): Promise<TestPki>
     await mkdir(dir, { recursive: true, mode: 0o700 });
     await openssl(bin, ['x509', '-in', ca.cert, '-out', join(dir, 'ca-cert.pem')]);
     const usage = 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n';
+    const org = options.organization === undefined ? '' : `/O=${options.organization}`;
+    const dnOrg = options.organization === undefined ? '' : `O=${options.organization},`;
     await issue(
       bin,
       ca,
       { cert: join(dir, 'server-cert.pem'), key: join(dir, 'server-key.pem') },
-      `/CN=${name}`,
+      `${org}/CN=${name}`,
       `${usage}extendedKeyUsage=serverAuth\nsubjectAltName=${san(hosts)}\n`,
       days,
       caDir,
@@ -178,12 +189,12 @@ export async function generateTestPki(options: TestPkiOptions): Promise<TestPki>
       bin,
       ca,
       { cert: join(dir, 'client-cert.pem'), key: join(dir, 'client-key.pem') },
-      `/CN=${name}-client`,
+      `${org}/CN=${name}-client`,
       `${usage}extendedKeyUsage=clientAuth\n`,
       days,
       caDir,
     );
-    nodes[name] = { dir, serverDn: `CN=${name}`, clientDn: `CN=${name}-client` };
+    nodes[name] = { dir, serverDn: `${dnOrg}CN=${name}`, clientDn: `${dnOrg}CN=${name}-client` };
   }
   return { caCert: ca.cert, nodes };
 }

@@ -38,6 +38,12 @@ export interface MigrationTlsOptions {
    * certificate signed by the CA is accepted.
    */
   allowedPeers?: readonly string[];
+  /**
+   * `true`: a private key readable or writable by group or others (mode `0o077` bits set)
+   * is used with a warning instead of refused. Default: refused, naming the file, its mode
+   * and the `chmod` that fixes it.
+   */
+  allowInsecureKeyPermissions?: boolean;
 }
 
 /** The files of QEMU's x509 layout that each end needs. */
@@ -61,6 +67,11 @@ export function tlsOptionProblems(tls: MigrationTlsOptions): string[] {
     problems.push(`dir ${JSON.stringify(tls.dir)} is not an absolute path`);
   } else if (CONTROL.test(tls.dir)) {
     problems.push(`dir ${JSON.stringify(tls.dir)} contains a control character`);
+  }
+  if (tls.allowInsecureKeyPermissions !== undefined && typeof tls.allowInsecureKeyPermissions !== 'boolean') {
+    problems.push(
+      `allowInsecureKeyPermissions ${JSON.stringify(tls.allowInsecureKeyPermissions)} is not a boolean`,
+    );
   }
   if (tls.required !== undefined && typeof tls.required !== 'boolean') {
     problems.push(`required ${JSON.stringify(tls.required)} is not a boolean`);
@@ -113,17 +124,26 @@ async function certificate(path: string, problems: string[]): Promise<X509Certif
   }
 }
 
+/** The key's mode when group or others may read or write it, else undefined. */
+async function looseKeyMode(path: string): Promise<number | undefined> {
+  const mode = (await stat(path)).mode & 0o777;
+  return (mode & 0o077) === 0 ? undefined : mode;
+}
+
 /**
  * Checks the files `endpoint` needs in `tls.dir`: present and readable, the certificates
- * parse, are valid now, and the node's certificate is issued and signed by `ca-cert.pem`.
- * Keys are only checked to be readable files. Throws {@link TlsConfigError} listing
- * every problem, before anything is sent to QEMU.
+ * parse, are valid now, the node's certificate is issued and signed by `ca-cert.pem`, and
+ * the private key is not readable or writable by group or others (refused unless
+ * `allowInsecureKeyPermissions`; its contents are never read). Throws
+ * {@link TlsConfigError} listing every problem, before anything is sent to QEMU; resolves
+ * with the warnings (a loose key mode that was allowed).
  */
 export async function checkTlsFiles(
   tls: MigrationTlsOptions,
   endpoint: TlsEndpoint,
   now: Date = new Date(),
-): Promise<void> {
+): Promise<string[]> {
+  const warnings: string[] = [];
   checkTlsOptions(tls);
   const problems: string[] = [];
   const [caFile, certFile] = TLS_FILES[endpoint].map((f) => join(tls.dir, f));
@@ -145,6 +165,14 @@ export async function checkTlsFiles(
     if (ca && cert && (!cert.checkIssued(ca) || !cert.verify(ca.publicKey))) {
       problems.push(`${certFile} is not signed by the CA in ${caFile} (${cert.issuer.replace(/\n/g, ',')})`);
     }
+    const keyFile = join(tls.dir, TLS_FILES[endpoint][2]);
+    const mode = await looseKeyMode(keyFile);
+    if (mode !== undefined) {
+      const text = `${keyFile} is readable or writable by group or others (mode 0${mode.toString(8)}): a private key must be 0600 (chmod 600 ${keyFile}; the QEMU process's user must still read it)`;
+      if (tls.allowInsecureKeyPermissions === true) warnings.push(text);
+      else problems.push(`${text}, or set allowInsecureKeyPermissions to use it anyway`);
+    }
   }
   if (problems.length > 0) throw new TlsConfigError([`${endpoint} end: ${problems.join('; ')}`]);
+  return warnings;
 }

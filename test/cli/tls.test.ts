@@ -31,6 +31,24 @@ afterEach(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+describe('kvm-hv tls dn', () => {
+  it("prints each certificate's DN as --tls-peer takes it; a file that is not a certificate is a usage error", async () => {
+    const org = await generateTestPki({ dir: join(dir, 'org'), nodes: ['n1'], organization: 'Example' });
+    const r = await run([
+      'tls',
+      'dn',
+      join(org.nodes.n1!.dir, 'client-cert.pem'),
+      join(pki.nodes.src!.dir, 'server-cert.pem'),
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim().split('\n')).toEqual(['O=Example,CN=n1-client', 'CN=src']);
+    const bad = await run(['tls', 'dn', join(org.nodes.n1!.dir, 'client-key.pem')]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/client-key\.pem is not a PEM certificate/);
+    expect(bad.stderr).not.toMatch(/PRIVATE KEY/);
+  });
+});
+
 describe('kvm-hv TLS options', () => {
   it('--tls-dir on accept needs --listen; --tls-peer needs --tls-dir (exit 2, nothing opened)', async () => {
     const a = await run(['accept', '--qmp', '/nonexistent.qmp', '--tls-dir', '/etc/x']);
@@ -38,7 +56,7 @@ describe('kvm-hv TLS options', () => {
     expect(a.stderr).toContain('--tls-dir needs --listen');
     const b = await run(['accept', '--qmp', '/nonexistent.qmp', '--tls-peer', 'CN=a']);
     expect(b.code).toBe(2);
-    expect(b.stderr).toContain('--tls-peer and --tls-hostname need --tls-dir');
+    expect(b.stderr).toContain('--tls-peer, --tls-hostname and --tls-allow-insecure-key need --tls-dir');
   });
 
   it('a relative --tls-dir is refused naming the value before the monitor is opened (exit 2)', async () => {

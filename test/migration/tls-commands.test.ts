@@ -16,7 +16,7 @@ const v = (s: string): QemuVersion => parseVersion(s)!;
 const lines = (cmds: ReturnType<typeof tlsSetupCommands>) => cmds.map(describeCommand);
 
 describe('tlsSetupCommands', () => {
-  it('QMP 7.2 destination: flat object-add of the credentials and the authz-list, then one parameter set', () => {
+  it('QMP 7.2 destination: flat object-add of the credentials and the authz-list (each DN in both orders), then one parameter set', () => {
     const cmds = tlsSetupCommands('qmp', v('7.2.22'), {
       endpoint: 'server',
       dir: '/etc/kvmhv/tls',
@@ -44,6 +44,7 @@ describe('tlsSetupCommands', () => {
           rules: [
             { match: 'CN=node1', policy: 'allow', format: 'exact' },
             { match: 'O=Example,CN=node2', policy: 'allow', format: 'exact' },
+            { match: 'CN=node2,O=Example', policy: 'allow', format: 'exact' },
           ],
         },
       },
@@ -90,7 +91,7 @@ describe('tlsSetupCommands', () => {
       'object_add tls-creds-x509,id=kvmhv-migration-tls,endpoint=server,dir=/d,,x,verify-peer=on',
     );
     expect(hmp[1]).toBe(
-      'object_add authz-list,id=kvmhv-migration-authz,policy=deny,rules.0.match=O=Example,,CN=node1,,id=evil,rules.0.policy=allow,rules.0.format=exact',
+      'object_add authz-list,id=kvmhv-migration-authz,policy=deny,rules.0.match=O=Example,,CN=node1,,id=evil,rules.0.policy=allow,rules.0.format=exact,rules.1.match=id=evil,,CN=node1,,O=Example,rules.1.policy=allow,rules.1.format=exact',
     );
   });
 
@@ -158,5 +159,15 @@ describe('reset and incoming', () => {
     expect(isObjectMissing("object 'kvmhv-migration-tls' not found")).toBe(true);
     expect(isObjectMissing("Error: object 'x' not found")).toBe(true);
     expect(isObjectMissing('object is in use')).toBe(false);
+  });
+});
+
+describe('distinguished names (issue 22, item 2)', () => {
+  it('dnOrders gives a multi-name DN in both orders, a single name once, escaped commas kept', async () => {
+    const { dnOrders, dnParts } = await import('../../src/tls/dn.js');
+    expect(dnOrders('O=Example,CN=node1')).toEqual(['O=Example,CN=node1', 'CN=node1,O=Example']);
+    expect(dnOrders('CN=node1')).toEqual(['CN=node1']);
+    expect(dnParts('O=Acme\\, Inc.,CN=n1')).toEqual(['O=Acme\\, Inc.', 'CN=n1']);
+    expect(dnOrders('O=Acme\\, Inc.,CN=n1')).toEqual(['O=Acme\\, Inc.,CN=n1', 'CN=n1,O=Acme\\, Inc.']);
   });
 });

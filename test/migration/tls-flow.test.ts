@@ -3,7 +3,7 @@
  * removal on finalize and on a failed set-up, refusals that change nothing, the checks of
  * the certificate directory, and that no key material reaches a log or an error.
  */
-import { mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -209,6 +209,40 @@ describe('TLS on mock monitors', () => {
 });
 
 describe('checkTlsFiles', () => {
+  it('refuses a private key group or others can read, naming the file, its mode and the fix; allowInsecureKeyPermissions warns instead', async () => {
+    const d = join(dir, 'loose');
+    rmSync(d, { recursive: true, force: true });
+    await generateTestPki({ dir: d, nodes: ['z'] });
+    const z = join(d, 'z');
+    chmodSync(join(z, 'server-key.pem'), 0o644);
+    const refused = await checkTlsFiles({ dir: z }, 'server').catch((e) => e);
+    expect(refused).toBeInstanceOf(TlsConfigError);
+    expect(refused.message).toContain(
+      `${join(z, 'server-key.pem')} is readable or writable by group or others (mode 0644)`,
+    );
+    expect(refused.message).toContain(`chmod 600 ${join(z, 'server-key.pem')}`);
+    // The client end's key is still 0600: that end passes.
+    expect(await checkTlsFiles({ dir: z }, 'client')).toEqual([]);
+    const warned = await checkTlsFiles({ dir: z, allowInsecureKeyPermissions: true }, 'server');
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toContain('(mode 0644)');
+    chmodSync(join(z, 'server-key.pem'), 0o640);
+    expect(String((await checkTlsFiles({ dir: z }, 'server').catch((e) => e)).message)).toContain(
+      '(mode 0640)',
+    );
+  });
+
+  it('certificateDn prints the subject in the order QEMU matches it', async () => {
+    const d = join(dir, 'orgdn');
+    rmSync(d, { recursive: true, force: true });
+    const org = await generateTestPki({ dir: d, nodes: ['n1'], organization: 'Example' });
+    const { certificateDn } = await import('../../src/tls/dn.js');
+    expect(certificateDn(readFileSync(join(org.nodes.n1!.dir, 'client-cert.pem')))).toBe(
+      'O=Example,CN=n1-client',
+    );
+    expect(certificateDn(readFileSync(join(pki.nodes.a!.dir, 'server-cert.pem')))).toBe('CN=a');
+  });
+
   it('accepts a node directory made by generateTestPki, for both ends', async () => {
     await checkTlsFiles({ dir: pki.nodes.a!.dir }, 'server');
     await checkTlsFiles({ dir: pki.nodes.a!.dir }, 'client');

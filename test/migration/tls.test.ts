@@ -33,7 +33,13 @@ const guest = join(dir, 'guest.img');
 writeGuestImage(guest, { dirtyMiB: 16, rateMiBps: 8 });
 let pki: TestPki;
 let otherCa: TestPki;
+let orgPki: TestPki;
 beforeAll(async () => {
+  orgPki = await generateTestPki({
+    dir: join(dir, 'org'),
+    nodes: ['node-a', 'node-b'],
+    organization: 'Example',
+  });
   pki = await generateTestPki({ dir: join(dir, 'pki'), nodes: ['node-a', 'node-b', 'node-c'] });
   otherCa = await generateTestPki({ dir: join(dir, 'rogue'), nodes: ['node-a'], caName: 'rogue CA' });
 });
@@ -80,6 +86,7 @@ describeEachRelease('TLS migration', releaseCases(), (c) => {
         srcTls?: { dir: string } | undefined;
         allowedPeers?: string[];
         kernel?: boolean;
+        dstDir?: string;
       }) =>
         startPair(
           {
@@ -92,7 +99,7 @@ describeEachRelease('TLS migration', releaseCases(), (c) => {
             ...(o.srcTls ? { srcHv: { tls: o.srcTls } } : {}),
             dstHv: {
               tls: {
-                dir: pki.nodes['node-b']!.dir,
+                dir: o.dstDir ?? pki.nodes['node-b']!.dir,
                 ...(o.allowedPeers ? { allowedPeers: o.allowedPeers } : {}),
               },
             },
@@ -146,6 +153,27 @@ describeEachRelease('TLS migration', releaseCases(), (c) => {
             await cleanUp(cleanup);
           }
         });
+
+        // HMP before 6.0 takes one identity (authz-simple): the DN must be in the certificate's order there.
+        it.skipIf(protocol === 'hmp' && !versionAtLeast(version, 6, 0))(
+          'accepts an allowed peer written in RFC 2253 order (CN first) as well as in the certificate order',
+          async () => {
+            try {
+              const a = orgPki.nodes['node-a']!;
+              expect(a.clientDn).toBe('O=Example,CN=node-a-client');
+              const p = await pair({
+                srcTls: { dir: a.dir },
+                allowedPeers: ['CN=node-a-client,O=Example'],
+                dstDir: orgPki.nodes['node-b']!.dir,
+              });
+              const result = await migrate(p, instance(p));
+              expect(result.status).toBe('completed');
+              expect(await runState(p.dstObs)).toBe('running');
+            } finally {
+              await cleanUp(cleanup);
+            }
+          },
+        );
 
         it('refuses a source whose certificate comes from another CA; the source runs on', async () => {
           try {
