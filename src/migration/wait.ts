@@ -182,7 +182,8 @@ export async function waitForMigration(
       p = await askAgain(ch, p, step, { forMs: 300, everyMs: 50 }, (q) => q.errorDesc !== undefined);
     }
     if (p.status === 'failed' || p.status === 'cancelled') {
-      throw ch.error(`migration ${p.status}${p.errorDesc ? `: ${p.errorDesc}` : ''}`, undefined, {
+      const hint = session.tls && p.status === 'failed' ? tlsFailureHint(p.errorDesc) : '';
+      throw ch.error(`migration ${p.status}${p.errorDesc ? `: ${p.errorDesc}` : ''}${hint}`, undefined, {
         status: p.status,
         ...(p.errorDesc === undefined ? {} : { reason: p.errorDesc }),
       });
@@ -301,6 +302,17 @@ class PostcopyWatch {
       },
     );
   }
+}
+
+/**
+ * What a source can say about a failed TLS migration whose reason only the destination
+ * knows: QEMU reports a refused handshake on the source as a channel error ("Cannot write
+ * to TLS channel: Input/output error" on 5.2/7.2, "Cannot uncork TLS output" on 11.1),
+ * while the destination prints why ("TLS x509 authz check for … is denied").
+ */
+export function tlsFailureHint(errorDesc: string | undefined): string {
+  if (errorDesc !== undefined && !/TLS|handshake|certificate|x509/i.test(errorDesc)) return '';
+  return ' (over TLS: a refused handshake shows here only as a channel error; the destination says why: its incoming status or stderr, e.g. "TLS x509 authz check for … is denied" when its allowedPeers lacks this node\'s client DN, which `kvm-hv tls dn client-cert.pem` prints; runMigration reports it as destinationReason)';
 }
 
 /** Waits `ms`, or less: until the deadline or abort, or the session's next event after `seen`. */
