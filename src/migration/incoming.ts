@@ -10,6 +10,7 @@ import type { MonitorEvent } from '../monitor/types.js';
 import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import { Deadline, DeadlineError } from './deadline.js';
 import { changesOnly } from './progress-fields.js';
+import { isPostcopyPaused } from './safety.js';
 import type { IncomingMigrationResult, MigrationProgress, WaitForIncomingOptions } from './types.js';
 
 /** Longest one status query may take before it counts as a failed one (ms). */
@@ -20,6 +21,9 @@ const MAX_FAILURES = 5;
 const LOAD_GRACE_MS = 30_000;
 
 /** Waits for the incoming migration on `ch`; see `KVMHypervisor.waitForIncomingMigration`. */
+/** Default of `WaitForIncomingOptions.postcopyPausedMs`: the source's recovery (300 s) and a margin. */
+export const DEFAULT_POSTCOPY_PAUSED_MS = 360_000;
+
 export async function waitForIncoming(
   ch: VmChannel,
   options: WaitForIncomingOptions = {},
@@ -34,6 +38,9 @@ export async function waitForIncoming(
   ch.monitor.on('event', onEvent);
   let last: MigrationProgress | undefined;
   let failures = 0;
+  const pausedLimitMs = options.postcopyPausedMs ?? DEFAULT_POSTCOPY_PAUSED_MS;
+  let pausedSince: number | undefined;
+  let loggedAt = 0;
   const lastStatus = () => (last ? { status: last.status } : {});
   try {
     for (;;) {
@@ -75,6 +82,27 @@ export async function waitForIncoming(
       if (p.status !== last?.status) ch.log.info({ status: p.status }, 'incoming migration status');
       last = p;
       onProgress?.(p);
+      // A broken post-copy stream: the source recovers it; this end only waits, bounded.
+      if (isPostcopyPaused(p.status)) {
+        const now = Date.now();
+        pausedSince ??= now;
+        if (now - loggedAt >= 10_000) {
+          loggedAt = now;
+          ch.log.warn(
+            { status: p.status, pausedMs: now - pausedSince, limitMs: pausedLimitMs },
+            'post-copy stream broken: the guest waits for pages still on the source; waiting for the source to recover the stream',
+          );
+        }
+        if (now - pausedSince >= pausedLimitMs) {
+          throw ch.error(
+            `the incoming post-copy migration has been '${p.status}' for ${Math.round((now - pausedSince) / 1000)} s: the VM is split between the two hosts (this end runs it, part of its memory is only on the source) and its guest waits for those pages; stop neither QEMU. Recover the stream once the network works: kvm-hv postcopy pause on both nodes, kvm-hv postcopy accept-recovery here, kvm-hv postcopy resume on the source`,
+            undefined,
+            { status: p.status, ...(p.errorDesc === undefined ? {} : { reason: p.errorDesc }) },
+          );
+        }
+      } else {
+        pausedSince = undefined;
+      }
       if (p.status === 'completed') {
         const vm = await loaded(ch, deadline, options.signal);
         ch.log.info({ runState: vm.status }, 'the incoming migration arrived');

@@ -150,6 +150,13 @@ export interface WaitForIncomingOptions {
   onProgress?: (progress: MigrationProgress) => void;
   /** Status poll interval in ms (default 250); a `MIGRATION` event wakes the wait early. */
   pollIntervalMs?: number;
+  /**
+   * How long the incoming migration may stay in a broken post-copy (`postcopy-paused`,
+   * `postcopy-recover*`) before the wait rejects, saying the VM is split, ms (default
+   * 360 000: the source's recovery, 300 s, and a margin). Logged every 10 s meanwhile.
+   * Nothing is stopped either way.
+   */
+  postcopyPausedMs?: number;
 }
 
 /** The outcome of `waitForIncomingMigration`: the VM has arrived and been loaded. */

@@ -322,3 +322,29 @@ describe('kvm-hv migrate: the source half of the recovery', () => {
     }
   });
 });
+
+describe('waitForIncomingMigration in a broken post-copy', () => {
+  it('rejects after postcopyPausedMs saying the VM is split, and stops nothing', async () => {
+    const pair = createFakeMigrationPair({ protocol: 'qmp', version: '7.2.22', advancePerQueryMs: 0 });
+    const src = new KVMHypervisor({ monitor: pair.sourceMonitor });
+    const dst = new KVMHypervisor({ monitor: pair.destinationMonitor });
+    try {
+      await dst.acceptInstance(instance);
+      await src.migrateInstance(instance, '10.0.0.2');
+      pair.clock.advance(100);
+      expect(pair.source.qemu.startPostcopy()).toBeUndefined();
+      pair.breakPostcopyStream();
+      const err = await dst
+        .waitForIncomingMigration(instance, { pollIntervalMs: 5, postcopyPausedMs: 300 })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(MigrationError);
+      const e = err as MigrationError;
+      expect(e.status).toBe('postcopy-paused');
+      expect(e.message).toMatch(/the VM is split between the two hosts/);
+      expect(e.message).toMatch(/kvm-hv postcopy accept-recovery here/);
+      expect(pair.destination.received.filter((c) => /^(quit|stop|cont)$/.test(c))).toEqual([]);
+    } finally {
+      await Promise.all([src.close(), dst.close()]);
+    }
+  });
+});
