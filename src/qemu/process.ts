@@ -109,18 +109,29 @@ export function findQemuBinary(options: FindQemuOptions = {}): string | undefine
   return undefined;
 }
 
-/** Asks the kernel for a free TCP port on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** Whether `port` can be bound on `host` now. */
+function bindable(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
   });
+}
+
+/**
+ * A TCP port free on 127.0.0.1 and on every address, for a QEMU to listen on. Drawn at
+ * random below the kernel's ephemeral range (32768–60999 by default): a port the kernel
+ * handed out as ephemeral can be given again to any outgoing connection (a migration
+ * stream, a test client) before QEMU binds it ("Address already in use"), one outside the
+ * range only to another caller that drew the same number and checked it at the same time.
+ */
+export async function freePort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if ((await bindable(port, '0.0.0.0')) && (await bindable(port, '127.0.0.1'))) return port;
+  }
+  throw new Error('freePort: no free port found in 20000-31999 after 50 tries');
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
