@@ -329,6 +329,11 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     await src.migrateInstance(inst, '127.0.0.1', true);
     await expect(src.stopInstance('mig3', { force: true })).rejects.toThrow(/migration is in progress/);
     expect((await src.getInstanceInfo('mig3')).state).toBe('running');
+    // Until the source's stream has reached it (slow on a loaded machine) the destination
+    // has received nothing and may be stopped: the refusal is for a migration under way.
+    for (let i = 0; i < 300 && (await dst.getIncomingMigrationStatus(inst)).status !== 'active'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     await expect(dst.stopInstance('mig3', { force: true })).rejects.toThrow(/migration is in progress/);
     await src.cancelMigration(inst);
     expect((await src.finalizeMigrationSource(inst, false)).action).toMatch(/already-running|resumed/);
