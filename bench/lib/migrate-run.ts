@@ -37,7 +37,10 @@ export const POLICY_OFF: ConvergencePolicyOptions = {
   postcopyAfterPasses: Number.MAX_SAFE_INTEGER,
 };
 
-/** The strategies compared (issue 12): QEMU alone, Ganeti's, each capability, ours. */
+/**
+ * The strategies compared (issue 12): QEMU alone, Ganeti's, each capability, ours, and
+ * ours with post-copy opted in (issue 19, item 7).
+ */
 export const STRATEGIES: Strategy[] = [
   {
     name: 'precopy',
@@ -76,7 +79,8 @@ export const STRATEGIES: Strategy[] = [
   },
   {
     name: 'postcopy',
-    about: "post-copy switch after 2 passes (Ganeti's rule), downtime 30 ms",
+    about:
+      "plain post-copy: switch once the first pass is over (Ganeti's rule, 2 passes), no other step, downtime 30 ms",
     caps: 'postcopy-ram',
     downtimeMs: 30,
     policy: { stallMs: Number.MAX_SAFE_INTEGER, postcopyAfterPasses: 2 },
@@ -87,6 +91,21 @@ export const STRATEGIES: Strategy[] = [
     caps: 'auto-converge',
     downtimeMs: 30,
     policy: { stallMs: 2000 },
+  },
+  {
+    name: 'ours+postcopy',
+    about:
+      'ours with postcopy-ram opted in (migration_caps auto-converge:postcopy-ram): post-copy is the convergence step',
+    caps: 'auto-converge:postcopy-ram',
+    downtimeMs: 30,
+    policy: { stallMs: 2000 },
+  },
+  {
+    name: 'postcopy-on-stall',
+    about: 'ours+postcopy without the pass rule: post-copy only once pre-copy stalls for 2 s',
+    caps: 'auto-converge:postcopy-ram',
+    downtimeMs: 30,
+    policy: { stallMs: 2000, postcopyAfterPasses: Number.MAX_SAFE_INTEGER },
   },
 ];
 
@@ -117,7 +136,14 @@ export interface RunResult {
   /** Write rate the guest achieved just before the migration (its own page counter, MiB/s). */
   guestRateMiBps?: number;
   throttlePercent?: number;
+  /** Policy actions, each with the time it was taken (s after `migrateInstance`). */
   actions: string[];
+  /** The downtime limit the migration started with (`migration_downtime`, ms). */
+  downtimeLimitMs: number;
+  /** The downtime limit at the end, after the policy's raises (ms). */
+  finalDowntimeLimitMs: number;
+  /** When the source was first seen in a post-copy status (ms after `migrateInstance`). */
+  postcopyAtMs?: number;
   error?: string;
   /** Monitor commands the library sent, both ends, all steps. */
   commands: number;
@@ -191,6 +217,8 @@ export async function runMigration(o: RunOptions): Promise<RunResult> {
     totalMs: 0,
     wallMs: 0,
     actions,
+    downtimeLimitMs: o.strategy.downtimeMs,
+    finalDowntimeLimitMs: o.strategy.downtimeMs,
     commands: 0,
   };
   try {
@@ -208,9 +236,16 @@ export async function runMigration(o: RunOptions): Promise<RunResult> {
           // The final `cancelled` snapshot carries no RAM statistics: keep the last that did.
           if (p.transferredBytes !== undefined) last = p;
           maxDirty = Math.max(maxDirty, p.dirtyRateBytesPerSec ?? 0);
+          if (p.status.startsWith('postcopy') && result.postcopyAtMs === undefined) {
+            result.postcopyAtMs = nowMs() - t0;
+          }
         },
-        onAction: (a: ConvergenceAction) =>
-          actions.push(a.kind === 'downtime' ? `downtime→${a.downtimeMs}` : 'postcopy'),
+        onAction: (a: ConvergenceAction) => {
+          if (a.kind === 'downtime') result.finalDowntimeLimitMs = a.downtimeMs;
+          actions.push(
+            `${a.kind === 'downtime' ? `downtime→${a.downtimeMs}` : 'postcopy'}@${((nowMs() - t0) / 1000).toFixed(1)}s`,
+          );
+        },
       });
       ok = true;
       result.converged = true;

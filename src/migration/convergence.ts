@@ -6,6 +6,12 @@
  * capped), Ganeti (switch to post-copy after two passes when `postcopy-ram` is on) and
  * Nova (a completion timeout scaled by guest memory, then abort).
  *
+ * With `postcopy-ram` opted in, post-copy is the convergence step: a stall switches to
+ * post-copy at once instead of raising the downtime step by step. Post-copy bounds the
+ * time (what is left crosses the link once) and keeps the pause within the downtime the
+ * operator set, where the downtime ladder takes passes of `stallMs` each and ends with
+ * a pause of up to `maxDowntimeMs` (bench:migration, docs/performance.md).
+ *
  * Both rules act only while QEMU is sending: a stall with no bytes moved is a network
  * problem, not a convergence problem. A larger downtime cannot help a dead link, and
  * post-copy requested on one starts the moment the link returns, with most of the memory
@@ -15,7 +21,10 @@ import type { ConvergenceAction, MigrationProgress } from './types.js';
 
 /** Tuning knobs of {@link ConvergencePolicy}; every one has a default. */
 export interface ConvergencePolicyOptions {
-  /** Raise the downtime when `remaining` has not reached a new low for this long (ms). Default 6000. */
+  /**
+   * Act when `remaining` has not reached a new low for this long (ms): raise the
+   * downtime, or with `postcopy-ram` on switch to post-copy. Default 6000.
+   */
   stallMs?: number;
   /** Multiply the downtime by this at each step. Default 2. */
   downtimeFactor?: number;
@@ -68,6 +77,10 @@ export class ConvergencePolicy {
   private postcopyRequested = false;
   private bestRemaining = Number.POSITIVE_INFINITY;
   private lastProgressAt: number | undefined;
+  /** `nowMs` of the first active snapshot. */
+  private firstSeenAt: number | undefined;
+  /** The last transfer speed above zero (bytes/s; QEMU reports 0 now and then). */
+  private speed: number | undefined;
   /** `transferredBytes` when the current stall window began. */
   private windowTransferred: number | undefined;
   /** `transferredBytes` of the previous snapshot. */
@@ -99,6 +112,8 @@ export class ConvergencePolicy {
     const movedSinceLast =
       transferred !== undefined && this.lastTransferred !== undefined && transferred > this.lastTransferred;
     if (transferred !== undefined) this.lastTransferred = transferred;
+    this.firstSeenAt ??= nowMs;
+    if (progress.speedBytesPerSec) this.speed = progress.speedBytesPerSec;
     if (this.lastProgressAt === undefined) this.startWindow(nowMs, transferred);
     const remaining = progress.remainingBytes;
     if (remaining !== undefined && remaining > 0 && remaining < this.bestRemaining) {
@@ -116,24 +131,43 @@ export class ConvergencePolicy {
       progress.firstPassDone !== false &&
       movedSinceLast
     ) {
-      this.postcopyRequested = true;
-      const reason = progress.firstPassDone
-        ? `the first precopy pass is over (dirty sync count ${progress.pass})`
-        : `precopy pass ${progress.pass} reached`;
-      return { kind: 'postcopy', reason };
+      return this.requestPostcopy(
+        nowMs,
+        transferred,
+        progress.firstPassDone
+          ? `the first precopy pass is over (dirty sync count ${progress.pass})`
+          : `precopy pass ${progress.pass} reached`,
+      );
     }
     if (nowMs - (this.lastProgressAt ?? nowMs) < this.o.stallMs) return undefined;
     const movedInWindow =
       transferred !== undefined &&
       this.windowTransferred !== undefined &&
       transferred > this.windowTransferred;
+    const stalledFor = `remaining memory has not shrunk for ${this.o.stallMs} ms`;
+    // With post-copy allowed it is the step to take, not a larger downtime: once the first
+    // pass is over, what is left crosses the link once, with a pause within the limit.
+    if (this.postcopyAllowed && !this.postcopyRequested && movedInWindow) {
+      if (progress.firstPassDone !== false) {
+        // The same guard as the pass rule: bytes moved since the previous snapshot. If
+        // not, the window stays open and the first snapshot that moves bytes acts.
+        return movedSinceLast ? this.requestPostcopy(nowMs, transferred, stalledFor) : undefined;
+      }
+      // The first pass still runs (QEMU 11 recomputes `remaining` at every dirty sync, so
+      // it can stall within the first pass): the switch is due when the pass ends, which
+      // takes at most about RAM ÷ speed while bytes move. Beyond twice that the page
+      // counts are not telling (e.g. compressed pages are not counted as sent): fall
+      // back to the downtime.
+      if (!this.firstPassOverdue(progress, nowMs)) {
+        this.restartAfterStall(nowMs, transferred, remaining);
+        return undefined;
+      }
+    }
     // Stalled: start a new observation window whatever we do next.
-    this.startWindow(nowMs, transferred);
-    this.bestRemaining = remaining && remaining > 0 ? remaining : Number.POSITIVE_INFINITY;
+    this.restartAfterStall(nowMs, transferred, remaining);
     // Nothing sent during the whole window: the link is down or QEMU is stuck, which
     // neither a larger downtime nor post-copy can fix.
     if (!movedInWindow) return undefined;
-    const stalledFor = `remaining memory has not shrunk for ${this.o.stallMs} ms`;
     if (this.downtimeMs < this.o.maxDowntimeMs) {
       const next = Math.min(
         this.o.maxDowntimeMs,
@@ -142,17 +176,36 @@ export class ConvergencePolicy {
       this.downtimeMs = next;
       return { kind: 'downtime', downtimeMs: next, reason: stalledFor };
     }
-    // The same guards as the pass rule: the first pass over, and bytes still flowing.
-    if (
-      this.postcopyAllowed &&
-      !this.postcopyRequested &&
-      progress.firstPassDone !== false &&
-      movedSinceLast
-    ) {
-      this.postcopyRequested = true;
-      return { kind: 'postcopy', reason: `${stalledFor} at the maximum downtime` };
-    }
     return undefined;
+  }
+
+  /**
+   * Requests post-copy once, and starts a new stall window: should QEMU not switch (it
+   * refused the command, or waits for data that post-copy cannot carry), the downtime
+   * rule takes over a full window later.
+   */
+  private requestPostcopy(nowMs: number, transferred: number | undefined, reason: string): ConvergenceAction {
+    this.postcopyRequested = true;
+    this.startWindow(nowMs, transferred);
+    return { kind: 'postcopy', reason };
+  }
+
+  /**
+   * Whether the first pass has run for over twice RAM ÷ the last speed since the first
+   * snapshot; true when either is unknown (nothing to wait for then).
+   */
+  private firstPassOverdue(progress: MigrationProgress, nowMs: number): boolean {
+    if (!progress.totalBytes || !this.speed) return true;
+    return nowMs - (this.firstSeenAt ?? nowMs) > (2 * 1000 * progress.totalBytes) / this.speed;
+  }
+
+  private restartAfterStall(
+    nowMs: number,
+    transferred: number | undefined,
+    remaining: number | undefined,
+  ): void {
+    this.startWindow(nowMs, transferred);
+    this.bestRemaining = remaining && remaining > 0 ? remaining : Number.POSITIVE_INFINITY;
   }
 
   private startWindow(nowMs: number, transferred: number | undefined): void {

@@ -16,6 +16,7 @@ import {
   parseQueryMigrate,
 } from '../../src/migration/status.js';
 import { migrationUri } from '../../src/migration/target.js';
+import type { MigrationProgress } from '../../src/migration/types.js';
 import { parseVersion, type QemuVersion } from '../../src/qemu/version.js';
 
 const v = (s: string): QemuVersion => parseVersion(s)!;
@@ -382,6 +383,17 @@ describe('ConvergencePolicy', () => {
     pass,
     transferredBytes: transferred ?? Math.round(performance.now() * 1000),
   });
+  /** Feeds `snapshot(t)` every 250 ms up to `until`, as QEMU would: in post-copy once asked. */
+  const run = (p: ConvergencePolicy, until: number, snapshot: (t: number) => MigrationProgress) => {
+    const actions: string[] = [];
+    let switched = false;
+    for (let t = 0; t <= until; t += 250) {
+      const a = p.observe(switched ? { ...snapshot(t), status: 'postcopy-active' } : snapshot(t), t);
+      if (a?.kind === 'postcopy') switched = true;
+      if (a) actions.push(`${t}:${a.kind === 'downtime' ? a.downtimeMs : a.kind}`);
+    }
+    return actions;
+  };
 
   it('does nothing while remaining memory keeps shrinking', () => {
     const p = new ConvergencePolicy(30, false, { stallMs: 1000 });
@@ -425,18 +437,84 @@ describe('ConvergencePolicy', () => {
   });
 
   it('acts again once bytes move after the link came back, and only then', () => {
-    const p = new ConvergencePolicy(30, true, { stallMs: 1000, maxDowntimeMs: 60, postcopyAfterPasses: 99 });
+    // Without post-copy: the downtime ladder skips every window in which nothing was sent.
+    const p = new ConvergencePolicy(30, false, { stallMs: 1000 });
     const actions: string[] = [];
     let sent = 0;
-    for (let t = 0; t <= 12_000; t += 250) {
+    for (let t = 0; t <= 9000; t += 250) {
       // Link down from 2 s to 8 s: nothing sent.
       if (t < 2000 || t >= 8000) sent += 100_000;
       const a = p.observe({ ...active(5000, 3, sent), firstPassDone: true }, t);
-      if (a) actions.push(`${t}:${a.kind}`);
+      if (a) actions.push(`${t}:${a.kind === 'downtime' ? a.downtimeMs : a.kind}`);
     }
-    // At 2 s the window saw bytes but the downtime is at its maximum and the last snapshot moved
-    // nothing; from 3 s to 7 s nothing moved; at 8 s bytes flow again.
-    expect(actions).toEqual(['1000:downtime', '8000:postcopy']);
+    // The window ending at 2 s still saw bytes (until 1.75 s); those ending at 3 s to 7 s
+    // saw none; at 8 s and 9 s bytes flow again.
+    expect(actions).toEqual(['1000:60', '2000:120', '8000:240', '9000:480']);
+  });
+
+  it('with post-copy allowed, a stall on a dead link waits and switches at the first snapshot that moves bytes', () => {
+    // Item 5 of issue 19: bytes moved in the window, but the link died before it ended.
+    const p = new ConvergencePolicy(30, true, { stallMs: 1000, postcopyAfterPasses: 99 });
+    // Link down from 0.5 s to 8 s: nothing sent.
+    const sent = (t: number) =>
+      t < 500 ? 100_000 + t * 400 : t < 8000 ? 300_000 : 300_000 + (t - 7750) * 400;
+    expect(run(p, 12_000, (t) => ({ ...active(5000, 3, sent(t)), firstPassDone: true }))).toEqual([
+      '8000:postcopy',
+    ]);
+    expect(p.currentDowntimeMs).toBe(30);
+  });
+
+  it('with post-copy allowed, a stall after the first pass switches to post-copy instead of raising the downtime', () => {
+    // bench:migration's unconvergeable guest with the pass rule out of the way: the
+    // downtime ladder took 15 s and five raises (up to 960 ms); post-copy about 2 s.
+    const stalled = (t: number) => ({ ...active(5000, 3, t * 1000), firstPassDone: true });
+    const p = new ConvergencePolicy(30, true, { stallMs: 1000, postcopyAfterPasses: 99 });
+    expect(run(p, 5000, stalled)).toEqual(['1000:postcopy']);
+    expect(p.currentDowntimeMs).toBe(30);
+    // The same migration without post-copy climbs the ladder (unchanged).
+    const q = new ConvergencePolicy(30, false, { stallMs: 1000 });
+    expect(run(q, 5000, stalled)).toEqual(['1000:60', '2000:120', '3000:240', '4000:480', '5000:960']);
+  });
+
+  it('with post-copy allowed, does not raise the downtime while the first pass runs (QEMU 11 stalls within it)', () => {
+    // QEMU 11.1 with postcopy-ram, measured: `remaining` stopped shrinking 2.8 s into a
+    // 4 s first pass (128 MiB dirtied, 32 MiB/s) and the ladder raised the downtime first.
+    const p = new ConvergencePolicy(30, true, { stallMs: 1000 });
+    const snapshot = (t: number) => ({
+      ...active(5000, 2 + t / 100, t * 1000),
+      totalBytes: 136 * 2 ** 20,
+      // QEMU reports a speed of 0 now and then: the last one above 0 counts.
+      speedBytesPerSec: t % 1000 === 0 ? 0 : 32 * 2 ** 20,
+      firstPassDone: t >= 4000,
+    });
+    expect(run(p, 6000, snapshot)).toEqual(['4000:postcopy']);
+    expect(p.currentDowntimeMs).toBe(30);
+  });
+
+  it('falls back to the downtime when the first pass outlasts twice RAM ÷ speed (its page counts are not telling)', () => {
+    // E.g. compressed pages, which QEMU does not count as sent: firstPassDone stays false.
+    const p = new ConvergencePolicy(30, true, { stallMs: 1000 });
+    const actions: string[] = [];
+    for (let t = 0; t <= 5000; t += 250) {
+      const a = p.observe(
+        { ...active(5000, 9, t * 1000), totalBytes: 1000, speedBytesPerSec: 1000, firstPassDone: false },
+        t,
+      );
+      if (a) actions.push(`${t}:${a.kind === 'downtime' ? a.downtimeMs : a.kind}`);
+    }
+    // Held at 1 s and 2 s (the bound is 2 s), the ladder from 3 s on; never post-copy.
+    expect(actions).toEqual(['3000:60', '4000:120', '5000:240']);
+  });
+
+  it('raises the downtime a full window after a post-copy request QEMU did not act on', () => {
+    const p = new ConvergencePolicy(30, true, { stallMs: 1000 });
+    const actions: string[] = [];
+    for (let t = 0; t <= 3000; t += 250) {
+      const a = p.observe({ ...active(5000, t < 500 ? 1 : 2, t * 1000), firstPassDone: t >= 500 }, t);
+      if (a) actions.push(`${t}:${a.kind === 'downtime' ? a.downtimeMs : a.kind}`);
+    }
+    // Still `active` after migrate-start-postcopy: asked once, then the ladder.
+    expect(actions).toEqual(['500:postcopy', '1500:60', '2500:120']);
   });
 
   it('the stall rule never requests post-copy before the first pass is over', () => {
