@@ -254,6 +254,37 @@ export class MigrationError extends HypervisorError {
 }
 
 /**
+ * A post-copy migration whose stream stopped moving: `postcopy-paused` (QEMU saw the
+ * stream break), or no transfer progress for the stall window while in post-copy (a link
+ * that drops packets silently keeps both ends `postcopy-active` for minutes while the
+ * destination's guest waits for pages). The VM is split between the two hosts: neither
+ * QEMU may be stopped, and the recovery steps (pause, accept a recovery, resume) bring the
+ * stream back. `runMigration` and `kvm-hv migrate` run them by themselves.
+ */
+export class PostcopyStalledError extends MigrationError {
+  override name = 'PostcopyStalledError';
+  /** How long no byte moved before the wait gave up, ms (0 when QEMU reported `postcopy-paused`). */
+  readonly stalledMs: number;
+  /** Bytes QEMU had sent when the stream stopped, where it reported them. */
+  readonly transferredBytes: number | undefined;
+  /** What happened, without the advice of the message (for a caller that gives its own). */
+  readonly summary: string;
+  constructor(
+    message: string,
+    details: MigrationErrorDetails & {
+      stalledMs: number;
+      transferredBytes?: number | undefined;
+      summary?: string;
+    },
+  ) {
+    super(message, details);
+    this.stalledMs = details.stalledMs;
+    this.transferredBytes = details.transferredBytes;
+    this.summary = details.summary ?? message;
+  }
+}
+
+/**
  * QEMU printed or returned something a parser does not recognise (a new `info migrate`
  * layout, a status line it cannot read). Never turned into a default value: the caller
  * sees the command and the raw text.

@@ -27,6 +27,7 @@ export {
   type MonitorProtocolErrorReason,
   MonitorTimeoutError,
   OutOfBandUnavailableError,
+  PostcopyStalledError,
   QmpArgumentsError,
   QmpError,
   TlsConfigError,

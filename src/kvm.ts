@@ -62,6 +62,14 @@ import {
   startedFromJournal,
 } from './migration/journal.js';
 import {
+  acceptPostcopyRecovery,
+  type PostcopyPauseResult,
+  type PostcopyRecoveryResult,
+  type PostcopyResumeResult,
+  pausePostcopy,
+  resumePostcopy,
+} from './migration/postcopy.js';
+import {
   type MigrationRecoveryReport,
   type RecoverMigrationOptions,
   type RecoveryNode,
@@ -569,7 +577,12 @@ export class KVMHypervisor {
         waitForMigration(
           session,
           this.convergence,
-          { ...options, onProgress, ...(timeoutMs === undefined ? {} : { timeoutMs }) },
+          {
+            ...options,
+            onProgress,
+            ...(timeoutMs === undefined ? {} : { timeoutMs }),
+            timeoutDefaulted: options.timeoutMs === undefined,
+          },
           (deadline) => this.channel(instance.name, deadline),
         ),
       );
@@ -602,6 +615,49 @@ export class KVMHypervisor {
     const deadline = stepDeadline(options);
     const ch = await this.stepChannel(instance.name, deadline, 'cancelling the migration');
     await this.controllerStep(ch, () => cancelMigration(ch, deadline));
+  }
+
+  /**
+   * Post-copy recovery on either end: pauses the post-copy migration (`migrate-pause`, out
+   * of band over QMP where QEMU negotiated it, so it overtakes a stuck main loop). A no-op
+   * on an end already `postcopy-paused`; refused (a `MigrationError` naming the status)
+   * outside post-copy. Stops, resumes and cancels nothing.
+   */
+  async pausePostcopy(instance: Instance, options: MigrationStepOptions = {}): Promise<PostcopyPauseResult> {
+    const deadline = stepDeadline(options);
+    const ch = await this.stepChannel(instance.name, deadline, 'pausing the post-copy migration');
+    return this.controllerStep(ch, () => pausePostcopy(ch, deadline));
+  }
+
+  /**
+   * Post-copy recovery on the destination: `migrate-recover` on `uri` (e.g.
+   * `tcp:0.0.0.0:8103`, a port other than the one the migration used), after which it
+   * listens for the source's {@link resumePostcopy}. Requires the incoming migration to be
+   * `postcopy-paused`; a refusal names the status found.
+   */
+  async acceptPostcopyRecovery(
+    instance: Instance,
+    uri: string,
+    options: MigrationStepOptions = {},
+  ): Promise<PostcopyRecoveryResult> {
+    const deadline = stepDeadline(options);
+    const ch = await this.stepChannel(instance.name, deadline, 'accepting the post-copy recovery');
+    return this.controllerStep(ch, () => acceptPostcopyRecovery(ch, uri, deadline));
+  }
+
+  /**
+   * Post-copy recovery on the source: `migrate` with `resume` to `uri` (where the
+   * destination accepted the recovery), then watches until the source reconnected. Requires
+   * `postcopy-paused`; wait for the migration again afterwards ({@link waitForMigration}).
+   */
+  async resumePostcopy(
+    instance: Instance,
+    uri: string,
+    options: MigrationStepOptions = {},
+  ): Promise<PostcopyResumeResult> {
+    const deadline = stepDeadline(options);
+    const ch = await this.stepChannel(instance.name, deadline, 'resuming the post-copy migration');
+    return this.controllerStep(ch, () => resumePostcopy(ch, uri, deadline));
   }
 
   /**

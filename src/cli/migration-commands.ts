@@ -143,7 +143,13 @@ interface MigrateOptions extends VmOptions, TlsCliOptions {
   target: string;
   nonLive?: boolean;
   timeout?: number;
+  postcopyStall?: number;
+  postcopyRecoveryTimeout?: number;
+  postcopyRecoveryPort?: number;
 }
+
+/** Default of `kvm-hv migrate --postcopy-recovery-timeout`, seconds. */
+const POSTCOPY_RECOVERY_TIMEOUT_S = 300;
 
 export function registerMigrateCommand(program: Command): void {
   sourceTlsOptions(monitorOptions(program.command('migrate')))
@@ -153,9 +159,27 @@ export function registerMigrateCommand(program: Command): void {
     .option('--non-live', 'pause the VM first (stop-and-copy); default: the migration_mode hvparam')
     .option('--timeout <seconds>', 'give up (and cancel) after this many seconds', numberArg('--timeout'))
     .option('--json', 'print one JSON document on stdout (no progress bar)')
+    .option(
+      '--postcopy-stall <seconds>',
+      'in post-copy: no byte moving for this long counts as a broken stream (default 5)',
+      numberArg('--postcopy-stall'),
+    )
+    .option(
+      '--postcopy-recovery-timeout <seconds>',
+      `retry resuming a broken post-copy stream for this long (default ${POSTCOPY_RECOVERY_TIMEOUT_S}; 0: do not)`,
+      numberArg('--postcopy-recovery-timeout'),
+    )
+    .option(
+      '--postcopy-recovery-port <port>',
+      "the destination's port to resume to (default: migration_port, which a QEMU 7.2+ destination keeps open; else run `kvm-hv postcopy accept-recovery` there)",
+      numberArg('--postcopy-recovery-port'),
+    )
     .addHelpText(
       'after',
-      '\nCtrl-C cancels the migration; the source VM keeps running and the command exits with 130.',
+      '\nCtrl-C cancels the migration; the source VM keeps running and the command exits with 130.\n' +
+        'In post-copy (migration_caps with postcopy-ram) the VM cannot go back: a broken stream is\n' +
+        'paused and resumed to the destination until --postcopy-recovery-timeout; if that fails, the\n' +
+        'command exits 1 saying the VM is split and which `kvm-hv postcopy` steps bring it back.',
     )
     .action(async (opts: MigrateOptions, cmd: Command) => {
       const logger = loggerFor(cmd);
@@ -170,8 +194,14 @@ export function registerMigrateCommand(program: Command): void {
         });
         const sink = createProgressSink(progressModeFor(opts.json === true));
         try {
+          const recoveryS = opts.postcopyRecoveryTimeout ?? POSTCOPY_RECOVERY_TIMEOUT_S;
           const outcome = await migrateSource(hv, instance, opts.target, live, {
             ...(opts.timeout === undefined ? {} : { timeoutMs: opts.timeout * 1000 }),
+            ...(opts.postcopyStall === undefined ? {} : { postcopyStallMs: opts.postcopyStall * 1000 }),
+            postcopyRecovery: {
+              timeoutMs: recoveryS > 0 ? recoveryS * 1000 : false,
+              port: opts.postcopyRecoveryPort ?? KVMHypervisor.instanceParameters(instance).migration_port,
+            },
             sink,
             signal: abort.signal,
             logger,

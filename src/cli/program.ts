@@ -13,6 +13,7 @@ import { coercedHvParams, rawHvParams } from './hvparams.js';
 import { registerInstanceCommands } from './instances.js';
 import { LOG_LEVELS } from './logger.js';
 import { registerAcceptCommand, registerMigrateCommand } from './migration-commands.js';
+import { registerPostcopyCommand } from './postcopy-command.js';
 import { registerRecoverCommand } from './recover-command.js';
 import { renderParams, renderStatus, statusJson } from './render.js';
 import { commandInstance, hvOption, monitorOptions, type VmOptions, withHypervisor } from './target.js';
@@ -168,6 +169,7 @@ export function buildProgram(): Command {
   registerCancelCommand(program);
   registerResumeCommand(program);
   registerRecoverCommand(program);
+  registerPostcopyCommand(program);
   registerInstanceCommands(program);
   registerDemoCommand(program);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput(OUTPUT);

@@ -4,13 +4,26 @@
  * finalize both; on any failure, finalize the destination and then the source as failed,
  * each even when the other fails, and report what each end did and why QEMU failed.
  */
-import { type FinalizeOutcome, MigrationError, type MigrationRecovery } from '../errors.js';
+import {
+  type FinalizeOutcome,
+  MigrationError,
+  type MigrationRecovery,
+  PostcopyStalledError,
+} from '../errors.js';
+import { checkedHvParams } from '../hvparams/checked.js';
 import type { KVMHypervisor } from '../kvm.js';
 import { errorText, isMonitorGone, VmChannel } from './channel.js';
 import { Deadline } from './deadline.js';
 import { simpleCommand } from './dialect.js';
+import {
+  type PostcopyDestinationSteps,
+  type PostcopyRecoveryEvent,
+  type PostcopySourceSteps,
+  recoverPostcopyStream,
+} from './postcopy-recovery.js';
 import { isPostcopy, isPostcopyPaused } from './safety.js';
 import { TERMINAL_STATUSES } from './status.js';
+import { migrationUri } from './target.js';
 import type {
   ConvergenceAction,
   Instance,
@@ -54,13 +67,42 @@ export interface RunMigrationOptions {
   onProgress?: (progress: MigrationProgress) => void;
   onAction?: (action: ConvergenceAction) => void;
   pollIntervalMs?: number;
+  /**
+   * In post-copy, how long no byte may move before the stream counts as broken, ms
+   * (default 5000; see `WaitForMigrationOptions.postcopyStallMs`). QEMU's own
+   * `postcopy-paused` counts at once.
+   */
+  postcopyStallMs?: number;
+  /**
+   * How long one recovery of a broken post-copy stream is retried, ms (default 300 000;
+   * the caller's `timeoutMs` and `signal` end it earlier). Both ends are paused, the
+   * destination listens on `postcopyRecoveryPort` and the source resumes there, until the
+   * stream runs again; then the wait goes on. `false` turns the recovery off (a stall then
+   * rejects at once, as a split VM).
+   */
+  postcopyRecoveryMs?: number | false;
+  /**
+   * The destination's port for a post-copy recovery (default `migration_port + 1`; the
+   * next two are tried when QEMU finds it in use). The original port may still be held by
+   * the destination's first listener, so a different one is used; open it in firewalls.
+   */
+  postcopyRecoveryPort?: number;
+  /** Called with each step of a post-copy recovery. */
+  onPostcopyRecovery?: (event: PostcopyRecoveryEvent) => void;
 }
 
 /** A completed {@link runMigration}: the result and what each end did when finalized. */
 export interface RunMigrationResult extends MigrationResult {
   source: FinalizeOutcome;
   destination: FinalizeOutcome;
+  /** How many times a broken post-copy stream was recovered on the way (0 without one). */
+  postcopyRecoveries: number;
 }
+
+/** Default of `RunMigrationOptions.postcopyRecoveryMs`. */
+export const DEFAULT_POSTCOPY_RECOVERY_MS = 300_000;
+/** Recoveries in one migration before it is reported as split (a link that keeps flapping). */
+const MAX_POSTCOPY_RECOVERIES = 10;
 
 /** A logger that drops everything: recovery reports through its return value. */
 const SILENT = {
@@ -86,6 +128,8 @@ export async function runMigration(options: RunMigrationOptions): Promise<RunMig
     options.stepTimeoutMs === undefined ? {} : { timeoutMs: options.stepTimeoutMs };
   let result: MigrationResult;
   let sourceTouched = false;
+  let recoveries = 0;
+  const startedAt = Date.now();
   try {
     await destination.hypervisor.acceptInstance(destination.instance, {
       ...step,
@@ -99,13 +143,31 @@ export async function runMigration(options: RunMigrationOptions): Promise<RunMig
       throw e;
     }
     sourceTouched = true;
-    result = await source.hypervisor.waitForMigration(source.instance, {
-      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
-      ...(options.signal ? { signal: options.signal } : {}),
-      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-      ...(options.onAction ? { onAction: options.onAction } : {}),
-      ...(options.pollIntervalMs === undefined ? {} : { pollIntervalMs: options.pollIntervalMs }),
-    });
+    for (;;) {
+      try {
+        result = await source.hypervisor.waitForMigration(source.instance, {
+          ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+          ...(options.signal ? { signal: options.signal } : {}),
+          ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+          ...(options.onAction ? { onAction: options.onAction } : {}),
+          ...(options.pollIntervalMs === undefined ? {} : { pollIntervalMs: options.pollIntervalMs }),
+          ...(options.postcopyStallMs === undefined ? {} : { postcopyStallMs: options.postcopyStallMs }),
+        });
+        break;
+      } catch (e) {
+        if (!(e instanceof PostcopyStalledError) || options.postcopyRecoveryMs === false) throw e;
+        if (recoveries >= MAX_POSTCOPY_RECOVERIES) {
+          const summary = `${e.summary}; recovered ${recoveries} times in this migration already, so runMigration stops trying`;
+          throw new PostcopyStalledError(`instance '${source.instance.name}': ${summary}`, {
+            ...details(e),
+            stalledMs: e.stalledMs,
+            transferredBytes: e.transferredBytes,
+            summary,
+          });
+        }
+        if (await recoverStream(options, e, recoveries + 1, startedAt)) recoveries++;
+      }
+    }
   } catch (e) {
     throw await recover(options, step, e, sourceTouched);
   }
@@ -116,7 +178,7 @@ export async function runMigration(options: RunMigrationOptions): Promise<RunMig
   ]);
   const [src, dst] = finalize;
   if (src.status === 'fulfilled' && dst.status === 'fulfilled' && !splitOutcome(dst.value)) {
-    return { ...result, source: src.value, destination: dst.value };
+    return { ...result, source: src.value, destination: dst.value, postcopyRecoveries: recoveries };
   }
   const recovery: MigrationRecovery = {
     source: src.status === 'fulfilled' ? src.value : { error: asError(src.reason) },
@@ -135,6 +197,121 @@ export async function runMigration(options: RunMigrationOptions): Promise<RunMig
       'The source stays paused after switchover; if the destination VM is lost, an operator may resume the source with finalizeMigrationSource(instance, false, { forceResume: true })',
     { instance: name, status: 'completed', recovery, changedVm: true },
   );
+}
+
+/** A `MigrationError`'s details, to build another one from it. */
+function details(e: MigrationError) {
+  return {
+    ...(e.instance === undefined ? {} : { instance: e.instance }),
+    ...(e.status === undefined ? {} : { status: e.status }),
+    ...(e.reason === undefined ? {} : { reason: e.reason }),
+    changedVm: true,
+    cause: e,
+  };
+}
+
+const stepOptions = (d: Deadline): MigrationStepOptions => ({
+  timeoutMs: Math.max(1, Math.ceil(d.remaining())),
+  ...(d.signal ? { signal: d.signal } : {}),
+});
+
+/**
+ * One recovery of a stalled post-copy stream between the two ends. Resolves true when the
+ * stream runs again (and false when the migration completed meanwhile): the caller waits
+ * again. Throws when the recovery ends otherwise: a `PostcopyStalledError` saying it gave up
+ * (the VM split, both ends paused) or that an end is gone; `recover` then reports the ends
+ * as they are and stops nothing.
+ */
+async function recoverStream(
+  options: RunMigrationOptions,
+  stalled: PostcopyStalledError,
+  episode: number,
+  startedAt: number,
+): Promise<boolean> {
+  const { source, destination } = options;
+  const emit = (e: PostcopyRecoveryEvent) => options.onPostcopyRecovery?.(e);
+  emit({
+    kind: 'stalled',
+    episode,
+    status: stalled.status ?? 'postcopy-active',
+    stalledMs: stalled.stalledMs,
+  });
+  const limitMs =
+    options.postcopyRecoveryMs === false ? 0 : (options.postcopyRecoveryMs ?? DEFAULT_POSTCOPY_RECOVERY_MS);
+  const callerAt = options.timeoutMs === undefined ? Number.POSITIVE_INFINITY : startedAt + options.timeoutMs;
+  const at = Math.min(Date.now() + limitMs, callerAt);
+  const deadline = Deadline.at(at, options.signal);
+  const srcSteps = await postcopySourceSteps(source.hypervisor, source.instance, deadline);
+  const dstSteps = postcopyDestinationSteps(destination.hypervisor, destination.instance);
+  const port =
+    options.postcopyRecoveryPort ?? checkedHvParams(destination.instance.hvparams).migration_port + 1;
+  // The destination listens on the address it was told to (`listen`), else on the target's.
+  const listenHost = options.listen === undefined ? options.target : hostOf(options.listen);
+  const outcome = await recoverPostcopyStream({
+    source: srcSteps,
+    destination: dstSteps,
+    port,
+    listenUri: (p) => migrationUri(listenHost, p),
+    targetUri: (p) => migrationUri(options.target, p),
+    deadline,
+    episode,
+    onEvent: emit,
+  });
+  if (outcome.outcome === 'resumed') return true;
+  if (outcome.outcome === 'completed') return false;
+  const name = source.instance.name;
+  const fail = (summary: string, status?: string) =>
+    new PostcopyStalledError(`instance '${name}': ${summary}`, {
+      ...details(stalled),
+      ...(status === undefined ? {} : { status }),
+      stalledMs: stalled.stalledMs,
+      transferredBytes: stalled.transferredBytes,
+      summary,
+    });
+  if (outcome.outcome === 'lost') {
+    throw fail(
+      `${stalled.summary}; recovering it failed: the ${outcome.side} QEMU is gone (${errorText(outcome.error)})`,
+    );
+  }
+  const last = `${outcome.attempts} resume attempt${outcome.attempts === 1 ? '' : 's'}; last error: ${errorText(outcome.error)}`;
+  const why = options.signal?.aborted
+    ? `the caller aborted (${last})`
+    : at === callerAt
+      ? `the migration's timeoutMs passed (${last})`
+      : `it did not succeed within ${Math.round(limitMs / 1000)} s (${last})`;
+  throw fail(`${stalled.summary}; runMigration tried to recover it and gave up: ${why}`, 'postcopy-paused');
+}
+
+/** The post-copy recovery steps of a source node, bound to its instance. */
+export async function postcopySourceSteps(
+  hv: KVMHypervisor,
+  instance: Instance,
+  deadline: Deadline,
+): Promise<PostcopySourceSteps> {
+  const version = (await hv.monitorFor(instance.name, deadline)).version;
+  return {
+    version,
+    pause: (d) => hv.pausePostcopy(instance, stepOptions(d)),
+    status: (d) => hv.getMigrationStatus(instance, stepOptions(d)),
+    resume: (uri, d) => hv.resumePostcopy(instance, uri, stepOptions(d)),
+  };
+}
+
+/** The post-copy recovery steps of a destination node, bound to its instance. */
+function postcopyDestinationSteps(hv: KVMHypervisor, instance: Instance): PostcopyDestinationSteps {
+  return {
+    pause: (d) => hv.pausePostcopy(instance, stepOptions(d)),
+    status: (d) => hv.getIncomingMigrationStatus(instance, stepOptions(d)),
+    accept: (uri, d) => hv.acceptPostcopyRecovery(instance, uri, stepOptions(d)),
+  };
+}
+
+/** The host of a `listen` address (`host`, `host:port`, `[v6]:port`). */
+function hostOf(listen: string): string {
+  const v6 = /^\[([^\]]+)\](?::\d+)?$/.exec(listen);
+  if (v6?.[1]) return v6[1];
+  const m = /^([^:]+):\d+$/.exec(listen);
+  return m?.[1] ?? listen;
 }
 
 /**
@@ -353,7 +530,7 @@ async function recover(
   const cause = error instanceof MigrationError ? error : undefined;
   const askFailed = destinationReason?.startsWith('the destination cannot be asked') === true;
   return new MigrationError(
-    `instance '${name}': ${errorText(error).replace(/^instance '[^']*': /, '')}` +
+    `instance '${name}': ${(error instanceof PostcopyStalledError ? error.summary : errorText(error)).replace(/^instance '[^']*': /, '')}` +
       `${destinationReason && !askFailed ? `; destination: ${destinationReason}` : ''}` +
       `${note}. Recovery: ${describe(recovery)}`,
     {
@@ -396,8 +573,8 @@ function splitOutcome(o: FinalizeOutcome | { error: Error }): boolean {
 function splitAdvice(status: string): string {
   const split = `the VM is split between the two hosts (the destination runs it, part of its memory is only on the source), so the migration is not reported as completed; stop neither QEMU`;
   return isPostcopyPaused(status)
-    ? `${split}. The stream between them is broken ('${status}'): recover it with pausePostcopy, acceptPostcopyRecovery on the destination and resumePostcopy on the source (src/migration/postcopy.ts), then wait again (waitForMigration on the source) and finalize both ends`
-    : `${split}. Wait again (waitForMigration on the source) until it completes, then finalize both ends; if the stream breaks, recover it with pausePostcopy, acceptPostcopyRecovery and resumePostcopy (src/migration/postcopy.ts)`;
+    ? `${split}. The stream between them is broken ('${status}'): once the network between the hosts works, recover it with pausePostcopy on both ends, acceptPostcopyRecovery on the destination and resumePostcopy on the source (KVMHypervisor, or kvm-hv postcopy pause|accept-recovery|resume), then wait again (waitForMigration on the source) and finalize both ends`
+    : `${split}. Wait again (waitForMigration on the source) until it completes, then finalize both ends; if the stream breaks, recover it with pausePostcopy, acceptPostcopyRecovery and resumePostcopy (KVMHypervisor, or kvm-hv postcopy pause|accept-recovery|resume)`;
 }
 
 /** A post-copy end of `runMigration`: what each end is, and what the error says. */

@@ -64,8 +64,8 @@ export function postcopyRefusal(status: string): string {
     "QEMU refuses 'cont' on the source until the migration is finalized, so it cannot be resumed, not even with forceResume. " +
     'Stop neither QEMU. ' +
     (paused
-      ? 'If the destination QEMU still runs, recover the stream: pausePostcopy, then acceptPostcopyRecovery on the destination and resumePostcopy on the source (src/migration/postcopy.ts); if it is gone, the VM is lost: quit the source QEMU and restart the VM from its disks'
-      : 'Wait for the migration to complete (waitForMigration on the source); if the stream breaks, recover it with pausePostcopy, acceptPostcopyRecovery and resumePostcopy (src/migration/postcopy.ts)')
+      ? 'If the destination QEMU still runs, recover the stream: pausePostcopy, then acceptPostcopyRecovery on the destination and resumePostcopy on the source (KVMHypervisor, or kvm-hv postcopy pause|accept-recovery|resume); if it is gone, the VM is lost: quit the source QEMU and restart the VM from its disks'
+      : 'Wait for the migration to complete (waitForMigration on the source); if the stream breaks, recover it with pausePostcopy, acceptPostcopyRecovery and resumePostcopy (KVMHypervisor, or kvm-hv postcopy pause|accept-recovery|resume)')
   );
 }
 

@@ -126,6 +126,14 @@ export interface WaitForMigrationOptions {
   signal?: AbortSignal;
   /** Statistics poll interval in ms (default 500). Completion itself is event-driven. */
   pollIntervalMs?: number;
+  /**
+   * In post-copy, the stall window in ms (default 5000): when no byte moved and the status
+   * did not change for this long, or QEMU reports `postcopy-paused`, the wait rejects with
+   * a `PostcopyStalledError` (the VM is split; nothing is cancelled, stopped or resumed).
+   * A post-copy that moves always completes, since the remaining memory is finite; so
+   * every post-copy wait has a deadline even without `timeoutMs`.
+   */
+  postcopyStallMs?: number;
 }
 
 /** Options of `waitForIncomingMigration` (destination side). */

@@ -4,7 +4,7 @@
  * bounded by the caller's deadline and AbortSignal, so the wait settles within its
  * deadline plus a short clean-up grace even when QEMU is frozen or gone.
  */
-import { MigrationError, UnrecognizedOutputError } from '../errors.js';
+import { MigrationError, PostcopyStalledError, UnrecognizedOutputError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
 import { errorText, isDeadline, isMonitorGone, type VmChannel } from './channel.js';
 import { ConvergencePolicy, type ConvergencePolicyOptions, completionTimeoutMs } from './convergence.js';
@@ -28,6 +28,20 @@ const POLICY_GRACE_MS = 10_000;
 const MAX_RECONNECTS = 3;
 /** One status query never waits longer than this, so five failures fit in a minute. */
 const QUERY_CAP_MS = 10_000;
+/** Default stall window in post-copy (ms): see `WaitForMigrationOptions.postcopyStallMs`. */
+export const DEFAULT_POSTCOPY_STALL_MS = 5000;
+/** How often a post-copy wait says what it is waiting for (ms). */
+const POSTCOPY_LOG_EVERY_MS = 10_000;
+
+/** Options the hypervisor object adds to a wait. */
+export interface InternalWaitOptions extends WaitForMigrationOptions {
+  /**
+   * True when `timeoutMs` is the default scaled by guest memory rather than the caller's:
+   * it then ends pre-copy only, since post-copy cannot be cancelled and has its own
+   * deadline (the stall window).
+   */
+  timeoutDefaulted?: boolean;
+}
 
 /**
  * Waits until the migration ends. Resolves on `completed`; rejects with `MigrationError`
@@ -38,7 +52,7 @@ const QUERY_CAP_MS = 10_000;
 export async function waitForMigration(
   session: MigrationSession,
   policyOptions: ConvergencePolicyOptions,
-  options: WaitForMigrationOptions = {},
+  options: InternalWaitOptions = {},
   reopen?: (deadline: Deadline) => Promise<VmChannel>,
 ): Promise<MigrationResult> {
   let ch = session.channel;
@@ -59,14 +73,25 @@ export async function waitForMigration(
   const onProgress = changesOnly(options.onProgress);
   const reporting: WaitForMigrationOptions = onProgress ? { ...options, onProgress } : options;
   const unknownLogged = new Set<string>();
+  const stallMs = options.postcopyStallMs ?? DEFAULT_POSTCOPY_STALL_MS;
+  const postcopy = new PostcopyWatch(stallMs);
+  // In post-copy a defaulted timeout no longer applies (it exists to cancel, which post-copy
+  // cannot); the caller's own timeout and abort still do.
+  const callerOver = () =>
+    postcopy.since !== undefined && options.timeoutDefaulted
+      ? options.signal?.aborted
+        ? 'aborted'
+        : undefined
+      : caller.over();
   for (;;) {
     // Deadlines first: a failing query must not loop past them.
-    const over = caller.over() ?? (Date.now() >= policyAt ? 'timeout' : undefined);
+    const over = callerOver() ?? (Date.now() >= policyAt ? 'timeout' : undefined);
+    if (!over && postcopy.stalled()) throw postcopy.error(ch, last);
     if (over) {
       const why =
         over === 'aborted'
           ? 'cancelled by the caller'
-          : caller.over() === 'timeout'
+          : callerOver() === 'timeout'
             ? `did not complete within ${formatSeconds(options.timeoutMs ?? 0)}`
             : `did not complete within ${Math.round((policyAt - session.startedAt) / 1000)} s`;
       return giveUp(
@@ -74,12 +99,18 @@ export async function waitForMigration(
         why,
         last,
         lastError,
-        caller.over() ? DEADLINE_GRACE_MS : POLICY_GRACE_MS,
+        callerOver() ? DEADLINE_GRACE_MS : POLICY_GRACE_MS,
         reporting,
       );
     }
     const seen = session.eventCount;
-    const step = Deadline.at(Math.min(caller.at, policyAt), options.signal, options.timeoutMs);
+    const callerAt =
+      postcopy.since !== undefined && options.timeoutDefaulted ? Number.POSITIVE_INFINITY : caller.at;
+    const step = Deadline.at(
+      Math.min(callerAt, policyAt, postcopy.stallAt()),
+      options.signal,
+      options.timeoutMs,
+    );
     let p: MigrationProgress;
     try {
       p = await step.race(ch.migrationStatus(), 'query-migrate', QUERY_CAP_MS);
@@ -163,7 +194,11 @@ export async function waitForMigration(
     ) {
       policyAt = session.startedAt + completionTimeoutMs(p.totalBytes, policyOptions);
     }
-    if (isPostcopy(p.status)) policyAt = Number.POSITIVE_INFINITY; // post-copy cannot be undone
+    if (isPostcopy(p.status)) {
+      policyAt = Number.POSITIVE_INFINITY; // post-copy cannot be undone
+      postcopy.observe(p, ch);
+      if (p.status === 'postcopy-paused') throw postcopy.error(ch, p);
+    }
     if (p.status === 'active') {
       policy ??= new ConvergencePolicy(session.downtimeMs, session.postcopy, policyOptions);
       const action = policy.observe(p, Date.now());
@@ -186,6 +221,85 @@ export async function waitForMigration(
       }
     }
     await pause(pollMs, step, session.eventsEnabled ? session : undefined, seen);
+  }
+}
+
+/**
+ * Watches a migration in post-copy: when it got there, when bytes last moved, and says
+ * every {@link POSTCOPY_LOG_EVERY_MS} what the wait is waiting for. A stream that stops
+ * (no byte and no status change for the stall window) or breaks (`postcopy-paused`) ends
+ * the wait with a {@link PostcopyStalledError}: the caller recovers it.
+ */
+class PostcopyWatch {
+  since: number | undefined;
+  private movedAt = 0;
+  private bytes: number | undefined;
+  private status = '';
+  private loggedAt = 0;
+  constructor(private readonly stallMs: number) {}
+
+  observe(p: MigrationProgress, ch: VmChannel): void {
+    const now = Date.now();
+    if (this.since === undefined) {
+      this.since = now;
+      this.movedAt = now;
+      this.loggedAt = now;
+      ch.log.info(
+        { status: p.status, remainingBytes: p.remainingBytes, stallMs: this.stallMs },
+        'in post-copy: the destination runs the VM and fetches the remaining pages from the source; waiting for them to arrive',
+      );
+    } else if (p.transferredBytes !== this.bytes || p.status !== this.status) {
+      this.movedAt = now;
+    }
+    this.bytes = p.transferredBytes;
+    this.status = p.status;
+    if (now - this.loggedAt >= POSTCOPY_LOG_EVERY_MS) {
+      this.loggedAt = now;
+      ch.log.info(
+        {
+          status: p.status,
+          remainingBytes: p.remainingBytes,
+          transferredBytes: p.transferredBytes,
+          inPostcopyMs: now - this.since,
+          idleMs: now - this.movedAt,
+        },
+        'waiting for the post-copy migration to complete',
+      );
+    }
+  }
+
+  stallAt(): number {
+    return this.since === undefined ? Number.POSITIVE_INFINITY : this.movedAt + this.stallMs;
+  }
+
+  stalled(): boolean {
+    return Date.now() >= this.stallAt();
+  }
+
+  error(ch: VmChannel, p: MigrationProgress | undefined): PostcopyStalledError {
+    const status = p?.status ?? this.status;
+    const paused = status === 'postcopy-paused';
+    const stalledMs = paused ? 0 : Date.now() - this.movedAt;
+    const what = paused
+      ? `the post-copy stream broke ('postcopy-paused'${p?.errorDesc ? `: ${p.errorDesc}` : ''})`
+      : `the post-copy migration stalled: no byte moved for ${formatSeconds(stalledMs)} ('${status}')`;
+    const left =
+      p?.remainingBytes === undefined
+        ? ''
+        : `, ${(p.remainingBytes / 2 ** 20).toFixed(1)} MiB still on the source`;
+    ch.log.warn({ status, stalledMs, remainingBytes: p?.remainingBytes }, 'post-copy stream stopped');
+    return new PostcopyStalledError(
+      `instance '${ch.instance}': ${what}${left}: the VM is split between the two hosts (the destination runs it, part of its memory is only on the source) and its guest waits for those pages; stop neither QEMU. Recover the stream: pausePostcopy on both ends, acceptPostcopyRecovery on the destination, resumePostcopy on the source (kvm-hv postcopy pause|accept-recovery|resume), then wait again; runMigration and kvm-hv migrate do this by themselves`,
+      {
+        instance: ch.instance,
+        status,
+        ...(p?.errorDesc === undefined ? {} : { reason: p.errorDesc }),
+        changedVm: true,
+        stalledMs,
+        transferredBytes: p?.transferredBytes ?? this.bytes,
+        summary: `${what}${left}`,
+      },
+    );
   }
 }
 
@@ -261,8 +375,8 @@ async function giveUp(
 function postcopyGiveUp(status: string): string {
   const split = `the migration is in post-copy ('${status}'): it cannot be cancelled and the VM is split between the two hosts (the destination runs it, part of its memory is only on the source); stop neither QEMU. `;
   return isPostcopyPaused(status)
-    ? `${split}The stream between them is broken: if the destination QEMU still runs, recover it with pausePostcopy, acceptPostcopyRecovery on the destination and resumePostcopy on the source (src/migration/postcopy.ts), then wait again; if the destination QEMU is gone, the VM is lost: quit the source QEMU and restart the VM from its disks`
-    : `${split}Wait again (waitForMigration) until it completes; if the stream breaks, recover it with pausePostcopy, acceptPostcopyRecovery and resumePostcopy (src/migration/postcopy.ts)`;
+    ? `${split}The stream between them is broken: if the destination QEMU still runs, recover it with pausePostcopy, acceptPostcopyRecovery on the destination and resumePostcopy on the source (KVMHypervisor, or kvm-hv postcopy pause|accept-recovery|resume), then wait again; if the destination QEMU is gone, the VM is lost: quit the source QEMU and restart the VM from its disks`
+    : `${split}Wait again (waitForMigration) until it completes; if the stream breaks, recover it with pausePostcopy, acceptPostcopyRecovery and resumePostcopy (KVMHypervisor, or kvm-hv postcopy pause|accept-recovery|resume)`;
 }
 
 /**

@@ -61,6 +61,7 @@ describe.each(cases)('post-copy outcomes ($protocol, QEMU $version)', ({ protoco
   const runPostcopy = (
     s: ReturnType<typeof setUp>,
     inPostcopyDo: (pair: ReturnType<typeof setUp>['pair']) => void = () => {},
+    extra: Partial<Parameters<typeof runMigration>[0]> = {},
   ) => {
     let switched = false;
     return runMigration({
@@ -76,6 +77,7 @@ describe.each(cases)('post-copy outcomes ($protocol, QEMU $version)', ({ protoco
         s.pair.source.qemu.startPostcopy();
         inPostcopyDo(s.pair);
       },
+      ...extra,
     });
   };
   const noneStopped = (pair: ReturnType<typeof setUp>['pair']) => {
@@ -117,9 +119,11 @@ describe.each(cases)('post-copy outcomes ($protocol, QEMU $version)', ({ protoco
     expect((await s.src.finalizeMigrationSource(instance, true)).action).toBe('paused');
   });
 
-  it('runMigration with the post-copy stream broken: the destination is postcopy-paused, the steps are named', async () => {
+  it('runMigration with the post-copy stream broken and recovery off: the destination is postcopy-paused, the steps are named', async () => {
     const s = setUp();
-    const err = await rejection(runPostcopy(s, (pair) => pair.breakPostcopyStream()));
+    const err = await rejection(
+      runPostcopy(s, (pair) => pair.breakPostcopyStream(), { postcopyRecoveryMs: false }),
+    );
     expect(err.status).toBe('postcopy-paused');
     expect(outcome(err.recovery?.source)).toMatchObject({
       action: 'split',
@@ -131,7 +135,7 @@ describe.each(cases)('post-copy outcomes ($protocol, QEMU $version)', ({ protoco
     });
     expect(err.message).toMatch(/the VM is split between the two hosts/);
     expect(err.message).toMatch(
-      /pausePostcopy, acceptPostcopyRecovery on the destination and resumePostcopy/,
+      /pausePostcopy on both ends, acceptPostcopyRecovery on the destination and resumePostcopy/,
     );
     expect(err.message).not.toMatch(/completed nevertheless|is on the destination/);
     noneStopped(s.pair);
