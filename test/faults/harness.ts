@@ -11,7 +11,7 @@ import { afterAll, afterEach, expect, vi } from 'vitest';
 import type { MigrationError } from '../../src/errors.js';
 import { writeGuestImage } from '../../src/guest/index.js';
 import { KVMHypervisor } from '../../src/kvm.js';
-import type { Instance } from '../../src/migration/types.js';
+import type { Instance, KVMHypervisorOptions } from '../../src/migration/types.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import type { Monitor } from '../../src/monitor/types.js';
@@ -182,6 +182,10 @@ export interface PairOptions {
   srcMonitor?: (vm: VmProcess) => Promise<Monitor>;
   /** How long to wait before the pair is handed out, so the busy guest has dirtied its region (default 600 ms). */
   warmUpMs?: number;
+  /** The busy guest's image (default {@link FaultLab.busyGuest}: 16 MiB at 32 MiB/s). */
+  guestImage?: string;
+  /** Options of the source's hypervisor besides `monitor` (e.g. `convergence`). */
+  srcHvOptions?: Omit<KVMHypervisorOptions, 'monitor'>;
 }
 
 /** Opens the library's monitor of `vm` in `protocol` (QMP on the first socket, HMP on the HMP socket). */
@@ -250,7 +254,7 @@ export class FaultLab {
     const name = this.nextName();
     const port = await freePort();
     const listenHost = o.listenHost ?? '127.0.0.1';
-    const kernel = (o.guest ?? 'busy') === 'busy' ? { kernel: this.busyGuest } : {};
+    const kernel = (o.guest ?? 'busy') === 'busy' ? { kernel: o.guestImage ?? this.busyGuest } : {};
     const src = await this.vm(
       {
         name: `${name}-src`,
@@ -275,6 +279,7 @@ export class FaultLab {
       o.dstStart,
     );
     const srcHv = new KVMHypervisor({
+      ...o.srcHvOptions,
       monitor: () => (o.srcMonitor ?? ((vm) => openMonitor(vm, o.protocol)))(src),
     });
     const dstHv = new KVMHypervisor({ monitor: () => openMonitor(dst, o.protocol) });

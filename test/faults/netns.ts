@@ -5,7 +5,7 @@
  * QEMU runs inside a namespace (`ip netns exec`); its monitor sockets stay on the shared
  * filesystem, so the library and the observers reach them as usual.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { QemuExit, QemuVmOptions } from '../../src/qemu/process.js';
@@ -98,6 +98,59 @@ export class TwoHosts {
   /** Brings the link back up after {@link cut}. */
   heal(): void {
     ip('-n', this.nsB, 'link', 'set', this.ifB, 'up');
+  }
+
+  /**
+   * Waits until the destination's address is reachable from the source's namespace after
+   * {@link heal}: a TCP connect to a port nobody listens on (9) is refused rather than
+   * unreachable. Right after `ip link set up` the veth's carrier may not be up yet, and a
+   * connect then fails with "No route to host".
+   */
+  async untilReachable(timeoutMs = 15_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const r = spawnSync(
+        'ip',
+        ['netns', 'exec', this.nsA, 'timeout', '2', 'bash', '-c', `exec 3<>/dev/tcp/${this.addrB}/9`],
+        { encoding: 'utf8' },
+      );
+      if (/refused/i.test(r.stderr ?? '')) return;
+      if (Date.now() > until) {
+        throw new Error(`${this.addrB} is still unreachable from ${this.nsA}: ${(r.stderr ?? '').trim()}`);
+      }
+      await sleep(200);
+    }
+  }
+
+  /**
+   * Resets every TCP connection from the source's side to the destination (`ss -K`, which
+   * aborts the local sockets and sends the peer a RST), as a middlebox or a restarted
+   * router would: both ends see the connection reset at once. Returns how many sockets
+   * `ss` listed.
+   */
+  resetConnections(): number {
+    return this.killSockets([]);
+  }
+
+  /**
+   * Aborts the source side's connection attempts to the destination still in SYN-SENT (a
+   * connect retransmitting over the dead link), so none of them gets through once the link
+   * is back. Returns how many there were.
+   */
+  abortPendingConnects(): number {
+    return this.killSockets(['state', 'syn-sent']);
+  }
+
+  private killSockets(filter: string[]): number {
+    const out = execFileSync(
+      'ip',
+      ['netns', 'exec', this.nsA, 'ss', '-Htn', '-K', ...filter, 'dst', this.addrB],
+      {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    return out.split('\n').filter((l) => l.trim()).length;
   }
 
   /**
