@@ -157,6 +157,18 @@ async function recoverFromSource(
     onEvent: note,
   });
   if (outcome.outcome === 'resumed' || outcome.outcome === 'completed') return;
+  if (outcome.outcome === 'source-ended') {
+    const summary = `${stalled.summary}; while recovering it, the source QEMU ended the migration by itself ('${outcome.status}'${outcome.reason ? `: ${outcome.reason}` : ''}): if it runs the VM again while the destination holds it in post-copy, TWO COPIES exist: quit the destination QEMU (it cannot go on) and check the source's guest against its disks`;
+    throw new PostcopyStalledError(`instance '${instance.name}': ${summary}`, {
+      instance: instance.name,
+      status: outcome.status,
+      changedVm: true,
+      stalledMs: stalled.stalledMs,
+      transferredBytes: stalled.transferredBytes,
+      summary,
+      cause: stalled,
+    });
+  }
   const summary =
     outcome.outcome === 'lost'
       ? `${stalled.summary}; the source QEMU is gone (${errorText(outcome.error)}): the VM is lost (part of its memory was only on the source); quit the destination QEMU and restart the VM from its disks`

@@ -32,6 +32,12 @@ export interface PostcopyEndSteps {
 export interface PostcopySourceSteps extends PostcopyEndSteps {
   resume(uri: string, deadline: Deadline): Promise<PostcopyResumeResult>;
   version: QemuVersion;
+  /**
+   * How many failed connects the source QEMU has printed so far ("Failed to connect …",
+   * from its stderr), where the caller can see it: before 9.1 this is the only sign that a
+   * resume's connect ended, so a changed count allows the next resume at once.
+   */
+  connectFailures?: () => number;
 }
 
 /** The destination's steps. */
@@ -69,7 +75,12 @@ export type PostcopyRecoveryOutcome =
   /** That end's QEMU is gone: the VM is lost (each end held memory the other lacks). */
   | { outcome: 'lost'; side: 'source' | 'destination'; error: Error }
   /** The deadline passed (or the caller aborted): both ends stay paused, the VM split. */
-  | { outcome: 'gave-up'; error: Error; attempts: number };
+  | { outcome: 'gave-up'; error: Error; attempts: number }
+  /**
+   * The source's migration ended by itself (`failed`, `cancelled`): QEMU 11.1 fails a
+   * post-copy paused with nothing left to send, and may run the VM again itself.
+   */
+  | { outcome: 'source-ended'; status: string; reason: string | undefined };
 
 /** Options of {@link recoverPostcopyStream}. */
 export interface PostcopyRecoveryPlan {
@@ -96,6 +107,26 @@ export interface PostcopyRecoveryPlan {
 
 /** About Linux's connect budget (6 SYN retransmits, 127 s) plus a margin. */
 export const OLD_QEMU_RESUME_SPACING_MS = 130_000;
+
+/**
+ * Whether this QEMU survives a second resume after a failed one. Measured: 5.2 aborts
+ * ("migrate_fd_connect: Assertion `s->cleanup_bh' failed") as soon as that second resume
+ * connects, losing the pages only it holds; 7.2 and later resume again.
+ */
+export function resumeRetrySafe(version: QemuVersion): boolean {
+  return versionAtLeast(version, 7, 0);
+}
+
+/** Counts the failed connects in a QEMU's stderr (its words, any release). */
+export function countConnectFailures(text: string | undefined): number {
+  return (
+    (text ?? '').match(/Failed to connect|No route to host|Connection refused|Network is unreachable/gi)
+      ?.length ?? 0
+  );
+}
+
+/** Migration statuses in which the source's migration is over by itself. */
+const ENDED: ReadonlySet<string> = new Set(['failed', 'cancelled', 'cancelling', 'none']);
 /** Each step's own limit within the episode (ms). */
 const STEP_MS = 15_000;
 /** Ports tried for `migrate-recover` when one is in use. */
@@ -164,6 +195,7 @@ export async function recoverPostcopyStream(plan: PostcopyRecoveryPlan): Promise
       return gaveUp();
     }
     if (src.status === 'completed') return { outcome: 'completed' };
+    if (ENDED.has(src.status)) return { outcome: 'source-ended', status: src.status, reason: src.errorDesc };
     if (src.status !== 'postcopy-paused') {
       // Not paused (yet): the pause did not take, or a reconnection is under way.
       const why = paused.find((p) => p?.side === 'source')?.error;
@@ -186,10 +218,12 @@ export async function recoverPostcopyStream(plan: PostcopyRecoveryPlan): Promise
     // 3. The source resumes there, until it gets through or the deadline passes.
     const uri = plan.targetUri(port);
     const visible = versionAtLeast(source.version, 9, 1);
+    const retrySafe = resumeRetrySafe(source.version);
     for (;;) {
       attempts++;
       emit({ kind: 'resume', episode, attempt: attempts, uri });
       const sentAt = Date.now();
+      const failuresBefore = source.connectFailures?.();
       try {
         const r = await source.resume(uri, step(deadline));
         emit({ kind: 'resumed', episode, attempt: attempts, uri, status: r.status });
@@ -201,16 +235,24 @@ export async function recoverPostcopyStream(plan: PostcopyRecoveryPlan): Promise
           const gone = await destinationGone(destination, deadline);
           if (gone) return { outcome: 'lost', side: 'destination', error: gone };
         }
-        if (e instanceof MigrationError && e.status !== undefined && e.status !== 'postcopy-paused') {
-          if (e.status === 'completed') return { outcome: 'completed' };
-          if (e.status !== 'postcopy-recover-setup') break; // something else changed: start over
+        const status = e instanceof MigrationError ? e.status : undefined;
+        if (status === 'completed') return { outcome: 'completed' };
+        if (status !== undefined && ENDED.has(status)) {
+          return { outcome: 'source-ended', status, reason: (e as MigrationError).reason };
         }
+        if (status !== undefined && status !== 'postcopy-paused' && status !== 'postcopy-recover-setup')
+          break;
       }
+      // Before 9.1 a failed connect shows only on QEMU's stderr.
+      const failedConnect = failuresBefore !== undefined && source.connectFailures?.() !== failuresBefore;
       // The connect may still be pending: watch for it to get through, and send again only
-      // once QEMU shows it ended (9.1+), or it must have (before 9.1).
-      const spacing = visible ? 0 : (plan.resumeSpacingMs ?? OLD_QEMU_RESUME_SPACING_MS);
+      // once QEMU shows it ended (9.1+, or its stderr), or it must have (before 9.1).
+      const spacing = visible || failedConnect ? 0 : (plan.resumeSpacingMs ?? OLD_QEMU_RESUME_SPACING_MS);
       const again = Math.max(sentAt + spacing, Date.now() + Math.min(wait, RETRY_MAX_MS));
       wait = Math.min(wait * 2, RETRY_MAX_MS);
+      if (!retrySafe && failedConnect) {
+        return { outcome: 'gave-up', error: oneResumeOnly(source.version, lastError), attempts };
+      }
       emit({
         kind: 'retry',
         episode,
@@ -225,8 +267,17 @@ export async function recoverPostcopyStream(plan: PostcopyRecoveryPlan): Promise
         return { outcome: 'resumed', uri, attempts };
       }
       if (deadline.over()) return gaveUp();
+      if (!retrySafe)
+        return { outcome: 'gave-up', error: oneResumeOnly(source.version, lastError), attempts };
     }
   }
+}
+
+/** Why a QEMU before 7.0 is resumed once only. */
+function oneResumeOnly(version: QemuVersion, last: Error): Error {
+  return new Error(
+    `the resume did not get through (${errorText(last)}), and QEMU ${version.major}.${version.minor} aborts on a second resume after a failed one (measured on 5.2: "Assertion \`s->cleanup_bh' failed", losing the pages only the source holds), so it is not resumed again`,
+  );
 }
 
 /** A step's deadline within the episode's. */

@@ -16,6 +16,7 @@ import { errorText, isMonitorGone, VmChannel } from './channel.js';
 import { Deadline } from './deadline.js';
 import { simpleCommand } from './dialect.js';
 import {
+  countConnectFailures,
   type PostcopyDestinationSteps,
   type PostcopyRecoveryEvent,
   type PostcopySourceSteps,
@@ -242,6 +243,10 @@ async function recoverStream(
   const at = Math.min(Date.now() + limitMs, callerAt);
   const deadline = Deadline.at(at, options.signal);
   const srcSteps = await postcopySourceSteps(source.hypervisor, source.instance, deadline);
+  if (source.diagnostics) {
+    const read = source.diagnostics;
+    srcSteps.connectFailures = () => countConnectFailures(read());
+  }
   const dstSteps = postcopyDestinationSteps(destination.hypervisor, destination.instance);
   const port =
     options.postcopyRecoveryPort ?? checkedHvParams(destination.instance.hvparams).migration_port + 1;
@@ -273,12 +278,20 @@ async function recoverStream(
       `${stalled.summary}; recovering it failed: the ${outcome.side} QEMU is gone (${errorText(outcome.error)})`,
     );
   }
+  if (outcome.outcome === 'source-ended') {
+    throw fail(
+      `${stalled.summary}; while recovering it, the source QEMU ended the migration by itself ('${outcome.status}'${outcome.reason ? `: ${outcome.reason}` : ''})`,
+      outcome.status,
+    );
+  }
   const last = `${outcome.attempts} resume attempt${outcome.attempts === 1 ? '' : 's'}; last error: ${errorText(outcome.error)}`;
   const why = options.signal?.aborted
     ? `the caller aborted (${last})`
-    : at === callerAt
-      ? `the migration's timeoutMs passed (${last})`
-      : `it did not succeed within ${Math.round(limitMs / 1000)} s (${last})`;
+    : /is not resumed again$/.test(outcome.error.message)
+      ? `it stopped after ${last}`
+      : at === callerAt
+        ? `the migration's timeoutMs passed (${last})`
+        : `it did not succeed within ${Math.round(limitMs / 1000)} s (${last})`;
   throw fail(`${stalled.summary}; runMigration tried to recover it and gave up: ${why}`, 'postcopy-paused');
 }
 
@@ -517,10 +530,15 @@ async function recover(
         : { side: 'source', action: 'untouched' },
     };
     const dst = recovery.destination;
-    if (splitOutcome(dst)) {
+    const src = recovery.source;
+    const sourceRuns = !('error' in src) && (src.action === 'already-running' || src.action === 'resumed');
+    if (splitOutcome(dst) && sourceRuns) {
+      // QEMU 11.1 fails a post-copy paused with nothing left to send and runs its VM again.
+      postcopy = 'error' in dst ? (dst.error as MigrationError).status : dst.migrationStatus;
+      note = `; the source QEMU ended the migration and runs the VM again while the destination still holds it in post-copy ('${postcopy ?? 'postcopy-paused'}'): TWO COPIES of the VM exist and both may write its disks. Act now: the destination's copy cannot go on (the pages it lacks are on a source whose migration is over), so quit the destination QEMU; the source's copy runs from memory that lacks what the guest did on the destination since the switch-over (its disks may have been written there meanwhile): consider stopping it too and restarting the VM from its disks`;
+    } else if (splitOutcome(dst)) {
       // The source's status could not be read, the destination says post-copy.
       postcopy = 'error' in dst ? (dst.error as MigrationError).status : dst.migrationStatus;
-      const src = recovery.source;
       note =
         'error' in src && isMonitorGone(src.error)
           ? `; the migration is in post-copy ('${postcopy}') and the source QEMU is gone: the VM is lost (part of its memory was only on the source). Quit the destination QEMU and restart the VM from its disks`

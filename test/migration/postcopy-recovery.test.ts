@@ -348,3 +348,80 @@ describe('waitForIncomingMigration in a broken post-copy', () => {
     }
   });
 });
+
+describe('recoverPostcopyStream on QEMU before 9.1 (a failed connect shows only on stderr)', () => {
+  type Steps = import('../../src/migration/postcopy-recovery.js').PostcopySourceSteps;
+  /** A source whose resumes fail to connect `failing` times, printing it on its stderr. */
+  const source = (version: string, failing: number, withStderr: boolean) => {
+    let stderr = '';
+    let status = 'postcopy-paused';
+    let resumes = 0;
+    const steps: Steps = {
+      version: (() => {
+        const [major, minor, micro] = version.split('.').map(Number);
+        return { major: major ?? 0, minor: minor ?? 0, micro: micro ?? 0 };
+      })(),
+      pause: async () => ({ action: 'already-paused', status, outOfBand: true }),
+      status: async () => ({ status }),
+      resume: async (uri) => {
+        resumes++;
+        if (resumes <= failing) {
+          stderr += `qemu-system-x86_64: Failed to connect to '${uri}': No route to host\n`;
+          throw new MigrationError('still paused', { status: 'postcopy-paused' });
+        }
+        status = 'postcopy-active';
+        return { action: 'resumed', uri, status };
+      },
+      ...(withStderr ? { connectFailures: () => (stderr.match(/Failed to connect/g) ?? []).length } : {}),
+    };
+    return { steps, resumes: () => resumes };
+  };
+  const plan = async (steps: Steps, ms: number) => {
+    const { recoverPostcopyStream } = await import('../../src/migration/postcopy-recovery.js');
+    const { Deadline } = await import('../../src/migration/deadline.js');
+    return recoverPostcopyStream({
+      source: steps,
+      port: 8103,
+      listenUri: (p) => `tcp:10.0.0.2:${p}`,
+      targetUri: (p) => `tcp:10.0.0.2:${p}`,
+      deadline: Deadline.after(ms),
+      episode: 1,
+    });
+  };
+
+  it('7.2: a failed connect seen on stderr allows the next resume at once', async () => {
+    const s = source('7.2.22', 1, true);
+    expect(await plan(s.steps, 10_000)).toMatchObject({ outcome: 'resumed', attempts: 2 });
+    expect(s.resumes()).toBe(2);
+  });
+
+  it('7.2 without stderr: the next resume waits for the connect budget, so the deadline ends it', async () => {
+    const s = source('7.2.22', 1, false);
+    expect(await plan(s.steps, 2500)).toMatchObject({ outcome: 'gave-up', attempts: 1 });
+    expect(s.resumes()).toBe(1);
+  });
+
+  it('5.2: never a second resume after a failed one (5.2 aborts on it)', async () => {
+    const s = source('5.2.0', 1, true);
+    const r = await plan(s.steps, 10_000);
+    expect(r).toMatchObject({ outcome: 'gave-up', attempts: 1 });
+    expect(r.outcome === 'gave-up' && r.error.message).toMatch(
+      /aborts on a second resume after a failed one/,
+    );
+    expect(s.resumes()).toBe(1);
+  });
+
+  it('a source whose migration ended by itself is reported as such, not resumed', async () => {
+    const s = source('11.1.3', 0, true);
+    s.steps.status = async () => ({
+      status: 'failed',
+      errorDesc: 'Postcopy migration is paused by the user',
+    });
+    expect(await plan(s.steps, 5000)).toEqual({
+      outcome: 'source-ended',
+      status: 'failed',
+      reason: 'Postcopy migration is paused by the user',
+    });
+    expect(s.resumes()).toBe(0);
+  });
+});
