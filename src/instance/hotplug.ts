@@ -288,8 +288,16 @@ async function plugIn(
     await call(s, undo).catch(() => undefined);
     throw refused(where, device, e);
   }
+}
+
+/**
+ * Ganeti's `_VerifyHotplugCommand`: after `device_add`, QEMU must have the device. When it
+ * has not, `undo` puts the runtime back. (A reply that cannot be read is an error too; the
+ * runtime then keeps the device QEMU accepted.)
+ */
+async function verifyPlugged(s: Step, dev: RuntimeDisk | RuntimeNic, where: Where, undo: () => void) {
   if (!(await peripheralIds(s)).has(dev.id)) {
-    // Ganeti's _VerifyHotplugCommand: the device must be there now.
+    undo();
     throw new HotplugError(where, [
       `QEMU accepted device_add but has no device '${dev.id}' under /machine/peripheral`,
     ]);
@@ -328,7 +336,7 @@ async function unplug(
         throw new HotplugError(
           where,
           [
-            `the guest did not release the device within ${Math.round(unplugMs / 1000)} s (no DEVICE_DELETED; a guest without ACPI PCI hotplug never does): QEMU keeps it and so does the runtime; QEMU removes it when the guest acknowledges, then remove it again to finish`,
+            `the guest did not release the device within ${unplugMs / 1000} s (no DEVICE_DELETED; a guest without ACPI PCI hotplug never does): QEMU keeps it and so does the runtime; QEMU removes it when the guest acknowledges, then remove it again to finish`,
           ],
           { cause: e },
         );
@@ -339,15 +347,24 @@ async function unplug(
     }
   }
   const back = backendRemoveCommand(target, dev.id);
-  try {
-    await call(s, back);
-  } catch (e) {
-    // Gone already (an earlier removal got this far): nothing left to remove.
-    if (!(e instanceof QmpError && /not found|no such|cannot find|failed to find/i.test(e.desc))) {
-      throw refused(where, back, e);
+  // QEMU lets go of the back end after DEVICE_DELETED (the device is finalized later, in
+  // an RCU callback): "Node … is in use" for a moment. Retried until the deadline.
+  for (;;) {
+    try {
+      await call(s, back);
+      return;
+    } catch (e) {
+      // Gone already (an earlier removal got this far): nothing left to remove.
+      if (e instanceof QmpError && /not found|no such|cannot find|failed to find/i.test(e.desc)) return;
+      const busy = e instanceof QmpError && /in use/i.test(e.desc);
+      if (!busy || s.deadline.remaining() < BACKEND_RETRY_MS) throw refused(where, back, e);
     }
+    await new Promise((r) => setTimeout(r, BACKEND_RETRY_MS));
   }
 }
+
+/** Pause between two attempts at removing a back end still in use, ms. */
+const BACKEND_RETRY_MS = 50;
 
 /**
  * See `KVMHypervisor.hotAddDevice`. Returns the device's runtime entry (id, bus slot).
@@ -384,7 +401,9 @@ export async function hotAddDevice(
         : hotplugNic(runtime, device as InstanceNic, bus);
     where.device = dev.id;
     await plugIn(s, runtime, target, dev, where);
+    // QEMU has it: the runtime says so before anything else can fail.
     saveRuntime(lc, name, withDevice(runtime, target, dev));
+    await verifyPlugged(s, dev, where, () => saveRuntime(lc, name, runtime));
     lc.deps.log.info({ instance: name, device: dev.id, bus: dev.bus }, 'device hot-added');
     return dev;
   });
@@ -473,7 +492,10 @@ export async function hotModDevice(
     saveRuntime(lc, name, without);
     try {
       await plugIn(s, without, 'nic', fresh, where);
+      saveRuntime(lc, name, withNicReplaced(runtime, old.id, fresh));
+      await verifyPlugged(s, fresh, where, () => saveRuntime(lc, name, without));
     } catch (e) {
+      if (e instanceof UnrecognizedOutputError) throw e;
       const back = await plugIn(s, without, 'nic', old, where).then(
         () => true,
         () => false,
@@ -487,7 +509,6 @@ export async function hotModDevice(
         { cause: e },
       );
     }
-    saveRuntime(lc, name, withNicReplaced(runtime, old.id, fresh));
     lc.deps.log.info({ instance: name, device: fresh.id }, 'NIC hot-modified');
     return fresh;
   });
