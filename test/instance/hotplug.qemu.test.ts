@@ -203,6 +203,31 @@ describeEachRelease('device hotplug', releaseCases(accelerators()), (rel: Releas
     expect(again.bus).toEqual({ type: 'pci', slot: 0xe });
     expect(slotOf(await pciDevices(hv, 'hp1'), again.id)).toBe(0xe);
 
+    // A guest that cannot answer (its vCPUs stopped): the removal times out and changes
+    // nothing in the runtime; once the guest ejected it, a second call finishes.
+    const m0 = await hv.monitorFor('hp1');
+    await m0.execute('stop');
+    const late = await hv
+      .hotDelDevice('hp1', 'disk', again.id, { unplugTimeoutMs: 200 })
+      .catch((e: unknown) => e);
+    expect(late).toBeInstanceOf(HotplugError);
+    expect((late as HotplugError).message).toMatch(/did not release the device within 0.2 s/);
+    expect(parseRuntime(readFileSync(paths.runtime, 'utf8')).disks.map((x) => x.id)).toContain(again.id);
+    await m0.execute('cont');
+    for (let i = 0; slotOf(await pciDevices(hv, 'hp1'), again.id) !== undefined; i++) {
+      if (i > 600) throw new Error('the guest did not eject the disk within 60 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // QEMU let the device go; its back end is still there until the second call.
+    const nodes = async () =>
+      ((await m0.execute('query-named-block-nodes')) as Array<{ 'node-name': string }>).map(
+        (b) => b['node-name'],
+      );
+    expect(await nodes()).toContain(again.id);
+    await hv.hotDelDevice('hp1', 'disk', again.id);
+    expect(await nodes()).not.toContain(again.id);
+    expect(parseRuntime(readFileSync(paths.runtime, 'utf8')).disks.map((x) => x.id)).not.toContain(again.id);
+
     // Modify: the NIC is re-plugged at its slot with the new MAC.
     const m = await hv.hotModDevice('hp1', 'nic', n.uuid, { mac: 'aa:00:00:00:03:01' });
     expect(m.bus).toEqual({ type: 'pci', slot: 0xf });
@@ -217,6 +242,39 @@ describeEachRelease('device hotplug', releaseCases(accelerators()), (rel: Releas
     expect(parseRuntime(readFileSync(paths.runtime, 'utf8')).nics).toHaveLength(1);
     await hv.stopInstance('hp1', { force: true });
   });
+
+  it.runIf(process.getuid?.() === 0 && existsSync('/dev/net/tun'))(
+    'a tap NIC: hot-added on a tap QEMU opens by name, modified to the user network and back, removed',
+    async () => {
+      // Unique per test process: other workers may create taps too. Down, on no bridge.
+      const tap = `kvh${process.pid % 100000}${rel.release.replace('.', '')}${rel.accel[0]}`.slice(0, 15);
+      execFileSync('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap', 'vnet_hdr']);
+      try {
+        const { hv } = node('tap', rel.accel);
+        await hv.startInstance(spec('hpt', 8, { vhost_net: false }));
+        await guestReady(hv, 'hpt');
+        const net = async () => (await hv.monitorFor('hpt')).humanCommand('info network');
+        const n = await hv.hotAddDevice('hpt', 'nic', {
+          ...newNic(8),
+          network: { type: 'tap', ifname: tap },
+        });
+        expect(n).toMatchObject({ driver: 'virtio-net-pci', bus: { type: 'pci', slot: 0xe }, vnetHdr: true });
+        expect(slotOf(await pciDevices(hv, 'hpt'), n.id)).toBe(0xe);
+        expect(await net()).toMatch(new RegExp(`${n.id}: .*type=tap,ifname=${tap}`));
+        await hv.hotModDevice('hpt', 'nic', n.id, { network: { type: 'user' } });
+        expect(await net()).not.toMatch(new RegExp(`ifname=${tap}`));
+        expect(await net()).toMatch(new RegExp(`${n.id}: .*type=user`));
+        expect(slotOf(await pciDevices(hv, 'hpt'), n.id)).toBe(0xe);
+        await hv.hotModDevice('hpt', 'nic', n.uuid, { network: { type: 'tap', ifname: tap } });
+        expect(await net()).toMatch(new RegExp(`${n.id}: .*ifname=${tap}`));
+        await hv.hotDelDevice('hpt', 'nic', n.uuid);
+        expect(await net()).not.toMatch(new RegExp(n.id));
+        await hv.stopInstance('hpt', { force: true });
+      } finally {
+        execFileSync('ip', ['tuntap', 'del', 'dev', tap, 'mode', 'tap']);
+      }
+    },
+  );
 
   it('a migration after a hotplug carries the new devices; the destination can remove them', async () => {
     const src = node('src', rel.accel);
