@@ -335,7 +335,7 @@ describeEachRelease('device hotplug', releaseCases(accelerators()), (rel: Releas
     await hv.stopInstance('hps', { force: true });
   });
 
-  it("refuses what QEMU's device model cannot: PCI hotplug on Q35 and with acpi off (QEMU itself refuses too)", async () => {
+  it("refuses what QEMU's device model cannot: PCI hotplug on Q35 and with acpi off (QEMU itself refuses too); SCSI on Q35 works", async () => {
     const { hv } = node('no', rel.accel);
     // Paused: QEMU 5.2 under TCG answers no device_add while a guest runs (see pausedIfNeeded).
     await hv.startInstance(spec('hpq', 6, { machine_version: 'q35' }), { paused: true });
@@ -353,6 +353,18 @@ describeEachRelease('device hotplug', releaseCases(accelerators()), (rel: Releas
     expect((q as QmpError).desc).toMatch(/hotplug/i);
     await hv.hotplugSupported('hpq');
     await hv.stopInstance('hpq', { force: true });
+
+    // On Q35, SCSI disks sit on the controller's bus, which is hot-pluggable.
+    await hv.startInstance(spec('hqs', 9, { machine_version: 'q35', disk_type: 'scsi-hd' }), {
+      paused: true,
+    });
+    const sd = newDisk('hqs', 9);
+    const added = await hv.hotAddDevice('hqs', 'disk', sd);
+    expect(added.bus).toEqual({ type: 'scsi', target: 1 });
+    expect(hasBlock(await blockDevices(hv, 'hqs'), added.id, sd.path)).toBe(true);
+    await hv.hotDelDevice('hqs', 'disk', added.id);
+    expect(hasBlock(await blockDevices(hv, 'hqs'), added.id, sd.path)).toBe(false);
+    await hv.stopInstance('hqs', { force: true });
 
     await hv.startInstance(spec('hpa', 7, { acpi: false }), { paused: true });
     await expect(hv.hotAddDevice('hpa', 'disk', newDisk('hpa', 7))).rejects.toThrow(/acpi is off/);
