@@ -30,6 +30,18 @@ import {
   nodeHvParamsOf,
   settleDestination,
 } from './instance/accept.js';
+import {
+  type HotDelOptions,
+  type HotplugGuard,
+  type HotplugOptions,
+  hotAddDevice,
+  hotDelDevice,
+  hotModDevice,
+  hotplugSupported,
+  type NicChanges,
+  verifyHotplugSupport,
+} from './instance/hotplug.js';
+import type { HotplugAction, HotplugTarget } from './instance/hotplug-model.js';
 import { DEFAULT_INSTANCE_RUN_DIR, instancePaths, type RunLayout, runLayout } from './instance/layout.js';
 import {
   DEFAULT_START_TIMEOUT_MS,
@@ -38,7 +50,8 @@ import {
   type StartInstanceOptions,
 } from './instance/lifecycle.js';
 import { processAlive } from './instance/process.js';
-import type { InstanceSpec } from './instance/spec.js';
+import type { RuntimeDisk, RuntimeNic } from './instance/runtime-schema.js';
+import type { InstanceDisk, InstanceNic, InstanceSpec } from './instance/spec.js';
 import { readInstanceState } from './instance/state.js';
 import { type StopInstanceOptions, type StopOutcome, stopInstance } from './instance/stop.js';
 import { type LoggerLike, silentLogger } from './logger.js';
@@ -917,6 +930,121 @@ export class KVMHypervisor {
   /** The runtime of a running instance (JSON text) for `acceptInstance` on the target. */
   getMigrationInfo(name: string): string {
     return this.lifecycle.migrationInfo(name);
+  }
+
+  /** A migration of `name` that this object drives or a journal records: no hotplug then. */
+  private hotplugGuard(): HotplugGuard {
+    return {
+      busy: (name) => {
+        if (this.sessions.has(name)) return 'this object is migrating it (finalizeMigrationSource first)';
+        if (this.accepted.has(name))
+          return 'this object accepted a migration of it (finalizeMigrationDst first)';
+        const journal = this.journalFor(name);
+        for (const role of ['source', 'destination'] as const) {
+          if (journal?.read(name, role)) {
+            return `a ${role} migration journal of it is not finalized (finalize or recover it first)`;
+          }
+        }
+        return undefined;
+      },
+    };
+  }
+
+  /**
+   * Hot-adds a disk or a NIC to a running instance (Ganeti's `HotAddDevice`): checks it
+   * against the instance (unique UUID, path, MAC) and the rules of
+   * {@link verifyHotplugSupport}, takes the first free PCI slot from
+   * `kvm_pci_reservations` (or SCSI target) left by the devices in the runtime, sends
+   * `blockdev-add` + `device_add` (disk, model from `disk_type`) or `netdev_add` +
+   * `device_add` (NIC, model from its `model` or `nic_type`), checks that QEMU has the
+   * device, then saves the runtime with it, so that a migration carries it. QEMU opens the
+   * disk image or tap by name. Refused during a migration. Returns the device's runtime
+   * entry (`id`, `bus`).
+   * @throws HotplugError naming the instance, the device and every reason (QEMU's own
+   *   refusal quoted); nothing is left plugged in then.
+   */
+  hotAddDevice(
+    name: string,
+    target: 'disk',
+    device: InstanceDisk,
+    options?: HotplugOptions,
+  ): Promise<RuntimeDisk>;
+  hotAddDevice(
+    name: string,
+    target: 'nic',
+    device: InstanceNic,
+    options?: HotplugOptions,
+  ): Promise<RuntimeNic>;
+  hotAddDevice(
+    name: string,
+    target: HotplugTarget,
+    device: InstanceDisk | InstanceNic,
+    options: HotplugOptions = {},
+  ): Promise<RuntimeDisk | RuntimeNic> {
+    return hotAddDevice(this.lifecycle, name, target, device, options, this.hotplugGuard());
+  }
+
+  /**
+   * Hot-removes a disk or NIC (Ganeti's `HotDelDevice`), named by UUID, QEMU id or (disk)
+   * path: `device_del`, then waits up to `unplugTimeoutMs` (default 10 s) for the guest
+   * to release it (`DEVICE_DELETED`: PCI devices need the guest's ACPI hotplug, SCSI disks
+   * go at once), then `blockdev-del` / `netdev_del`, and saves the runtime without it (its
+   * slot is free again). A guest that does not release it in time fails the call with the
+   * device still in QEMU and in the runtime; calling again after the guest let it go
+   * finishes the removal. Returns the removed entry.
+   * @throws HotplugError naming the instance, the device and the reason.
+   */
+  hotDelDevice(
+    name: string,
+    target: HotplugTarget,
+    ref: string,
+    options: HotDelOptions = {},
+  ): Promise<RuntimeDisk | RuntimeNic> {
+    return hotDelDevice(this.lifecycle, name, target, ref, options, this.hotplugGuard());
+  }
+
+  /**
+   * Hot-modifies a NIC (Ganeti's `HotModDevice`: NICs only): unplugs it and plugs it in
+   * again at the same PCI slot with the new MAC and/or network; UUID, id and model stay.
+   * If the new NIC cannot be plugged in, the old one is plugged in again. Disks are refused
+   * (remove and add instead).
+   * @throws HotplugError naming the instance, the device and the reason.
+   */
+  hotModDevice(
+    name: string,
+    target: HotplugTarget,
+    ref: string,
+    changes: NicChanges,
+    options: HotDelOptions = {},
+  ): Promise<RuntimeNic> {
+    return hotModDevice(this.lifecycle, name, target, ref, changes, options, this.hotplugGuard());
+  }
+
+  /**
+   * Resolves when `action` of `target` can be done on the running instance (Ganeti's
+   * `VerifyHotplugSupport`): the model is hot-pluggable (`disk_type` paravirtual or SCSI;
+   * every `nic_type` but `ne2k_isa`), the device would sit on a hot-pluggable bus (i440FX
+   * `pci.0` with `acpi` on, or the instance's SCSI bus; not Q35's `pcie.0`), QEMU is not
+   * chrooted (for adds), disks are not modified, and QEMU has the QMP commands. `model`:
+   * the NIC model to check (default `nic_type`).
+   * @throws HotplugError listing every reason.
+   */
+  verifyHotplugSupport(
+    name: string,
+    action: HotplugAction,
+    target: HotplugTarget,
+    options: HotplugOptions & { model?: string } = {},
+  ): Promise<void> {
+    return verifyHotplugSupport(this.lifecycle, name, action, target, options);
+  }
+
+  /**
+   * Resolves when the instance runs and its QEMU (checked by UUID) has `device_add` and
+   * `device_del` (Ganeti's `HotplugSupported`).
+   * @throws HypervisorError when it does not run; HotplugError when QEMU lacks the commands.
+   */
+  hotplugSupported(name: string, options: HotplugOptions = {}): Promise<void> {
+    return hotplugSupported(this.lifecycle, name, options);
   }
 
   /**

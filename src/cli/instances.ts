@@ -21,13 +21,14 @@ export const RUN_DIR_OPTION = [
   "the instances' run directory (default /var/run/ganeti/kvm-hypervisor)",
 ] as const;
 
-interface RunDirOptions {
+/** `--run-dir` and `--json`. */
+export interface RunDirOptions {
   runDir?: string;
   json?: boolean;
 }
 
-/** A hypervisor on the run directory, closed after `fn`. */
-async function withNode<T>(
+/** A hypervisor on the run directory (`--run-dir`), closed after `fn`. */
+export async function withNode<T>(
   opts: RunDirOptions,
   logger: Logger,
   fn: (hv: KVMHypervisor) => Promise<T>,

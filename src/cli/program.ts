@@ -9,6 +9,7 @@ import { HvParamError, InstanceSpecError } from '../errors.js';
 import { KVMHypervisor } from '../kvm.js';
 import { registerDemoCommand } from './demo.js';
 import { EXIT, exitCodeFor, formatError, ReportedError, UsageError } from './errors.js';
+import { registerHotplugCommand } from './hotplug-command.js';
 import { coercedHvParams, rawHvParams } from './hvparams.js';
 import { registerInstanceCommands } from './instances.js';
 import { LOG_LEVELS } from './logger.js';
@@ -173,6 +174,7 @@ export function buildProgram(): Command {
   registerPostcopyCommand(program);
   registerTlsCommand(program);
   registerInstanceCommands(program);
+  registerHotplugCommand(program);
   registerDemoCommand(program);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput(OUTPUT);
   return program;

@@ -27,6 +27,41 @@ export {
   recordQemuProbe,
 } from './features.js';
 export { PROBED_ACCELERATORS, PROBED_DEVICES, parseMachineHelp } from './features-parse.js';
+export {
+  DEFAULT_HOTPLUG_TIMEOUT_MS,
+  DEFAULT_UNPLUG_TIMEOUT_MS,
+  type HotDelOptions,
+  type HotplugGuard,
+  type HotplugOptions,
+  type NicChanges,
+  parseDeviceProperties,
+  parsePeripheralIds,
+  parseQueryCommands,
+} from './hotplug.js';
+export {
+  allocateBus,
+  backendRemoveCommand,
+  busArguments,
+  diskAddCommands,
+  findDevice,
+  HOTPLUG_ACTIONS,
+  HOTPLUG_COMMANDS,
+  HOTPLUG_TARGETS,
+  HOTPLUGGABLE_DISK_TYPES,
+  HOTPLUGGABLE_NIC_TYPES,
+  type HotplugAction,
+  HotplugError,
+  type HotplugQemuFacts,
+  type HotplugTarget,
+  hotplugDisk,
+  hotplugModel,
+  hotplugNic,
+  hotplugRefusals,
+  newDeviceProblems,
+  nicAddCommands,
+  occupiedSlots,
+  type QmpCommand,
+} from './hotplug-model.js';
 export { HV_PARAM_EFFECTS, type HvParamEffect } from './hvparam-effects.js';
 export {
   DEFAULT_INSTANCE_RUN_DIR,
