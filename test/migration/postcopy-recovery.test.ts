@@ -425,3 +425,45 @@ describe('recoverPostcopyStream on QEMU before 9.1 (a failed connect shows only 
     expect(s.resumes()).toBe(0);
   });
 });
+
+describe('a source that ends its migration by itself during the recovery (QEMU 11.1)', () => {
+  it('runMigration names two running copies when the source runs again while the destination holds the VM', async () => {
+    const pair = createFakeMigrationPair({ protocol: 'qmp', version: '11.1.3', advancePerQueryMs: 0 });
+    const src = new KVMHypervisor({ monitor: pair.sourceMonitor });
+    const dst = new KVMHypervisor({ monitor: pair.destinationMonitor });
+    let switched = false;
+    try {
+      const err = await runMigration({
+        source: { hypervisor: src, instance },
+        destination: { hypervisor: dst, instance },
+        target: '10.0.0.2',
+        stepTimeoutMs: 5000,
+        timeoutMs: 30_000,
+        pollIntervalMs: 5,
+        postcopyStallMs: 300,
+        onProgress: (p) => {
+          if (switched || p.status !== 'active') return;
+          switched = true;
+          pair.source.qemu.startPostcopy();
+          // As 11.1 does with nothing left to send: the pause fails the migration, and the
+          // source runs its VM again.
+          pair.breakPostcopyStream();
+          pair.source.qemu.failMigration('Postcopy migration is paused by the user');
+          pair.source.qemu.runState = 'running';
+        },
+      }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(MigrationError);
+      const e = err as MigrationError;
+      expect(e.message).toMatch(/TWO COPIES of the VM exist/);
+      expect(e.message).toMatch(/quit the destination QEMU/);
+      expect(e.message).not.toMatch(/is on the destination|completed nevertheless/);
+      expect(e.recovery?.destination).toMatchObject({ action: 'postcopy-paused' });
+      expect(pair.destination.received.filter((c) => /^(quit|cont)$/.test(c))).toEqual([]);
+    } finally {
+      await Promise.all([src.close(), dst.close()]);
+    }
+  });
+});
