@@ -171,26 +171,28 @@ function whenPostcopyRuns(p: Pair, inject: () => void, o: { streaming?: boolean 
       const giveUpAt = Date.now() + 30_000;
       while (Date.now() < giveUpAt) {
         const d = await migrationState(p.dst, p.dstObs).catch(() => 'unreadable');
-        const src = o.streaming
-          ? await p.srcObs
-              .execute<{ status?: string; ram?: { remaining?: number } }>('query-migrate', undefined, {
-                timeoutMs: READ_MS,
-              })
-              .catch(() => ({ status: 'unreadable', ram: undefined }))
-          : undefined;
+        // The source too: on 11.1 it stays in `postcopy-device` until the destination's ack,
+        // and a destination lost before that is a failed migration the source resumes
+        // from (QEMU's own rule), not a post-copy fault.
+        const src: { status?: string; ram?: { remaining?: number } } | undefined = await p.srcObs
+          .execute<{ status?: string; ram?: { remaining?: number } }>('query-migrate', undefined, {
+            timeoutMs: READ_MS,
+          })
+          .catch(() => ({ status: 'unreadable', ram: undefined }));
         const left = src?.ram?.remaining;
-        const both = `source ${src ? `${src.status} (${left} bytes left)` : '(not read)'}, destination ${d}`;
+        const both = `source ${src.status} (${left} bytes left), destination ${d}`;
         if (state.seen.at(-1) !== both) state.seen.push(both);
         if (
           d === 'postcopy-active' &&
-          (src === undefined || (src.status === 'postcopy-active' && (left ?? 0) >= STREAMING_BYTES))
+          src.status === 'postcopy-active' &&
+          (!o.streaming || (left ?? 0) >= STREAMING_BYTES)
         ) {
           inject();
           state.injected = true;
           return;
         }
         if ([d, src?.status].some((x) => x === 'completed' || x === 'failed' || x === 'gone')) return;
-        if (src?.status === 'postcopy-active' && (left ?? 0) < STREAMING_BYTES) return;
+        if (o.streaming && src.status === 'postcopy-active' && (left ?? 0) < STREAMING_BYTES) return;
         await sleep(20);
       }
     })();
