@@ -108,6 +108,19 @@ export {
 } from './hvparams/index.js';
 // Instance life cycle (start, stop, reboot, info, migration of library-started instances).
 export type { AcceptInstanceStartOptions } from './instance/accept.js';
+// Consoles, node information and node verification (Ganeti's GetInstanceConsole, GetNodeInfo, Verify).
+export {
+  type ConsoleContext,
+  describeConsole,
+  type InstanceConsole,
+  instanceConsole,
+  type MessageConsole,
+  type SerialConsole,
+  SOCAT_CONSOLE_STDIO,
+  type SpiceConsole,
+  VNC_BASE_PORT,
+  type VncConsole,
+} from './instance/console.js';
 export * from './instance/index.js';
 export {
   DEFAULT_START_TIMEOUT_MS,
@@ -225,6 +238,26 @@ export type {
   OutOfBandOptions,
   WaitForEventOptions,
 } from './monitor/types.js';
+export {
+  type CpuInfo,
+  type MemInfo,
+  type NodeInfo,
+  type NodeInfoSources,
+  type NodeInstanceMemory,
+  parseCpuinfo,
+  parseMeminfo,
+  parseQemuVersionOutput,
+  parseSysfsList,
+  parseVmRssKiB,
+  readNodeInfo,
+} from './node/info.js';
+export {
+  findExecutable,
+  type NodeVerification,
+  type NodeVerifyCheck,
+  type VerifyNodeOptions,
+  verifyNode,
+} from './node/verify.js';
 // QEMU: versions, migration capabilities by version, accelerators.
 export {
   type Accelerator,
