@@ -895,9 +895,12 @@ export class KVMHypervisor {
   }
 
   /**
-   * State (`running`, `paused`, `shutdown` after a guest poweroff, `incoming`, `migrated`,
-   * `unresponsive`, `exited`), pid, memory (`query-balloon`), vCPUs (`query-cpus-fast`),
-   * uptime. The QEMU must answer `query-uuid` with the instance's UUID.
+   * State (`running`, `paused`, `user-down` after the guest powered itself off, `shutdown`
+   * after a shutdown the host asked for, `crashed` for a QEMU gone without a `SHUTDOWN`
+   * event, `incoming`, `migrated`, `unresponsive`), pid, memory (`query-balloon`), vCPUs
+   * (`query-cpus-fast`), uptime, and the recorded `SHUTDOWN` event. The record is on disk
+   * (src/instance/shutdown.ts), so a new object or process tells the same. The QEMU must
+   * answer `query-uuid` with the instance's UUID.
    */
   getInstanceInfo(name: string, options: { timeoutMs?: number } = {}): Promise<InstanceInfo> {
     return this.lifecycle.info(name, options.timeoutMs);

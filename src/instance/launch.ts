@@ -25,6 +25,7 @@ import {
   waitForExit,
 } from './process.js';
 import type { InstanceRuntime } from './runtime.js';
+import { shutdownWatchArgs, startShutdownWatcher } from './shutdown.js';
 import { ensureChroot, type InstanceState, removeInstanceFiles, writeInstanceState } from './state.js';
 
 /**
@@ -118,8 +119,10 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
     ...(req.nodeHvParams === undefined ? {} : { nodeHvParams: req.nodeHvParams }),
     ...(req.incoming === undefined ? {} : { incoming: req.incoming }),
   };
-  const argv = launchArgv(runtime, req.features, ctx);
-  for (const f of [paths.qmp, paths.hmp, paths.pidfile]) rmSync(f, { force: true });
+  // The shutdown watcher's QMP socket (src/instance/shutdown.ts) comes last.
+  const argv = [...launchArgv(runtime, req.features, ctx), ...shutdownWatchArgs(paths)];
+  for (const f of [paths.qmp, paths.hmp, paths.kvmd, paths.shutdown, paths.pidfile])
+    rmSync(f, { force: true });
   if (req.nodeHvParams?.use_chroot ?? runtime.hvparams.use_chroot) ensureChroot(paths);
   let logOffset = 0;
   try {
@@ -146,6 +149,13 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
   try {
     if (proc.startTime !== '0') writeInstanceState(paths, state);
     await waitForSocket(req, proc, logOffset);
+    await startShutdownWatcher(paths, proc, Math.max(1000, req.deadline.remaining())).catch(
+      async (e: unknown) => {
+        // A QEMU that exits during start-up takes the watcher's socket with it: say why it exited.
+        if (!processAlive(proc)) await waitForSocket(req, proc, logOffset);
+        throw e;
+      },
+    );
     return { state, process: proc, logOffset };
   } catch (e) {
     await terminateProcess(proc, { termMs: 2000, killMs: 5000 }).catch(() => undefined);

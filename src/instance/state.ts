@@ -111,6 +111,8 @@ export function removeInstanceFiles(paths: InstancePaths, { keepRuntime = false 
     paths.serial,
     paths.qga,
     paths.vnc,
+    paths.kvmd,
+    paths.shutdown,
     paths.state,
     paths.journals.source,
     paths.journals.destination,
