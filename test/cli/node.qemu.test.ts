@@ -82,18 +82,19 @@ describe.skipIf(!binary)('kvm-hv console, node-info, verify on real QEMU', () =>
     expect(c.socket).toBe(join(runDir, 'ctrl/ser1.serial'));
     const human = await run(['console', 'ser1', '--run-dir', runDir]);
     expect(human.stdout).toContain(c.command.join(' '));
-    // socat's raw mode needs a terminal: run the command under script(1)'s pty, as a user's shell would.
-    const child = spawn('script', ['-qfec', c.command.join(' '), '/dev/null'], {
-      stdio: ['pipe', 'ignore', 'ignore'],
-    });
-    children.push(child);
     const m = await QmpMonitor.connect({ path: join(runDir, 'ctrl/ser1.qmp') });
+    let child: ChildProcess | undefined;
     try {
       const serial = async () =>
         (await m.execute<{ label: string; filename: string }[]>('query-chardev')).find(
           (x) => x.label === 'serial0',
         );
       expect((await serial())?.filename).toMatch(/^disconnected:unix:/);
+      // socat's raw mode needs a terminal: run the command under script(1)'s pty, as a user's shell would.
+      child = spawn('script', ['-qfec', c.command.join(' '), '/dev/null'], {
+        stdio: ['pipe', 'ignore', 'ignore'],
+      });
+      children.push(child);
       let seen = '';
       for (let i = 0; i < 200 && !/^unix:/.test(seen); i++) {
         seen = (await serial())?.filename ?? '';
@@ -102,7 +103,7 @@ describe.skipIf(!binary)('kvm-hv console, node-info, verify on real QEMU', () =>
       expect(seen).toMatch(new RegExp(`^unix:${c.socket}`));
     } finally {
       await m.close();
-      child.kill('SIGTERM');
+      child?.kill('SIGTERM');
     }
   });
 
