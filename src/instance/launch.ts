@@ -10,6 +10,7 @@ import { networkInterfaces } from 'node:os';
 import { HvParamError, HypervisorError } from '../errors.js';
 import type { KvmHvParams } from '../hvparams/index.js';
 import type { Deadline } from '../migration/deadline.js';
+import { checkTapFeatures } from '../node/tun.js';
 import { type Accelerator, type AcceleratorChoice, kvmUsable, resolveAccelerator } from '../qemu/accel.js';
 import { listeningUnixSockets } from '../qemu/process.js';
 import { formatVersion } from '../qemu/version.js';
@@ -119,6 +120,8 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
     ...(req.nodeHvParams === undefined ? {} : { nodeHvParams: req.nodeHvParams }),
     ...(req.incoming === undefined ? {} : { incoming: req.incoming }),
   };
+  // A tap without the features vnet_hdr / virtio_net_queues ask for: refused before QEMU.
+  checkTapFeatures(runtime.nics);
   // The shutdown watcher's QMP socket (src/instance/shutdown.ts) comes last.
   const argv = [...launchArgv(runtime, req.features, ctx), ...shutdownWatchArgs(paths)];
   for (const f of [paths.qmp, paths.hmp, paths.kvmd, paths.shutdown, paths.pidfile])
