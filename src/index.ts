@@ -128,6 +128,19 @@ export {
   type InstanceStateName,
   type StartInstanceOptions,
 } from './instance/lifecycle.js';
+export {
+  awaitShutdownRecord,
+  type DownState,
+  downState,
+  parseShutdownRecord,
+  readShutdownRecord,
+  SHUTDOWN_WATCHER_SOURCE,
+  type ShutdownRecord,
+  ShutdownRecordSchema,
+  shutdownWatchArgs,
+  startShutdownWatcher,
+  WATCHER_GRACE_MS,
+} from './instance/shutdown.js';
 export type { StopInstanceOptions, StopOutcome } from './instance/stop.js';
 export { DEFAULT_RUN_DIR, DEFAULT_STEP_TIMEOUT_MS, KVMHypervisor } from './kvm.js';
 export type { LoggerLike, LogMethod, MonitorLogger } from './logger.js';
@@ -251,6 +264,17 @@ export {
   parseVmRssKiB,
   readNodeInfo,
 } from './node/info.js';
+export {
+  checkTapFeatures,
+  IFF_MULTI_QUEUE,
+  IFF_TAP,
+  IFF_VNET_HDR,
+  parseTunFlags,
+  readTapFlags,
+  type TapFlags,
+  tapProblems,
+  tunDeviceUsable,
+} from './node/tun.js';
 export {
   findExecutable,
   type NodeVerification,
