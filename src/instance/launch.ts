@@ -151,14 +151,16 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
   };
   try {
     if (proc.startTime !== '0') writeInstanceState(paths, state);
+    // The shutdown watcher starts beside the wait for the sockets (Node's start-up takes
+    // about as long as QEMU's); it retries until QEMU's kvmd socket listens.
+    const watcher = startShutdownWatcher(paths, proc, Math.max(1000, req.deadline.remaining()));
+    watcher.catch(() => undefined); // awaited below; a failed launch must not leave it unhandled
     await waitForSocket(req, proc, logOffset);
-    await startShutdownWatcher(paths, proc, Math.max(1000, req.deadline.remaining())).catch(
-      async (e: unknown) => {
-        // A QEMU that exits during start-up takes the watcher's socket with it: say why it exited.
-        if (!processAlive(proc)) await waitForSocket(req, proc, logOffset);
-        throw e;
-      },
-    );
+    await watcher.catch(async (e: unknown) => {
+      // A QEMU that exits during start-up takes the watcher's socket with it: say why it exited.
+      if (!processAlive(proc)) await waitForSocket(req, proc, logOffset);
+      throw e;
+    });
     return { state, process: proc, logOffset };
   } catch (e) {
     await terminateProcess(proc, { termMs: 2000, killMs: 5000 }).catch(() => undefined);
