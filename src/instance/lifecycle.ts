@@ -346,8 +346,8 @@ export class InstanceLifecycle {
       const status = await qmp.queryStatus(s);
       const vcpus = (await qmp.queryVcpus(s)).length;
       const memoryMiB = await qmp.queryBalloonMiB(s);
-      // Read again: the event may have landed while QEMU answered.
-      const now = status.status === 'shutdown' ? readShutdownRecord(paths, state) : undefined;
+      // The watcher writes the record just after QEMU enters 'shutdown': give it its moment.
+      const now = status.status === 'shutdown' ? await awaitShutdownRecord(paths, state) : undefined;
       return {
         ...base,
         ...(now ? { shutdown: now } : {}),

@@ -132,7 +132,10 @@ export function shutdownWatchArgs(paths: InstancePaths): string[] {
 }
 
 /**
- * The watcher, run as `node -e <this> <kvmd socket> <record path> <pid> <start time>`:
+ * The watcher, run as `node -e <this>` with `KVMHV_SHUTDOWN_WATCH` = `{sock, rec, pid,
+ * startTime, stateFile}` in its environment (not its command line: only QEMU's names the
+ * instance's files). It writes nothing once the state file is gone (the instance was
+ * stopped or cleaned up). It is
  * plain JavaScript with Node's own modules only, so it runs from the built package and
  * from the sources alike. It exits when QEMU closes the socket (or it cannot connect
  * within 10 s).
@@ -140,14 +143,18 @@ export function shutdownWatchArgs(paths: InstancePaths): string[] {
 export const SHUTDOWN_WATCHER_SOURCE = String.raw`
 const net = require('node:net');
 const fs = require('node:fs');
-const [sock, rec, pid, startTime] = process.argv.slice(1);
+const { sock, rec, pid, startTime, stateFile } = JSON.parse(process.env.KVMHV_SHUTDOWN_WATCH);
 let powerdown = false;
 let connected = false;
 let tries = 0;
 function write(o) {
+  // The instance's files are gone (stopped, cleaned up): leave nothing behind.
+  if (!fs.existsSync(stateFile)) return;
   const tmp = rec + '.tmp-' + process.pid;
   fs.writeFileSync(tmp, JSON.stringify(o) + '\n', { mode: 0o640 });
   fs.renameSync(tmp, rec);
+  // Removed meanwhile (the state file goes first): take the record back.
+  if (!fs.existsSync(stateFile)) fs.rmSync(rec, { force: true });
 }
 let ready = false;
 let shutdownSeen = false;
@@ -209,11 +216,21 @@ export function startShutdownWatcher(
 ): Promise<number> {
   const log = openSync(paths.log, 'a', 0o640);
   try {
-    const child = spawn(
-      process.execPath,
-      ['-e', SHUTDOWN_WATCHER_SOURCE, paths.kvmd, paths.shutdown, String(qemu.pid), qemu.startTime],
-      { detached: true, stdio: ['ignore', 'pipe', log] },
-    );
+    const child = spawn(process.execPath, ['-e', SHUTDOWN_WATCHER_SOURCE], {
+      detached: true,
+      stdio: ['ignore', 'pipe', log],
+      // In the environment, not the command line: no process but QEMU names the instance's files.
+      env: {
+        ...process.env,
+        KVMHV_SHUTDOWN_WATCH: JSON.stringify({
+          sock: paths.kvmd,
+          rec: paths.shutdown,
+          pid: qemu.pid,
+          startTime: qemu.startTime,
+          stateFile: paths.state,
+        }),
+      },
+    });
     return new Promise<number>((resolve, reject) => {
       let out = '';
       const fail = (why: string) => {

@@ -112,8 +112,9 @@ export function removeInstanceFiles(paths: InstancePaths, { keepRuntime = false 
     paths.qga,
     paths.vnc,
     paths.kvmd,
-    paths.shutdown,
     paths.state,
+    // After the state file: the shutdown watcher writes no record once that is gone.
+    paths.shutdown,
     paths.journals.source,
     paths.journals.destination,
   ];
