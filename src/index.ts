@@ -108,6 +108,19 @@ export {
 } from './hvparams/index.js';
 // Instance life cycle (start, stop, reboot, info, migration of library-started instances).
 export type { AcceptInstanceStartOptions } from './instance/accept.js';
+// Consoles, node information and node verification (Ganeti's GetInstanceConsole, GetNodeInfo, Verify).
+export {
+  type ConsoleContext,
+  describeConsole,
+  type InstanceConsole,
+  instanceConsole,
+  type MessageConsole,
+  type SerialConsole,
+  SOCAT_CONSOLE_STDIO,
+  type SpiceConsole,
+  VNC_BASE_PORT,
+  type VncConsole,
+} from './instance/console.js';
 export * from './instance/index.js';
 export {
   DEFAULT_START_TIMEOUT_MS,
@@ -115,6 +128,19 @@ export {
   type InstanceStateName,
   type StartInstanceOptions,
 } from './instance/lifecycle.js';
+export {
+  awaitShutdownRecord,
+  type DownState,
+  downState,
+  parseShutdownRecord,
+  readShutdownRecord,
+  SHUTDOWN_WATCHER_SOURCE,
+  type ShutdownRecord,
+  ShutdownRecordSchema,
+  shutdownWatchArgs,
+  startShutdownWatcher,
+  WATCHER_GRACE_MS,
+} from './instance/shutdown.js';
 export type { StopInstanceOptions, StopOutcome } from './instance/stop.js';
 export { DEFAULT_RUN_DIR, DEFAULT_STEP_TIMEOUT_MS, KVMHypervisor } from './kvm.js';
 export type { LoggerLike, LogMethod, MonitorLogger } from './logger.js';
@@ -225,6 +251,37 @@ export type {
   OutOfBandOptions,
   WaitForEventOptions,
 } from './monitor/types.js';
+export {
+  type CpuInfo,
+  type MemInfo,
+  type NodeInfo,
+  type NodeInfoSources,
+  type NodeInstanceMemory,
+  parseCpuinfo,
+  parseMeminfo,
+  parseQemuVersionOutput,
+  parseSysfsList,
+  parseVmRssKiB,
+  readNodeInfo,
+} from './node/info.js';
+export {
+  checkTapFeatures,
+  IFF_MULTI_QUEUE,
+  IFF_TAP,
+  IFF_VNET_HDR,
+  parseTunFlags,
+  readTapFlags,
+  type TapFlags,
+  tapProblems,
+  tunDeviceUsable,
+} from './node/tun.js';
+export {
+  findExecutable,
+  type NodeVerification,
+  type NodeVerifyCheck,
+  type VerifyNodeOptions,
+  verifyNode,
+} from './node/verify.js';
 // QEMU: versions, migration capabilities by version, accelerators.
 export {
   type Accelerator,

@@ -7,6 +7,7 @@
  * runtime).
  */
 
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 // HvParamError is named for TSDoc links.
 import { type FinalizeOutcome, type HvParamError, MigrationError } from './errors.js';
@@ -30,6 +31,7 @@ import {
   nodeHvParamsOf,
   settleDestination,
 } from './instance/accept.js';
+import { type InstanceConsole, instanceConsole } from './instance/console.js';
 import {
   type HotDelOptions,
   type HotplugGuard,
@@ -110,6 +112,8 @@ import type {
 import { waitForMigration } from './migration/wait.js';
 import { QmpMonitor } from './monitor/qmp.js';
 import type { Monitor } from './monitor/types.js';
+import { type NodeInfo, readNodeInfo } from './node/info.js';
+import { type NodeVerification, verifyNode } from './node/verify.js';
 import { formatVersion } from './qemu/version.js';
 import { checkTlsFiles, checkTlsOptions, type MigrationTlsOptions } from './tls/config.js';
 
@@ -909,9 +913,12 @@ export class KVMHypervisor {
   }
 
   /**
-   * State (`running`, `paused`, `shutdown` after a guest poweroff, `incoming`, `migrated`,
-   * `unresponsive`, `exited`), pid, memory (`query-balloon`), vCPUs (`query-cpus-fast`),
-   * uptime. The QEMU must answer `query-uuid` with the instance's UUID.
+   * State (`running`, `paused`, `user-down` after the guest powered itself off, `shutdown`
+   * after a shutdown the host asked for, `crashed` for a QEMU gone without a `SHUTDOWN`
+   * event, `incoming`, `migrated`, `unresponsive`), pid, memory (`query-balloon`), vCPUs
+   * (`query-cpus-fast`), uptime, and the recorded `SHUTDOWN` event. The record is on disk
+   * (src/instance/shutdown.ts), so a new object or process tells the same. The QEMU must
+   * answer `query-uuid` with the instance's UUID.
    */
   getInstanceInfo(name: string, options: { timeoutMs?: number } = {}): Promise<InstanceInfo> {
     return this.lifecycle.info(name, options.timeoutMs);
@@ -925,6 +932,46 @@ export class KVMHypervisor {
   /** Sets the guest's memory through the balloon (`balloon`), in MiB, at most `memory.maxMiB`. */
   balloonInstanceMemory(name: string, mib: number, options: { timeoutMs?: number } = {}): Promise<void> {
     return this.lifecycle.balloon(name, mib, options.timeoutMs);
+  }
+
+  /**
+   * How a user reaches the console of instance `name` (Ganeti's `GetInstanceConsole`):
+   * the serial console (socat on its socket) when `serial_console` is on, else VNC, else
+   * SPICE, else a message. From the instance's runtime on this node; see
+   * src/instance/console.ts for the differences.
+   */
+  getInstanceConsole(name: string, options: { socat?: string } = {}): InstanceConsole {
+    return instanceConsole(this.lifecycle.runtime(name), this.lifecycle.paths(name), {
+      ...options,
+      interfaces: networkInterfaces(),
+    });
+  }
+
+  /**
+   * This node's memory (total, free, used by this run directory's instances), CPUs,
+   * sockets, NUMA nodes and the version of the QEMU of `kvm_path` (Ganeti's `GetNodeInfo`;
+   * `hvparams` default: the registry's, `kvm_path` `/usr/bin/kvm`).
+   */
+  getNodeInfo(hvparams: Readonly<Record<string, unknown>> = {}): Promise<NodeInfo> {
+    return readNodeInfo({ kvmPath: checkedHvParams(hvparams).kvm_path, layout: this.layout });
+  }
+
+  /**
+   * What this node needs to run instances (Ganeti's `Verify`): the QEMU of `kvm_path`,
+   * socat, the run directory, and `/dev/kvm` with `requireKvm` or `kvm_flag=enabled`.
+   * Every check is reported; `problems.join('; ')` is Ganeti's answer.
+   */
+  verify(
+    hvparams: Readonly<Record<string, unknown>> = {},
+    options: { requireKvm?: boolean; socat?: string } = {},
+  ): Promise<NodeVerification> {
+    const p = checkedHvParams(hvparams);
+    return verifyNode({
+      kvmPath: p.kvm_path,
+      layout: this.layout,
+      requireKvm: options.requireKvm === true || p.kvm_flag === 'enabled',
+      ...(options.socat === undefined ? {} : { socat: options.socat }),
+    });
   }
 
   /** The runtime of a running instance (JSON text) for `acceptInstance` on the target. */

@@ -14,6 +14,7 @@ import { coercedHvParams, rawHvParams } from './hvparams.js';
 import { registerInstanceCommands } from './instances.js';
 import { LOG_LEVELS } from './logger.js';
 import { registerAcceptCommand, registerMigrateCommand } from './migration-commands.js';
+import { registerNodeCommands } from './node-commands.js';
 import { registerPostcopyCommand } from './postcopy-command.js';
 import { registerRecoverCommand } from './recover-command.js';
 import { renderParams, renderStatus, statusJson } from './render.js';
@@ -175,6 +176,7 @@ export function buildProgram(): Command {
   registerTlsCommand(program);
   registerInstanceCommands(program);
   registerHotplugCommand(program);
+  registerNodeCommands(program);
   registerDemoCommand(program);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput(OUTPUT);
   return program;

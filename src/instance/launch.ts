@@ -10,6 +10,7 @@ import { networkInterfaces } from 'node:os';
 import { HvParamError, HypervisorError } from '../errors.js';
 import type { KvmHvParams } from '../hvparams/index.js';
 import type { Deadline } from '../migration/deadline.js';
+import { checkTapFeatures } from '../node/tun.js';
 import { type Accelerator, type AcceleratorChoice, kvmUsable, resolveAccelerator } from '../qemu/accel.js';
 import { listeningUnixSockets } from '../qemu/process.js';
 import { formatVersion } from '../qemu/version.js';
@@ -25,6 +26,7 @@ import {
   waitForExit,
 } from './process.js';
 import type { InstanceRuntime } from './runtime.js';
+import { shutdownWatchArgs, startShutdownWatcher } from './shutdown.js';
 import { ensureChroot, type InstanceState, removeInstanceFiles, writeInstanceState } from './state.js';
 
 /**
@@ -118,8 +120,12 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
     ...(req.nodeHvParams === undefined ? {} : { nodeHvParams: req.nodeHvParams }),
     ...(req.incoming === undefined ? {} : { incoming: req.incoming }),
   };
-  const argv = launchArgv(runtime, req.features, ctx);
-  for (const f of [paths.qmp, paths.hmp, paths.pidfile]) rmSync(f, { force: true });
+  // A tap without the features vnet_hdr / virtio_net_queues ask for: refused before QEMU.
+  checkTapFeatures(runtime.nics);
+  // The shutdown watcher's QMP socket (src/instance/shutdown.ts) comes last.
+  const argv = [...launchArgv(runtime, req.features, ctx), ...shutdownWatchArgs(paths)];
+  for (const f of [paths.qmp, paths.hmp, paths.kvmd, paths.shutdown, paths.pidfile])
+    rmSync(f, { force: true });
   if (req.nodeHvParams?.use_chroot ?? runtime.hvparams.use_chroot) ensureChroot(paths);
   let logOffset = 0;
   try {
@@ -145,7 +151,16 @@ export async function launchQemu(req: LaunchRequest): Promise<Launched> {
   };
   try {
     if (proc.startTime !== '0') writeInstanceState(paths, state);
+    // The shutdown watcher starts beside the wait for the sockets (Node's start-up takes
+    // about as long as QEMU's); it retries until QEMU's kvmd socket listens.
+    const watcher = startShutdownWatcher(paths, proc, Math.max(1000, req.deadline.remaining()));
+    watcher.catch(() => undefined); // awaited below; a failed launch must not leave it unhandled
     await waitForSocket(req, proc, logOffset);
+    await watcher.catch(async (e: unknown) => {
+      // A QEMU that exits during start-up takes the watcher's socket with it: say why it exited.
+      if (!processAlive(proc)) await waitForSocket(req, proc, logOffset);
+      throw e;
+    });
     return { state, process: proc, logOffset };
   } catch (e) {
     await terminateProcess(proc, { termMs: 2000, killMs: 5000 }).catch(() => undefined);

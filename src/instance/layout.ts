@@ -36,6 +36,10 @@ export interface InstancePaths {
   qga: string;
   /** VNC UNIX socket, used when `vnc_bind_address` is a folder. */
   vnc: string;
+  /** The second QMP socket, held by the shutdown watcher (Ganeti's `<n>.kvmd`). */
+  kvmd: string;
+  /** The shutdown record the watcher writes on QEMU's `SHUTDOWN` event (src/instance/shutdown.ts). */
+  shutdown: string;
   /** The typed runtime (JSON). */
   runtime: string;
   /** pid + start time + socket paths of the running process (JSON). */
@@ -81,6 +85,8 @@ export function instancePaths(layout: RunLayout, name: string): InstancePaths {
     serial: join(layout.ctrl, `${name}.serial`),
     qga: join(layout.ctrl, `${name}.qga`),
     vnc: join(layout.ctrl, `${name}.vnc`),
+    kvmd: join(layout.ctrl, `${name}.kvmd`),
+    shutdown: join(layout.conf, `${name}.shutdown`),
     runtime: join(layout.conf, `${name}.runtime`),
     state: join(layout.conf, `${name}.state`),
     journals: {

@@ -26,6 +26,7 @@ import {
   resolveRuntime,
   serializeRuntime,
 } from './runtime.js';
+import { awaitShutdownRecord, downState, readShutdownRecord, type ShutdownRecord } from './shutdown.js';
 import type { InstanceSpec } from './spec.js';
 import {
   acquireStartLock,
@@ -69,16 +70,24 @@ export interface StartInstanceOptions {
 export type InstanceStateName =
   | 'running'
   | 'paused'
-  /** The guest powered off (QEMU waits in run state `shutdown`, `-no-shutdown`). */
+  /**
+   * The guest powered itself off (Ganeti's `USER_down`): QEMU waits in run state
+   * `shutdown` (`-no-shutdown`); `rebootInstance` starts it again.
+   */
+  | 'user-down'
+  /**
+   * Shut down on the host's request: the ACPI power button was pressed before the guest
+   * powered off, or QEMU was ended (`quit`, SIGTERM) by someone else than this library.
+   */
   | 'shutdown'
+  /** The QEMU process is gone without a `SHUTDOWN` event (killed, crashed): `cleanupInstance`. */
+  | 'crashed'
   /** A migration destination waiting for, or loading, the VM. */
   | 'incoming'
   /** The VM left for a migration target (`postmigrate`). */
   | 'migrated'
   /** The process runs but its monitor did not answer in time. */
-  | 'unresponsive'
-  /** The state file names a process that is gone: call `cleanupInstance`. */
-  | 'exited';
+  | 'unresponsive';
 
 /** What `getInstanceInfo` reports. */
 export interface InstanceInfo {
@@ -98,6 +107,8 @@ export interface InstanceInfo {
   qmp: string;
   /** Why some fields are missing (monitor error), when they are. */
   error?: string;
+  /** QEMU's `SHUTDOWN` event as the shutdown watcher recorded it, for a down instance. */
+  shutdown?: ShutdownRecord;
 }
 
 /** Rules shared by every life-cycle method. */
@@ -309,25 +320,38 @@ export class InstanceLifecycle {
     const paths = this.paths(name);
     const state = readInstanceState(paths);
     if (!state) throw new HypervisorError(`instance '${name}' is not known here (no ${paths.state})`);
+    const record = readShutdownRecord(paths, state);
     const base: InstanceInfo = {
       name,
       uuid: state.uuid,
-      state: 'exited',
+      state: 'crashed',
       pid: state.pid,
       uptimeSeconds: Math.max(0, Math.round((Date.now() - state.startedAt) / 1000)),
       accel: state.accel,
       qemuVersion: state.qemuVersion,
       qmp: state.qmp,
+      ...(record ? { shutdown: record } : {}),
     };
-    if (!processAlive(state)) return { ...base, uptimeSeconds: 0 };
+    if (!processAlive(state)) {
+      const gone = record ?? (await awaitShutdownRecord(paths, state));
+      return {
+        ...base,
+        ...(gone ? { shutdown: gone } : {}),
+        state: downState(false, undefined, gone) ?? 'crashed',
+        uptimeSeconds: 0,
+      };
+    }
     try {
       const s = await this.step(name, Deadline.after(timeoutMs));
       const status = await qmp.queryStatus(s);
       const vcpus = (await qmp.queryVcpus(s)).length;
       const memoryMiB = await qmp.queryBalloonMiB(s);
+      // The watcher writes the record just after QEMU enters 'shutdown': give it its moment.
+      const now = status.status === 'shutdown' ? await awaitShutdownRecord(paths, state) : undefined;
       return {
         ...base,
-        state: stateName(status, state),
+        ...(now ? { shutdown: now } : {}),
+        state: downState(true, status.status, now) ?? stateName(status, state),
         runState: status.status,
         vcpus,
         memoryMiB,
@@ -355,7 +379,6 @@ export class InstanceLifecycle {
 
 function stateName(status: qmp.RunStatus, state: InstanceState): InstanceStateName {
   if (status.running) return 'running';
-  if (status.status === 'shutdown') return 'shutdown';
   if (status.status === 'inmigrate' || state.incoming !== undefined) return 'incoming';
   if (status.status === 'postmigrate') return 'migrated';
   return 'paused';

@@ -111,7 +111,10 @@ export function removeInstanceFiles(paths: InstancePaths, { keepRuntime = false 
     paths.serial,
     paths.qga,
     paths.vnc,
+    paths.kvmd,
     paths.state,
+    // After the state file: the shutdown watcher writes no record once that is gone.
+    paths.shutdown,
     paths.journals.source,
     paths.journals.destination,
   ];

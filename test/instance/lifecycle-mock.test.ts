@@ -74,13 +74,15 @@ describe('life cycle on a stand-in process', () => {
     const info = await hv.getInstanceInfo('vm');
     expect(info).toMatchObject({ name: 'vm', state: 'running', pid: proc.pid, memoryMiB: 48, vcpus: 2 });
     expect(info.uptimeSeconds).toBeGreaterThanOrEqual(5);
+    // Run state shutdown and no shutdown record (no watcher here): the guest powered off.
     mock.runState = 'shutdown';
-    expect((await hv.getInstanceInfo('vm')).state).toBe('shutdown');
+    expect((await hv.getInstanceInfo('vm')).state).toBe('user-down');
     mock.runState = 'postmigrate';
     expect((await hv.getInstanceInfo('vm')).state).toBe('migrated');
     await terminateProcess(proc);
     expect(hv.listInstances()).toEqual([]);
-    expect((await hv.getInstanceInfo('vm')).state).toBe('exited');
+    // Gone without a SHUTDOWN event on record: crashed.
+    expect((await hv.getInstanceInfo('vm')).state).toBe('crashed');
     await hv.cleanupInstance('vm');
     await expect(hv.getInstanceInfo('vm')).rejects.toThrow(/not known here/);
   });

@@ -191,7 +191,7 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
     expect((await hv.stopInstance('life1')).how).toBe('not-found');
   });
 
-  it('reports a guest poweroff as shutdown; the process stays until stopped', async () => {
+  it('reports a guest poweroff as user-down; the process stays until stopped', async () => {
     const hv = node('off', rel.accel);
     await hv.startInstance(spec('off1', 6, { kernel_path: poweroffGuest }));
     const info = await until(
@@ -199,7 +199,7 @@ describeEachRelease('instance life cycle', releaseCases(accelerators()), (rel: R
       () => hv.getInstanceInfo('off1'),
       (i) => i.state !== 'running',
     );
-    expect(info).toMatchObject({ state: 'shutdown', runState: 'shutdown' });
+    expect(info).toMatchObject({ state: 'user-down', runState: 'shutdown' });
     expect(hv.listInstances()).toEqual(['off1']);
     expect((await hv.stopInstance('off1')).how).toBe('powered-off');
     expect(hv.listInstances()).toEqual([]);
