@@ -3,13 +3,11 @@
  * and `Verify` on this node's run directory.
  */
 import type { Command } from 'commander';
-import type { Logger } from 'pino';
 import { describeConsole } from '../instance/console.js';
-import { KVMHypervisor } from '../kvm.js';
 import type { NodeInfo } from '../node/info.js';
 import { ReportedError } from './errors.js';
 import { coercedHvParams } from './hvparams.js';
-import { RUN_DIR_OPTION } from './instances.js';
+import { RUN_DIR_OPTION, withNode } from './instances.js';
 import { renderTable } from './render.js';
 import { hvOption } from './target.js';
 import { loggerFor, print, printJson } from './util.js';
@@ -18,19 +16,6 @@ interface NodeOptions {
   runDir?: string;
   json?: boolean;
   hvparams?: string[];
-}
-
-async function withNode<T>(
-  opts: NodeOptions,
-  logger: Logger,
-  fn: (hv: KVMHypervisor) => Promise<T>,
-): Promise<T> {
-  const hv = new KVMHypervisor({ logger, ...(opts.runDir ? { instanceDir: opts.runDir } : {}) });
-  try {
-    return await fn(hv);
-  } finally {
-    await hv.close().catch((e: unknown) => logger.debug({ err: e }, 'closing the hypervisor'));
-  }
 }
 
 /** The human form of {@link NodeInfo}. */

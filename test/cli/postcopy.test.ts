@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { writeGuestImage } from '../../src/guest/index.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import { freePort, QemuVm } from '../../src/qemu/process.js';
-import { guestSwept } from '../migration/real-pair.js';
+import { guestSwept, migrationStatus, runState, until } from '../migration/real-pair.js';
 import { ensureBuilt, run } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-cli-postcopy-'));
@@ -27,18 +27,6 @@ afterEach(async () => {
   await Promise.all(vms.splice(0).map((vm) => vm.kill()));
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const migrationStatus = async (m: QmpMonitor) =>
-  (await m.execute<{ status?: string }>('query-migrate')).status;
-const runState = async (m: QmpMonitor) => (await m.execute<{ status: string }>('query-status')).status;
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('kvm-hv postcopy', () => {
   it('pause on both nodes, accept-recovery on the destination, resume on the source: the migration completes', async () => {

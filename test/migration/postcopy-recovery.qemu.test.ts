@@ -17,7 +17,16 @@ import { runMigration } from '../../src/index.js';
 import type { PostcopyRecoveryEvent } from '../../src/migration/postcopy-recovery.js';
 import { freePort } from '../../src/qemu/process.js';
 import { describeEachRelease, releaseCases } from '../support/real-qemu.js';
-import { type Cleanup, cleanUp, guestStatus, guestSwept, runState, startPair } from './real-pair.js';
+import {
+  type Cleanup,
+  cleanUp,
+  guestStatus,
+  guestSwept,
+  migrationStatus,
+  runState,
+  startPair,
+  until,
+} from './real-pair.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-pcrec-'));
 const cleanup: Cleanup = { vms: [], closers: [] };
@@ -70,17 +79,6 @@ class FreezableRelay {
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((r) => this.server.close(() => r()));
-  }
-}
-
-const migrationStatus = async (m: { execute<T>(c: string): Promise<T> }) =>
-  (await m.execute<{ status?: string }>('query-migrate')).status;
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

@@ -22,7 +22,16 @@ import type { Monitor, MonitorProtocol } from '../../src/monitor/types.js';
 import { freePort } from '../../src/qemu/process.js';
 import { versionAtLeast } from '../../src/qemu/version.js';
 import { describeEachRelease, releaseCases, versionOf } from '../support/real-qemu.js';
-import { type Cleanup, cleanUp, guestStatus, guestSwept, runState, startPair } from './real-pair.js';
+import {
+  type Cleanup,
+  cleanUp,
+  guestStatus,
+  guestSwept,
+  migrationStatus,
+  runState,
+  startPair,
+  until,
+} from './real-pair.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-postcopy-'));
 const cleanup: Cleanup = { vms: [], closers: [] };
@@ -33,17 +42,6 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const guest = join(dir, 'guest.img');
 writeGuestImage(guest, { dirtyMiB: 48, rateMiBps: 16 });
 let seq = 0;
-
-type Qmp = QmpMonitor;
-const migrationStatus = async (m: Qmp) => (await m.execute<{ status?: string }>('query-migrate')).status;
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function channel(protocol: MonitorProtocol, path: string, name: string): Promise<VmChannel> {
   const m: Monitor =

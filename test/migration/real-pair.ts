@@ -164,3 +164,16 @@ export async function guestSwept(m: QmpMonitor, sweeps = 1, timeoutMs = 45_000):
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** The migration status QEMU reports (`query-migrate`). */
+export const migrationStatus = async (m: QmpMonitor): Promise<string | undefined> =>
+  (await m.execute<{ status?: string }>('query-migrate')).status;
+
+/** Polls `check` every 50 ms until it holds; throws naming `what` after `timeoutMs`. */
+export async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
