@@ -10,9 +10,9 @@
  */
 import { UnrecognizedOutputError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
-import { errorText, type VmChannel } from './channel.js';
+import { errorText, type VmChannel, type VmRunState } from './channel.js';
 import type { Deadline } from './deadline.js';
-import { ACTIVE_STATUSES } from './status.js';
+import { ACTIVE_STATUSES, TERMINAL_STATUSES } from './status.js';
 
 /**
  * How often the clean-up is polled (ms): first after {@link POLL_FIRST_MS} (it takes a few
@@ -91,3 +91,44 @@ export async function readyForRestore(
     interval = Math.min(POLL_MAX_MS, interval * 2);
   }
 }
+
+/**
+ * The run state of a source whose migration has ended, once QEMU has left `finish-migrate`.
+ * QEMU sets the final status (`failed`, `cancelled`, `completed`) from its migration thread
+ * and only then, when it next holds the main lock, restores the run state (`running` again
+ * after a failure, `postmigrate` after success). A monitor command can land in between,
+ * longer on a loaded host: seen on QEMU 10.0 under TCG, a TLS handshake the destination
+ * refused read as `failed` + `finish-migrate`. Deciding on that read would refuse to resume a
+ * source that QEMU is about to resume itself, and report it paused. Polled like the clean-up
+ * (10 ms, backing off to 200 ms) for at most `settleMs`; the last read (or its error) is
+ * returned as it is when the time runs out, so the fail-safe rule still sees
+ * `finish-migrate` and refuses.
+ */
+export async function settledRunState(
+  ch: VmChannel,
+  deadline: Deadline,
+  migrationStatus: string | undefined,
+  runState: VmRunState | { error: unknown },
+  settleMs = SETTLE_MS,
+): Promise<VmRunState | { error: unknown }> {
+  if (migrationStatus === undefined || !TERMINAL_STATUSES.has(migrationStatus)) return runState;
+  const until = Date.now() + Math.min(settleMs, Math.max(0, deadline.remaining()));
+  let state = runState;
+  let interval = POLL_FIRST_MS;
+  while (!('error' in state) && state.status === 'finish-migrate') {
+    if (Date.now() + interval > until) {
+      ch.log.warn(
+        { migrationStatus },
+        "QEMU still reports run state 'finish-migrate' after the migration ended",
+      );
+      return state;
+    }
+    await deadline.sleep(interval);
+    interval = Math.min(POLL_MAX_MS, interval * 2);
+    state = await ch.vmStatus(deadline).catch((error: unknown) => ({ error }));
+  }
+  return state;
+}
+
+/** How long {@link settledRunState} waits for QEMU to leave `finish-migrate` (ms). */
+export const SETTLE_MS = 10_000;

@@ -8,6 +8,7 @@
 import type { FinalizeOutcome } from '../errors.js';
 import type { LoggerLike } from '../logger.js';
 import { errorText, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
+import { settledRunState } from './cleanup-wait.js';
 import { Deadline } from './deadline.js';
 import { simpleCommand } from './dialect.js';
 import { waitForIncoming } from './incoming.js';
@@ -128,7 +129,9 @@ async function look(ch: VmChannel, deadline: Deadline) {
   const migration: Seen<MigrationProgress> = await ch.migrationStatus(deadline).catch((error: unknown) => ({
     error,
   }));
-  const run: Seen<VmRunState> = await ch.vmStatus(deadline).catch((error: unknown) => ({ error }));
+  const read: Seen<VmRunState> = await ch.vmStatus(deadline).catch((error: unknown) => ({ error }));
+  // An ended migration leaves `finish-migrate` a moment later (cleanup-wait.ts).
+  const run = await settledRunState(ch, deadline, ok(migration) ? migration.status : undefined, read);
   return { migration, run };
 }
 

@@ -5,7 +5,7 @@
 import type { FinalizeOutcome } from '../errors.js';
 import { findCapability } from '../qemu/capabilities.js';
 import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
-import { readyForRestore } from './cleanup-wait.js';
+import { readyForRestore, settledRunState } from './cleanup-wait.js';
 import { Deadline } from './deadline.js';
 import {
   capabilityCommands,
@@ -120,6 +120,13 @@ async function observe(ch: VmChannel, deadline: Deadline): Promise<SourceObserva
   return { runState, migration };
 }
 
+/** {@link observe}, then, for a migration that has ended, the run state once QEMU has restored it. */
+async function observeSettled(ch: VmChannel, deadline: Deadline): Promise<SourceObservation> {
+  const obs = await observe(ch, deadline);
+  const status = 'error' in obs.migration ? undefined : obs.migration.status;
+  return { ...obs, runState: await settledRunState(ch, deadline, status, obs.runState) };
+}
+
 const failure = (o: SourceObservation): unknown =>
   'error' in o.runState ? o.runState.error : 'error' in o.migration ? o.migration.error : undefined;
 
@@ -166,7 +173,7 @@ export async function finalizeSource(
     return { side: 'source', action, status: obs.runState.running ? 'paused' : obs.runState.status };
   }
 
-  let obs = await observe(ch, deadline);
+  let obs = await observeSettled(ch, deadline);
   if ('error' in obs.runState && isMonitorGone(obs.runState.error, ch.monitor)) {
     throw ch.error(
       `the source QEMU is gone (${errorText(obs.runState.error)}): the VM does not run on the source`,
@@ -177,7 +184,7 @@ export async function finalizeSource(
   if (verdict.kind === 'cancel-first') {
     const settled = await cancelAndSettle(ch, 'finalizing a failed migration', deadline);
     if ('error' in settled) obs = { ...obs, migration: settled };
-    else obs = await observe(ch, deadline);
+    else obs = await observeSettled(ch, deadline);
     verdict = sourceVerdict(obs);
     if (verdict.kind === 'cancel-first') {
       verdict = { kind: 'refuse', why: `the migration is still '${verdict.status}' after migrate_cancel` };

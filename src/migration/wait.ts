@@ -7,6 +7,7 @@
 import { MigrationError, PostcopyStalledError, UnrecognizedOutputError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
 import { errorText, isDeadline, isMonitorGone, type VmChannel } from './channel.js';
+import { settledRunState } from './cleanup-wait.js';
 import { ConvergencePolicy, type ConvergencePolicyOptions, completionTimeoutMs } from './convergence.js';
 import { Deadline } from './deadline.js';
 import { downtimeCommand, simpleCommand } from './dialect.js';
@@ -348,7 +349,8 @@ async function giveUp(
   if (!('error' in settled)) {
     if (settled.status === 'completed') return result(settled, session);
     if (TERMINAL_STATUSES.has(settled.status) && (session.wasRunning || session.stoppedByUs)) {
-      const runState = await ch.vmStatus(grace).catch((error: unknown) => ({ error }));
+      const read = await ch.vmStatus(grace).catch((error: unknown) => ({ error }));
+      const runState = await settledRunState(ch, grace, settled.status, read);
       const verdict = sourceVerdict({ runState, migration: settled });
       if (verdict.kind === 'resume') {
         await ch

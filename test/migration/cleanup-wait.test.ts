@@ -102,3 +102,38 @@ describe('a destination whose load failed', () => {
     expect(e.message).toContain("the destination's incoming migration failed: Cannot read from TLS channel");
   });
 });
+
+describe('a source whose migration failed, read before QEMU restored its run state', () => {
+  // QEMU sets `failed` from its migration thread and resumes the VM when it next holds the
+  // main lock; a query in between reads `failed` + `finish-migrate` (seen on 10.0, TCG, loaded).
+  it('waits for QEMU to leave finish-migrate, then reports the VM running (QEMU resumed it, not us)', async () => {
+    const mock = new MockMonitor({ version: '10.0.0' });
+    const hv = new KVMHypervisor({ monitor: () => mock });
+    await hv.migrateInstance(instance, '10.0.0.2');
+    mock.failMigration('Unable to write to socket: Connection reset by peer');
+    mock.runState = 'finish-migrate';
+    let reads = 0;
+    mock.setReply('query-status', () => {
+      if (++reads === 3) mock.runState = 'running';
+      return { status: mock.runState, running: mock.runState === 'running', singlestep: false };
+    });
+    const from = mock.sent.length;
+    const outcome = await hv.finalizeMigrationSource(instance, false);
+    expect(outcome).toMatchObject({ side: 'source', action: 'already-running' });
+    expect(reads).toBeGreaterThanOrEqual(3);
+    expect(mock.sentCommands.slice(from)).not.toContain('cont');
+  });
+
+  it('refuses to resume when QEMU stays in finish-migrate for the whole step', async () => {
+    const mock = new MockMonitor({ version: '10.0.0' });
+    const hv = new KVMHypervisor({ monitor: () => mock });
+    await hv.migrateInstance(instance, '10.0.0.2');
+    mock.failMigration('Unable to write to socket: Connection reset by peer');
+    mock.runState = 'finish-migrate';
+    const from = mock.sent.length;
+    const e = await hv.finalizeMigrationSource(instance, false, { timeoutMs: 300 }).catch((x) => x);
+    expect(e.message).toContain("its run state is 'finish-migrate'");
+    expect(mock.sentCommands.slice(from)).not.toContain('cont');
+    expect(mock.sentCommands.slice(from).filter((c) => c === 'query-status').length).toBeGreaterThan(1);
+  });
+});
