@@ -95,6 +95,7 @@ import type { MigrationPlan, MigrationSession } from './migration/session.js';
 import { precheck, startMigration } from './migration/setup.js';
 import { cancelMigration, finalizeSource } from './migration/source.js';
 import { listenUri, tlsUsable } from './migration/tls.js';
+import { type GuardPlace, GuardKeeper, guardEnabled } from './guard/keeper.js';
 import type {
   AcceptInstanceOptions,
   FinalizeMigrationDstOptions,
@@ -203,6 +204,8 @@ export class KVMHypervisor {
   private readonly lifecycle: InstanceLifecycle;
   private readonly layout: RunLayout;
   private readonly stateDir: string | undefined;
+  /** The migration guard (src/guard/), when on. */
+  private readonly guard: GuardKeeper | undefined;
   private closed = false;
   /** Settles every call still pending when {@link close} runs. */
   private readonly closing: Promise<never>;
@@ -236,6 +239,9 @@ export class KVMHypervisor {
     this.convergence = options.convergence ?? {};
     if (options.tls) checkTlsOptions(options.tls);
     this.tls = options.tls;
+    this.guard = guardEnabled(options.migrationGuard, options.tls)
+      ? new GuardKeeper(options.migrationGuard, options.tls, this.log)
+      : undefined;
     this.lifecycle = new InstanceLifecycle({
       layout,
       log: this.log,
@@ -264,6 +270,19 @@ export class KVMHypervisor {
   private journalFor(name: string): MigrationJournal | undefined {
     if (this.stateDir !== undefined) return new MigrationJournal(this.stateDir);
     return this.lifecycle.startedHere(name) ? new MigrationJournal(this.layout.conf) : undefined;
+  }
+
+  /** Where the migration guard of `name` keeps its record, sockets and log. */
+  private guardPlace(name: string): GuardPlace {
+    const here = this.lifecycle.startedHere(name);
+    const paths = here ? instancePaths(this.layout, name) : undefined;
+    let qemuPid: number | undefined;
+    try {
+      qemuPid = paths ? readInstanceState(paths)?.pid : undefined;
+    } catch {
+      qemuPid = undefined;
+    }
+    return { dir: this.stateDir ?? (here ? this.layout.conf : undefined), log: paths?.log, qemuPid };
   }
 
   /** Removes a journal; a failure is logged (the step itself succeeded). */
@@ -428,7 +447,13 @@ export class KVMHypervisor {
   ): Promise<string[]> {
     const name = instance.name;
     const ch = await this.stepChannel(name, deadline, 'accepting the migration');
-    const tls = this.tls && tlsUsable(ch, this.tls, 'server') ? this.tls : undefined;
+    // With the guard, QEMU listens on a local socket and the guard on the network (and
+    // does the TLS): QEMU's own TLS stays off.
+    const guard = uri !== undefined && listen !== undefined ? this.guard : undefined;
+    const place = this.guardPlace(name);
+    const socket = guard?.destinationSocket(name, place);
+    if (socket !== undefined) uri = `unix:${socket}`;
+    const tls = !guard && this.tls && tlsUsable(ch, this.tls, 'server') ? this.tls : undefined;
     const journal = this.journalFor(name);
     const hvparams = KVMHypervisor.instanceParameters(instance);
     const accepted = await this.controllerStep(ch, () =>
@@ -446,14 +471,18 @@ export class KVMHypervisor {
     );
     this.accepted.set(name, { ...accepted, tls: tls !== undefined });
     if (uri !== undefined) {
+      const qemuUri = uri;
       await this.controllerStep(ch, () =>
         startIncoming(
           ch,
-          uri,
+          qemuUri,
           tls && { endpoint: 'server', dir: tls.dir, allowedPeers: tls.allowedPeers },
           deadline,
         ),
       );
+    }
+    if (guard && socket !== undefined && listen !== undefined) {
+      await guard.startDestination(name, listen, plan.port, socket, place);
     }
     return accepted.capabilities;
   }
@@ -496,13 +525,17 @@ export class KVMHypervisor {
     if (this.tls) this.warnAll(await checkTlsFiles(this.tls, 'client'));
     const deadline = stepDeadline(options);
     const ch = await this.stepChannel(instance.name, deadline, 'starting the migration');
-    if (this.tls && tlsUsable(ch, this.tls, 'client')) {
+    if (this.tls && !this.guard && tlsUsable(ch, this.tls, 'client')) {
       plan.tls = {
         endpoint: 'client',
         dir: this.tls.dir,
         ...(this.tls.hostname ? { hostname: this.tls.hostname } : {}),
       };
     }
+    // With the guard, QEMU migrates to its local socket; the guard connects (and does the
+    // TLS handshake) under its deadlines, so a silent peer cannot freeze this QEMU.
+    const place = this.guardPlace(instance.name);
+    if (this.guard) plan.uri = (await this.guard.startSource(instance.name, target, plan.port, place)).uri;
     try {
       await startMigration(ch, plan, target, deadline, {
         // One atomic write before the first change: what a later process needs to finish
@@ -512,6 +545,9 @@ export class KVMHypervisor {
         onMigrateSent: (session) => this.sessions.set(instance.name, session),
         afterRollback: () => this.dropJournal(journal, instance.name, 'source'),
       });
+    } catch (e) {
+      if (!this.sessions.has(instance.name)) await this.guard?.end(instance.name, 'source', place);
+      throw e;
     } finally {
       // fsync once the set-up is over, so that it does not compete with QEMU meanwhile.
       void journal?.flush(instance.name, 'source');
@@ -701,6 +737,7 @@ export class KVMHypervisor {
     // Before the stop below removes the state file that places the journal.
     const journal = this.journalFor(instance.name);
     const entry = session ? undefined : journal?.read(instance.name, 'source');
+    const guardPlace = this.guardPlace(instance.name);
     const deadline = stepDeadline(opts);
     let ch: VmChannel;
     try {
@@ -719,6 +756,8 @@ export class KVMHypervisor {
       }),
     );
     this.sessions.delete(instance.name);
+    // Only once the source is settled: a guard still carries a running (post-copy) stream.
+    await this.guard?.end(instance.name, 'source', guardPlace);
     if (success && this.lifecycle.startedHere(instance.name)) {
       // Ganeti's rule: the migrated source of an instance started here is stopped and its
       // files removed; it was verified paused after a completed migration just above.
@@ -748,6 +787,7 @@ export class KVMHypervisor {
     const deadline = stepDeadline(options);
     const journal = this.journalFor(instance.name);
     const entry = this.accepted.has(instance.name) ? undefined : journal?.read(instance.name, 'destination');
+    const guardPlace = this.guardPlace(instance.name);
     let ch: VmChannel;
     try {
       ch = await this.stepChannel(instance.name, deadline, 'finalizing the destination');
@@ -756,6 +796,7 @@ export class KVMHypervisor {
         this.log.info({ instance: instance.name, err: errorText(e) }, 'the incoming QEMU is already gone');
         this.accepted.delete(instance.name);
         this.dropJournal(journal, instance.name, 'destination');
+        await this.guard?.end(instance.name, 'destination', guardPlace);
         const outcome: FinalizeOutcome = { side: 'destination', action: 'already-gone' };
         if (this.lifecycle.startedHere(instance.name))
           await settleDestination(this.lifecycle, instance.name, outcome);
@@ -775,6 +816,7 @@ export class KVMHypervisor {
       }),
     );
     this.accepted.delete(instance.name);
+    await this.guard?.end(instance.name, 'destination', guardPlace);
     if (this.lifecycle.startedHere(instance.name))
       await settleDestination(this.lifecycle, instance.name, outcome);
     // A destination kept after a failure report, or paused in post-copy, may hold the VM (or

@@ -23,6 +23,11 @@ export interface MigrationPlan {
   live: boolean;
   /** Migrate over TLS with these credentials (client end). */
   tls?: TlsPlan;
+  /**
+   * Where QEMU migrates to instead of `tcp:target:port`: the `unix:` socket of the
+   * library's migration guard (src/guard/), which relays to the target.
+   */
+  uri?: string;
 }
 
 /** A migration started by `MigrationController.start`; pass it to `wait`/`finalizeSource`. */

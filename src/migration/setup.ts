@@ -40,6 +40,8 @@ export function precheck(instance: string, plan: MigrationPlan, target: string):
   } catch (e) {
     throw new MigrationError(`instance '${instance}': ${errorText(e)}`, { instance, changedVm: false });
   }
+  // The target is checked above even then: the guard relays to it.
+  if (plan.uri !== undefined) uri = plan.uri;
   if (!Number.isInteger(plan.downtimeMs) || plan.downtimeMs < 0 || plan.downtimeMs > QEMU_MAX_DOWNTIME_MS) {
     throw new MigrationError(
       `instance '${instance}': migration_downtime ${plan.downtimeMs} ms is outside QEMU's range 0 to ${QEMU_MAX_DOWNTIME_MS} ms`,

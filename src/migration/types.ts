@@ -2,6 +2,7 @@
  * Shapes of the migration API of `KVMHypervisor`: what goes in (an instance) and what
  * comes out (progress snapshots and the final result).
  */
+import type { MigrationGuardOptions } from '../guard/guard.js';
 import type { KvmHvParamsInput } from '../hvparams/index.js';
 import type { LoggerLike } from '../logger.js';
 import type { MigrationStatus } from '../monitor/event-types.js';
@@ -228,6 +229,15 @@ export interface KVMHypervisorOptions {
    * each migration.
    */
   tls?: MigrationTlsOptions;
+  /**
+   * The migration guard (docs/security.md, "The migration guard"): a library-owned process
+   * holds the migration's network end, admits only `allowedAddresses` (when given),
+   * terminates TLS itself under a handshake deadline, and relays to QEMU over a local UNIX
+   * socket, so that no stranger can stall QEMU. Default: on when `tls` is set, off
+   * otherwise; `true` or an object turns it on for migrations in clear too; `false` uses
+   * QEMU's own TLS (which a silent peer can freeze).
+   */
+  migrationGuard?: MigrationGuardOptions | boolean;
 }
 
 /** Options of `acceptInstance`. */
