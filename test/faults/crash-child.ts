@@ -114,13 +114,13 @@ async function main(cfg: CrashChildConfig): Promise<void> {
     instanceDir: cfg.srcDir,
     accel: cfg.accel,
     monitor: opener(cfg.srcDir, cfg.protocol, cfg.phase === 'settings' ? swallowMigrate : undefined),
-    ...(cfg.tls ? { tls: cfg.tls.src } : {}),
+    ...(cfg.tls ? { tls: cfg.tls.src, migrationGuard: false } : {}),
   });
   const dstHv = new KVMHypervisor({
     instanceDir: cfg.dstDir,
     accel: cfg.accel,
     monitor: opener(cfg.dstDir, cfg.protocol),
-    ...(cfg.tls ? { tls: cfg.tls.dst } : {}),
+    ...(cfg.tls ? { tls: cfg.tls.dst, migrationGuard: false } : {}),
   });
   const inst: Instance = { name: cfg.name, hvparams: cfg.hvparams };
 

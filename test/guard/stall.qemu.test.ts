@@ -14,6 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
+import { runMigration } from '../../src/migration/run.js';
+import { isPostcopy } from '../../src/migration/safety.js';
 import { writeGuestImage } from '../../src/guest/index.js';
 import type { Instance } from '../../src/migration/types.js';
 import type { QmpMonitor } from '../../src/monitor/qmp.js';
@@ -26,7 +28,7 @@ const guest = join(dir, 'guest.img');
 writeGuestImage(guest, { dirtyMiB: 16, rateMiBps: 8 });
 let pki: TestPki;
 beforeAll(async () => {
-  pki = await generateTestPki({ dir: join(dir, 'pki'), nodes: ['node-a', 'node-b'] });
+  pki = await generateTestPki({ dir: join(dir, 'pki'), nodes: ['node-a', 'node-b', 'node-c'] });
 });
 afterAll(() => {
   for (const pid of guardPids()) process.kill(pid, 'SIGKILL');
@@ -63,9 +65,10 @@ describeEachRelease('the migration guard holds against strangers', releaseCases(
     for (const s of extra.splice(0)) s instanceof Server ? s.close() : s.destroy();
     await cleanUp(cleanup);
   };
-  const pair = async () => {
+  const pair = async (srcNode = 'node-a') => {
     const name = `g${++seq}`;
     const a = pki.nodes['node-a']!;
+    const srcCerts = pki.nodes[srcNode]!;
     const p = await startPair(
       {
         dir,
@@ -74,7 +77,7 @@ describeEachRelease('the migration guard holds against strangers', releaseCases(
         dst: { release: c, accel: c.accel },
         protocol: 'qmp',
         deferIncoming: true,
-        srcHv: { tls: { dir: a.dir }, stateDir: join(dir, `${name}-src-state`) },
+        srcHv: { tls: { dir: srcCerts.dir }, stateDir: join(dir, `${name}-src-state`) },
         dstHv: {
           tls: { dir: pki.nodes['node-b']!.dir, allowedPeers: [a.clientDn] },
           stateDir: join(dir, `${name}-dst-state`),
@@ -86,6 +89,82 @@ describeEachRelease('the migration guard holds against strangers', releaseCases(
     const instance: Instance = { name, hvparams: { migration_port: p.port, migration_bandwidth: 0 } };
     return { p, instance };
   };
+  const migrate = (p: Awaited<ReturnType<typeof pair>>['p'], inst: Instance) =>
+    runMigration({
+      source: { hypervisor: p.srcHv, instance: inst, diagnostics: () => p.src.stderr },
+      destination: { hypervisor: p.dstHv, instance: inst, diagnostics: () => p.dst.stderr },
+      target: '127.0.0.1',
+      listen: '127.0.0.1',
+      timeoutMs: 90_000,
+      pollIntervalMs: 100,
+    });
+
+  it('multifd: every channel passes the guard (TLS), the VM arrives and runs, no guard is left', async () => {
+    try {
+      const { p, instance } = await pair();
+      await guestSwept(p.srcObs);
+      const inst = { ...instance, hvparams: { ...instance.hvparams, migration_caps: 'multifd' } };
+      const result = await migrate(p, inst);
+      expect(result.status).toBe('completed');
+      expect(await runState(p.dstObs)).toBe('running');
+      await progresses(p.dstObs, 'destination after a multifd migration');
+      await until('the guards to exit', async () => guardPids().length === 0, 10_000);
+    } finally {
+      await endAll();
+    }
+  });
+
+  it('post-copy through the guard (the return path flows back through it) completes', async () => {
+    try {
+      const { p, instance } = await pair();
+      await guestSwept(p.srcObs);
+      const inst = {
+        ...instance,
+        hvparams: { ...instance.hvparams, migration_caps: 'postcopy-ram', migration_bandwidth: 4 },
+      };
+      let outcome: unknown = 'still running';
+      const running = migrate(p, inst);
+      running.then(
+        (r) => {
+          outcome = r.status;
+        },
+        (e) => {
+          outcome = e;
+        },
+      );
+      await until(
+        `the migration to become active (runMigration: ${String(outcome)})`,
+        async () => (await p.srcObs.execute<{ status?: string }>('query-migrate')).status === 'active',
+        30_000,
+      );
+      await p.srcObs.execute('migrate-start-postcopy');
+      await until(
+        'post-copy',
+        async () => isPostcopy((await p.srcObs.execute<{ status?: string }>('query-migrate')).status ?? ''),
+        30_000,
+      );
+      expect((await running).status).toBe('completed');
+      expect(await runState(p.dstObs)).toBe('running');
+      await progresses(p.dstObs, 'destination after post-copy');
+      await until('the guards to exit', async () => guardPids().length === 0, 10_000);
+    } finally {
+      await endAll();
+    }
+  });
+
+  it('a source whose DN is not allowed is refused by the guard; QEMU never sees it, the source runs on', async () => {
+    try {
+      const { p, instance } = await pair('node-c');
+      await guestSwept(p.srcObs);
+      const e = await migrate(p, instance).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(MigrationError);
+      expect(await runState(p.srcObs)).toBe('running');
+      await progresses(p.srcObs, 'source after the refusal');
+      await until('the guards to exit', async () => guardPids().length === 0, 10_000);
+    } finally {
+      await endAll();
+    }
+  });
 
   it('idle, slow-loris and garbage strangers on the port: the migration completes, no QEMU stalls, no guard is left', async () => {
     try {
