@@ -83,7 +83,8 @@ async function oneMigration(dir: string, kernel: string, mode: Mode, tls: { src:
     const r = await srcHv.waitForMigration(instance, { timeoutMs: 300_000 });
     const guards = guardPids(stateDir);
     // Both QEMUs' CPU during the migration, plus the guards' whole life (they only relay it).
-    const cpu = cpuSeconds(src.pid) + cpuSeconds(dst.pid) - qemuBefore + guards.reduce((s, p) => s + cpuSeconds(p), 0);
+    const cpu =
+      cpuSeconds(src.pid) + cpuSeconds(dst.pid) - qemuBefore + guards.reduce((s, p) => s + cpuSeconds(p), 0);
     await dstHv.finalizeMigrationDst(instance, true);
     await srcHv.finalizeMigrationSource(instance, true);
     if (guard && guards.length === 0) throw new Error(`${mode}: no guard process seen`);
@@ -119,7 +120,13 @@ try {
   for (const mode of MODES) {
     const mine = rows.filter((r) => r.mode === mode);
     console.log(
-      `${mode.padEnd(11)} ${String(median(mine.map((r) => r.ms))).padStart(10)}  ${median(mine.map((r) => r.mibps)).toFixed(1).padStart(12)}  ${median(mine.map((r) => r.cpuPerGiB)).toFixed(2).padStart(16)}`,
+      `${mode.padEnd(11)} ${String(median(mine.map((r) => r.ms))).padStart(10)}  ${median(
+        mine.map((r) => r.mibps),
+      )
+        .toFixed(1)
+        .padStart(12)}  ${median(mine.map((r) => r.cpuPerGiB))
+        .toFixed(2)
+        .padStart(16)}`,
     );
   }
 } finally {

@@ -11,6 +11,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 // HvParamError is named for TSDoc links.
 import { type FinalizeOutcome, type HvParamError, MigrationError } from './errors.js';
+import { GuardKeeper, type GuardPlace, guardEnabled } from './guard/keeper.js';
 import { checkedHvParams } from './hvparams/checked.js';
 import {
   assessHvParams,
@@ -95,7 +96,6 @@ import type { MigrationPlan, MigrationSession } from './migration/session.js';
 import { precheck, startMigration } from './migration/setup.js';
 import { cancelMigration, finalizeSource } from './migration/source.js';
 import { listenUri, tlsUsable } from './migration/tls.js';
-import { type GuardPlace, GuardKeeper, guardEnabled } from './guard/keeper.js';
 import type {
   AcceptInstanceOptions,
   FinalizeMigrationDstOptions,
@@ -204,8 +204,10 @@ export class KVMHypervisor {
   private readonly lifecycle: InstanceLifecycle;
   private readonly layout: RunLayout;
   private readonly stateDir: string | undefined;
-  /** The migration guard (src/guard/), when on. */
-  private readonly guard: GuardKeeper | undefined;
+  /** Starts (when {@link guardOn}) and ends (always: a guard recorded by another process) migration guards. */
+  private readonly guard: GuardKeeper;
+  /** Whether this object's migrations go through the migration guard (src/guard/). */
+  private readonly guardOn: boolean;
   private closed = false;
   /** Settles every call still pending when {@link close} runs. */
   private readonly closing: Promise<never>;
@@ -239,9 +241,8 @@ export class KVMHypervisor {
     this.convergence = options.convergence ?? {};
     if (options.tls) checkTlsOptions(options.tls);
     this.tls = options.tls;
-    this.guard = guardEnabled(options.migrationGuard, options.tls)
-      ? new GuardKeeper(options.migrationGuard, options.tls, this.log)
-      : undefined;
+    this.guardOn = guardEnabled(options.migrationGuard, options.tls);
+    this.guard = new GuardKeeper(options.migrationGuard, options.tls, this.log);
     this.lifecycle = new InstanceLifecycle({
       layout,
       log: this.log,
@@ -449,7 +450,7 @@ export class KVMHypervisor {
     const ch = await this.stepChannel(name, deadline, 'accepting the migration');
     // With the guard, QEMU listens on a local socket and the guard on the network (and
     // does the TLS): QEMU's own TLS stays off.
-    const guard = uri !== undefined && listen !== undefined ? this.guard : undefined;
+    const guard = uri !== undefined && listen !== undefined && this.guardOn ? this.guard : undefined;
     const place = this.guardPlace(name);
     const socket = guard?.destinationSocket(name, place);
     if (socket !== undefined) uri = `unix:${socket}`;
@@ -525,7 +526,7 @@ export class KVMHypervisor {
     if (this.tls) this.warnAll(await checkTlsFiles(this.tls, 'client'));
     const deadline = stepDeadline(options);
     const ch = await this.stepChannel(instance.name, deadline, 'starting the migration');
-    if (this.tls && !this.guard && tlsUsable(ch, this.tls, 'client')) {
+    if (this.tls && !this.guardOn && tlsUsable(ch, this.tls, 'client')) {
       plan.tls = {
         endpoint: 'client',
         dir: this.tls.dir,
@@ -535,7 +536,7 @@ export class KVMHypervisor {
     // With the guard, QEMU migrates to its local socket; the guard connects (and does the
     // TLS handshake) under its deadlines, so a silent peer cannot freeze this QEMU.
     const place = this.guardPlace(instance.name);
-    if (this.guard) plan.uri = (await this.guard.startSource(instance.name, target, plan.port, place)).uri;
+    if (this.guardOn) plan.uri = (await this.guard.startSource(instance.name, target, plan.port, place)).uri;
     try {
       await startMigration(ch, plan, target, deadline, {
         // One atomic write before the first change: what a later process needs to finish
@@ -546,7 +547,7 @@ export class KVMHypervisor {
         afterRollback: () => this.dropJournal(journal, instance.name, 'source'),
       });
     } catch (e) {
-      if (!this.sessions.has(instance.name)) await this.guard?.end(instance.name, 'source', place);
+      if (!this.sessions.has(instance.name)) await this.guard.end(instance.name, 'source', place);
       throw e;
     } finally {
       // fsync once the set-up is over, so that it does not compete with QEMU meanwhile.
@@ -757,7 +758,7 @@ export class KVMHypervisor {
     );
     this.sessions.delete(instance.name);
     // Only once the source is settled: a guard still carries a running (post-copy) stream.
-    await this.guard?.end(instance.name, 'source', guardPlace);
+    await this.guard.end(instance.name, 'source', guardPlace);
     if (success && this.lifecycle.startedHere(instance.name)) {
       // Ganeti's rule: the migrated source of an instance started here is stopped and its
       // files removed; it was verified paused after a completed migration just above.
@@ -796,7 +797,7 @@ export class KVMHypervisor {
         this.log.info({ instance: instance.name, err: errorText(e) }, 'the incoming QEMU is already gone');
         this.accepted.delete(instance.name);
         this.dropJournal(journal, instance.name, 'destination');
-        await this.guard?.end(instance.name, 'destination', guardPlace);
+        await this.guard.end(instance.name, 'destination', guardPlace);
         const outcome: FinalizeOutcome = { side: 'destination', action: 'already-gone' };
         if (this.lifecycle.startedHere(instance.name))
           await settleDestination(this.lifecycle, instance.name, outcome);
@@ -816,7 +817,7 @@ export class KVMHypervisor {
       }),
     );
     this.accepted.delete(instance.name);
-    await this.guard?.end(instance.name, 'destination', guardPlace);
+    await this.guard.end(instance.name, 'destination', guardPlace);
     if (this.lifecycle.startedHere(instance.name))
       await settleDestination(this.lifecycle, instance.name, outcome);
     // A destination kept after a failure report, or paused in post-copy, may hold the VM (or

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { type Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { HypervisorError } from '../errors.js';
+import type { MigrationGuardOptions } from '../guard/guard.js';
 import {
   assertInstanceFileName,
   DEFAULT_INSTANCE_RUN_DIR,
@@ -20,7 +21,7 @@ import { UsageError } from './errors.js';
 import { coercedHvParams } from './hvparams.js';
 import { RUN_DIR_OPTION } from './instances.js';
 import { instanceName, type MonitorCliOptions, monitorTarget, openMonitor } from './monitor.js';
-import { type TlsCliOptions, tlsFromCli } from './tls.js';
+import { guardFromCli, type TlsCliOptions, tlsFromCli } from './tls.js';
 import { collect } from './util.js';
 
 /** Adds `--qmp`, `--hmp`, `--name` and `--run-dir` to a command. */
@@ -58,6 +59,12 @@ export const hvOption = () =>
     collect,
   );
 
+/** `{ migrationGuard }` when the command's flags set it, else nothing (the library's default). */
+function guardOption(opts: TlsCliOptions): { migrationGuard?: MigrationGuardOptions | false } {
+  const g = guardFromCli(opts);
+  return g === undefined ? {} : { migrationGuard: g };
+}
+
 /**
  * Opens the monitor, makes a `KVMHypervisor` on it and runs `fn`; closes both afterwards.
  * The monitor is opened before the hypervisor exists so a bad socket fails fast.
@@ -75,6 +82,7 @@ export async function withHypervisor<T>(
       ...(opts.runDir ? { instanceDir: opts.runDir } : {}),
       ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
       ...(tls ? { tls } : {}),
+      ...guardOption(opts),
     });
     try {
       return await fn(hv, opts.name as string);
@@ -91,6 +99,7 @@ export async function withHypervisor<T>(
     logger,
     ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
     ...(tls ? { tls } : {}),
+    ...guardOption(opts),
   });
   try {
     return await fn(hv, name, monitor);

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import type { MigrationGuardOptions } from '../guard/guard.js';
 import { checkTlsOptions, type MigrationTlsOptions } from '../tls/config.js';
 import { certificateDn } from '../tls/dn.js';
 import { UsageError } from './errors.js';
@@ -16,6 +17,32 @@ export interface TlsCliOptions {
   tlsPeer?: string[];
   tlsHostname?: string;
   tlsAllowInsecureKey?: boolean;
+  /** `--no-migration-guard` sets it false (commander's default for a negated flag is true). */
+  migrationGuard?: boolean;
+  guardAllow?: string[];
+}
+
+/** Adds `--no-migration-guard` and `--guard-allow` (both sides; docs/security.md). */
+function guardOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--no-migration-guard',
+      "use QEMU's own TLS instead of the migration guard (a silent peer can then freeze QEMU: firewall the port)",
+    )
+    .option(
+      '--guard-allow <addr>',
+      'destination: admit migration connections only from this source address (repeatable; turns the guard on in clear too)',
+      collect,
+    );
+}
+
+/** `KVMHypervisorOptions.migrationGuard` from the command's options (undefined: the default). */
+export function guardFromCli(opts: TlsCliOptions): MigrationGuardOptions | false | undefined {
+  if (opts.migrationGuard === false) {
+    if (opts.guardAllow) throw new UsageError('--guard-allow and --no-migration-guard contradict each other');
+    return false;
+  }
+  return opts.guardAllow ? { allowedAddresses: opts.guardAllow } : undefined;
 }
 
 const INSECURE_KEY_HELP =
@@ -26,7 +53,7 @@ const DIR_HELP =
 
 /** Adds `--tls-dir` and `--tls-peer` (destination side). */
 export function destinationTlsOptions(cmd: Command): Command {
-  return cmd
+  return guardOptions(cmd)
     .option('--tls-dir <dir>', `${DIR_HELP}; needs --listen`)
     .option(
       '--tls-peer <dn>',
@@ -38,7 +65,7 @@ export function destinationTlsOptions(cmd: Command): Command {
 
 /** Adds `--tls-dir` and `--tls-hostname` (source side). */
 export function sourceTlsOptions(cmd: Command): Command {
-  return cmd
+  return guardOptions(cmd)
     .option('--tls-dir <dir>', DIR_HELP)
     .option(
       '--tls-hostname <name>',

@@ -52,6 +52,8 @@ export interface GuardConfig {
   tls?: { dir: string; allowedDns?: string[]; hostname?: string };
   connectMs: number;
   handshakeMs: number;
+  /** After SIGTERM or one side's close, how long open relays may still flush (ms). */
+  drainMs: number;
   lifetimeMs: number;
   idleExitMs: number;
   /** The guard exits when this process is gone. */
@@ -68,6 +70,12 @@ export interface GuardRecord extends ProcessIdentity {
   socket: string;
 }
 
+/**
+ * How long a stopping guard lets its relays flush: QEMU calls a migration completed once
+ * its socket took the bytes, so the guard may still hold the last of them.
+ */
+export const GUARD_DRAIN_MS = 10_000;
+
 /** The defaults of {@link MigrationGuardOptions}. */
 export const GUARD_DEFAULTS = {
   connectTimeoutMs: 5_000,
@@ -77,11 +85,11 @@ export const GUARD_DEFAULTS = {
 } as const;
 
 /** The timing part of a {@link GuardConfig} from the options. */
-export function guardTimings(o: MigrationGuardOptions = {}): Pick<
-  GuardConfig,
-  'connectMs' | 'handshakeMs' | 'lifetimeMs' | 'idleExitMs'
-> {
+export function guardTimings(
+  o: MigrationGuardOptions = {},
+): Pick<GuardConfig, 'connectMs' | 'handshakeMs' | 'lifetimeMs' | 'idleExitMs' | 'drainMs'> {
   return {
+    drainMs: GUARD_DRAIN_MS,
     connectMs: o.connectTimeoutMs ?? GUARD_DEFAULTS.connectTimeoutMs,
     handshakeMs: o.handshakeTimeoutMs ?? GUARD_DEFAULTS.handshakeTimeoutMs,
     lifetimeMs: o.lifetimeMs ?? GUARD_DEFAULTS.lifetimeMs,
@@ -122,7 +130,9 @@ export function startGuard(config: GuardConfig, logPath: string, timeoutMs = 10_
       };
       const timer = setTimeout(() => fail(`was not ready within ${timeoutMs} ms`), timeoutMs);
       child.once('error', (e) => fail(`could not start: ${e.message}`));
-      child.once('exit', (code, signal) => fail(`exited (${signal ?? `exit code ${code}`}) before it was ready`));
+      child.once('exit', (code, signal) =>
+        fail(`exited (${signal ?? `exit code ${code}`}) before it was ready`),
+      );
       child.stdout?.setEncoding('utf8').on('data', (d: string) => {
         out += d;
         const m = /ready (\d+)\n/.exec(out);
@@ -134,7 +144,9 @@ export function startGuard(config: GuardConfig, logPath: string, timeoutMs = 10_
         const pid = child.pid ?? -1;
         const startTime = readProcStat(pid)?.startTime;
         if (startTime === undefined) {
-          reject(new HypervisorError(`the migration guard (${config.role}, ${where}) exited right after start`));
+          reject(
+            new HypervisorError(`the migration guard (${config.role}, ${where}) exited right after start`),
+          );
           return;
         }
         resolve({ pid, startTime, port: Number(m[1]) });
@@ -186,14 +198,12 @@ export function readGuardRecord(
 }
 
 /**
- * Ends a guard (SIGTERM, then SIGKILL after 2 s), removes its UNIX socket and, with `dir`
+ * Ends a guard (SIGTERM: it stops listening and lets open relays flush for up to
+ * {@link GUARD_DRAIN_MS}; SIGKILL 2 s after that), removes its UNIX socket and, with `dir`
  * and `name`, its record. Idempotent: a guard already gone is fine.
  */
-export async function endGuard(
-  record: GuardRecord,
-  where?: { dir: string; name: string },
-): Promise<void> {
-  if (processAlive(record)) await terminateProcess(record, { termMs: 2_000, killMs: 2_000 });
+export async function endGuard(record: GuardRecord, where?: { dir: string; name: string }): Promise<void> {
+  if (processAlive(record)) await terminateProcess(record, { termMs: GUARD_DRAIN_MS + 2_000, killMs: 2_000 });
   rmSync(record.socket, { force: true });
   if (where) rmSync(guardRecordPath(where.dir, where.name, record.role), { force: true });
 }

@@ -145,7 +145,10 @@ export class GuardKeeper {
     });
     const record: GuardRecord = { formatVersion: 1, role: 'source', ...started, socket };
     this.record(name, place, record);
-    this.log.info({ instance: name, pid: started.pid, target: `${host}:${port}` }, 'migration guard relaying to the destination');
+    this.log.info(
+      { instance: name, pid: started.pid, target: `${host}:${port}` },
+      'migration guard relaying to the destination',
+    );
     return { uri: `unix:${socket}`, record };
   }
 
@@ -163,7 +166,10 @@ export class GuardKeeper {
   private async start(
     name: string,
     place: GuardPlace,
-    config: Omit<Parameters<typeof startGuard>[0], 'connectMs' | 'handshakeMs' | 'lifetimeMs' | 'idleExitMs'>,
+    config: Omit<
+      Parameters<typeof startGuard>[0],
+      'connectMs' | 'handshakeMs' | 'lifetimeMs' | 'idleExitMs' | 'drainMs'
+    >,
   ) {
     const log = place.log ?? join(this.folder(place), `${name}.guard.log`);
     try {

@@ -43,8 +43,22 @@ function exit(why) {
   if (cfg.role === 'source') { try { fs.unlinkSync(cfg.socket); } catch {} }
   process.exit(0);
 }
-process.on('SIGTERM', () => exit('SIGTERM'));
-process.on('SIGINT', () => exit('SIGINT'));
+// SIGTERM (a finalize) stops listening but lets open relays drain: QEMU reports a
+// migration completed once it has written everything to its socket, not once the peer has
+// it, and multifd's last packets may still be in flight (cutting them left QEMU 10.0's
+// destination waiting for them with its main loop blocked). Relays still open after
+// drainMs are cut.
+let stopping = false;
+function stop(why) {
+  if (stopping) return;
+  stopping = true;
+  try { server && server.close(); } catch {}
+  if (active === 0) exit(why);
+  log('stopping (' + why + '): letting ' + active + ' relay(s) drain');
+  setTimeout(() => exit(why + ': relays cut after ' + cfg.drainMs + ' ms'), cfg.drainMs).unref();
+}
+process.on('SIGTERM', () => stop('SIGTERM'));
+process.on('SIGINT', () => stop('SIGINT'));
 process.on('SIGHUP', () => {});
 setTimeout(() => exit('lifetime of ' + cfg.lifetimeMs + ' ms reached'), cfg.lifetimeMs).unref();
 if (cfg.qemuPid) {
@@ -58,21 +72,30 @@ function idleCheck() {
 }
 const bare = (a) => (a && a.startsWith('::ffff:') ? a.slice(7) : a);
 const peerName = (s) => bare(s.remoteAddress) + ':' + s.remotePort;
-// One relay: both sockets end together; an end is passed on (half-close), an error or a
-// close tears both down, so neither QEMU nor the peer waits on a dead partner.
+// One relay. An end is passed on after the bytes before it (pipe), and a side that closes
+// makes the other end gracefully, flushing what it still holds (destroying it would drop
+// the last bytes of a stream), and be cut drainMs later at the latest; an error tears
+// both down at once (the stream is broken: QEMU must see it fail, not wait).
 function relay(a, b, what) {
   active++; relayed++;
   clearTimeout(idleTimer);
-  let done = false;
-  const close = (why) => {
+  let closed = 0, done = false, why = 'closed';
+  const finish = () => {
     if (done) return; done = true;
-    a.destroy(); b.destroy();
     active--;
     log('relay ' + what + ' closed (' + why + ')');
+    if (stopping && active === 0) exit('stopped after the relays drained');
     idleCheck();
   };
-  a.on('error', (e) => close(e.message)); b.on('error', (e) => close(e.message));
-  a.on('close', () => close('closed')); b.on('close', () => close('closed'));
+  const onClose = (other) => () => {
+    closed++;
+    if (closed === 2) return finish();
+    other.end();
+    setTimeout(() => other.destroy(), cfg.drainMs).unref();
+  };
+  const onError = (e) => { why = e.message; a.destroy(); b.destroy(); };
+  a.on('error', onError); b.on('error', onError);
+  a.on('close', onClose(b)); b.on('close', onClose(a));
   a.pipe(b); b.pipe(a);
   log('relay ' + what + ' open');
 }

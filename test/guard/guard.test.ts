@@ -9,6 +9,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { guardFromCli } from '../../src/cli/tls.js';
 import {
   endGuard,
   type GuardConfig,
@@ -18,6 +19,7 @@ import {
   startGuard,
   writeGuardRecord,
 } from '../../src/guard/guard.js';
+import { guardEnabled } from '../../src/guard/keeper.js';
 import { processAlive, waitForExit } from '../../src/instance/process.js';
 import { generateTestPki, type TestPki } from '../../src/tls/certificates.js';
 
@@ -38,9 +40,11 @@ afterEach(async () => {
   }
   for (const s of servers.splice(0)) s.close();
 });
-afterAll(() => { if (!process.env.KEEP) rmSync(root, { recursive: true, force: true }); });
+afterAll(() => {
+  if (!process.env.KEEP) rmSync(root, { recursive: true, force: true });
+});
 
-const timings = { connectMs: 1000, handshakeMs: 400, lifetimeMs: 60_000, idleExitMs: 60_000 };
+const timings = { connectMs: 1000, handshakeMs: 400, lifetimeMs: 60_000, idleExitMs: 60_000, drainMs: 2000 };
 
 /** A fake QEMU incoming listener on a UNIX socket: collects what each connection sends, answers 'ack:<n>'. */
 async function fakeQemu(path: string): Promise<{ received: Buffer[][]; conns: () => number }> {
@@ -132,8 +136,35 @@ describe('destination guard, plain', () => {
   });
 });
 
+describe('stopping', () => {
+  it('a SIGTERM while bytes are in flight still delivers every byte, then the guard exits', async () => {
+    const q = await fakeQemu(join(root, 'q8.sock'));
+    const g = await guard({
+      role: 'destination',
+      listenHost: '127.0.0.1',
+      listenPort: 0,
+      qemuSocket: join(root, 'q8.sock'),
+    });
+    const c = createConnection({ host: '127.0.0.1', port: g.port });
+    c.on('data', () => {});
+    c.on('error', () => {});
+    await once(c, 'connect');
+    const total = 16 * 2 ** 20;
+    await until(() => q.conns() === 1);
+    c.write(Buffer.alloc(total, 0x42));
+    process.kill(g.pid, 'SIGTERM');
+    c.end();
+    const received = () => q.received[0]!.reduce((n, b) => n + b.length, 0);
+    await until(() => received() === total, 20_000);
+    expect(await waitForExit(g, 10_000)).toBe(true);
+  });
+});
+
 describe('destination guard, TLS', () => {
-  const tlsDst = (qemuSocket: string, allowedDns?: string[]): Partial<GuardConfig> & { role: 'destination' } => ({
+  const tlsDst = (
+    qemuSocket: string,
+    allowedDns?: string[],
+  ): Partial<GuardConfig> & { role: 'destination' } => ({
     role: 'destination',
     listenHost: '127.0.0.1',
     listenPort: 0,
@@ -272,9 +303,36 @@ describe('source guard', () => {
     const port = (taken.address() as { port: number }).port;
     await expect(
       startGuard(
-        { ...timings, role: 'destination', listenHost: '127.0.0.1', listenPort: port, qemuSocket: '/nonexistent' },
+        {
+          ...timings,
+          role: 'destination',
+          listenHost: '127.0.0.1',
+          listenPort: port,
+          qemuSocket: '/nonexistent',
+        },
         join(root, 'guard.log'),
       ),
     ).rejects.toThrow(/before it was ready/);
+  });
+});
+
+describe('guard switches', () => {
+  it('is on by default with tls only; false and true/objects override', () => {
+    const tls = { dir: '/etc/kvm-hypervisor/tls' };
+    expect(guardEnabled(undefined, undefined)).toBe(false);
+    expect(guardEnabled(undefined, tls)).toBe(true);
+    expect(guardEnabled(false, tls)).toBe(false);
+    expect(guardEnabled(true, undefined)).toBe(true);
+    expect(guardEnabled({ allowedAddresses: ['10.0.0.1'] }, undefined)).toBe(true);
+  });
+
+  it('kvm-hv flags: --no-migration-guard, --guard-allow, and their contradiction', () => {
+    expect(guardFromCli({})).toBeUndefined();
+    expect(guardFromCli({ migrationGuard: true })).toBeUndefined();
+    expect(guardFromCli({ migrationGuard: false })).toBe(false);
+    expect(guardFromCli({ migrationGuard: true, guardAllow: ['10.0.0.1'] })).toEqual({
+      allowedAddresses: ['10.0.0.1'],
+    });
+    expect(() => guardFromCli({ migrationGuard: false, guardAllow: ['10.0.0.1'] })).toThrow(/contradict/);
   });
 });

@@ -14,14 +14,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
+import { writeGuestImage } from '../../src/guest/index.js';
 import { runMigration } from '../../src/migration/run.js';
 import { isPostcopy } from '../../src/migration/safety.js';
-import { writeGuestImage } from '../../src/guest/index.js';
 import type { Instance } from '../../src/migration/types.js';
 import type { QmpMonitor } from '../../src/monitor/qmp.js';
 import { generateTestPki, type TestPki } from '../../src/tls/certificates.js';
+import {
+  type Cleanup,
+  cleanUp,
+  guestStatus,
+  guestSwept,
+  runState,
+  startPair,
+  until,
+} from '../migration/real-pair.js';
 import { describeEachRelease, releaseCases } from '../support/real-qemu.js';
-import { type Cleanup, cleanUp, guestStatus, guestSwept, runState, startPair, until } from '../migration/real-pair.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-stall-'));
 const guest = join(dir, 'guest.img');
@@ -32,7 +40,8 @@ beforeAll(async () => {
 });
 afterAll(() => {
   for (const pid of guardPids()) process.kill(pid, 'SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
+  // KVMHV_KEEP_TEST_DIR=1 keeps the guard logs for a post-mortem.
+  if (!process.env.KVMHV_KEEP_TEST_DIR) rmSync(dir, { recursive: true, force: true });
 });
 
 /** Pids of the guard processes of this file (their environment names this file's folder). */
@@ -53,7 +62,11 @@ function guardPids(): number[] {
 /** Waits until the guest has written more pages than `before` (it runs): a counter, not a clock. */
 async function progresses(m: QmpMonitor, what: string): Promise<void> {
   const before = (await guestStatus(m)).pagesWritten;
-  await until(`${what}: the guest writes pages`, async () => (await guestStatus(m)).pagesWritten !== before, 30_000);
+  await until(
+    `${what}: the guest writes pages`,
+    async () => (await guestStatus(m)).pagesWritten !== before,
+    30_000,
+  );
 }
 
 let seq = 0;
@@ -181,7 +194,10 @@ describeEachRelease('the migration guard holds against strangers', releaseCases(
       // A TLS record header, one byte at a time: the classic slow-loris.
       const header = [0x16, 0x03, 0x01, 0x02, 0x00];
       let i = 0;
-      const drip = setInterval(() => loris.writable && loris.write(Buffer.from([header[i++ % header.length]!])), 200);
+      const drip = setInterval(
+        () => loris.writable && loris.write(Buffer.from([header[i++ % header.length]!])),
+        200,
+      );
       try {
         // The destination QEMU answers its monitor while the strangers hang on.
         expect(await runState(p.dstObs)).toBe('inmigrate');

@@ -148,7 +148,11 @@ describe('TLS on mock monitors', () => {
 
   it('refusals that change nothing: no listen with TLS; HMP 11.1; zero-copy-send with TLS', async () => {
     const plain = new MockMonitor({ version: '7.2.0', runState: 'inmigrate' });
-    const hv = new KVMHypervisor({ monitor: () => plain, migrationGuard: false, tls: { dir: pki.nodes.b!.dir } });
+    const hv = new KVMHypervisor({
+      monitor: () => plain,
+      migrationGuard: false,
+      tls: { dir: pki.nodes.b!.dir },
+    });
     const e1 = await hv.acceptInstance({ name: 'vm1' }).catch((x) => x);
     expect(e1).toBeInstanceOf(MigrationError);
     expect(e1.changedVm).toBe(false);
@@ -156,7 +160,11 @@ describe('TLS on mock monitors', () => {
     expect(sentText(plain)).toEqual([]);
 
     const hmp = new MockMonitor({ version: '11.1.3', protocol: 'hmp' });
-    const e2 = await new KVMHypervisor({ monitor: () => hmp, migrationGuard: false, tls: { dir: pki.nodes.a!.dir } })
+    const e2 = await new KVMHypervisor({
+      monitor: () => hmp,
+      migrationGuard: false,
+      tls: { dir: pki.nodes.a!.dir },
+    })
       .migrateInstance({ name: 'vm1' }, '10.0.0.2')
       .catch((x) => x);
     expect(e2.message).toContain("QEMU 11.1.3's HMP cannot reset");
@@ -164,7 +172,11 @@ describe('TLS on mock monitors', () => {
     expect(sentText(hmp).filter((c) => !c.startsWith('info '))).toEqual([]);
 
     const zc = new MockMonitor({ version: '8.2.0' });
-    const e3 = await new KVMHypervisor({ monitor: () => zc, migrationGuard: false, tls: { dir: pki.nodes.a!.dir } })
+    const e3 = await new KVMHypervisor({
+      monitor: () => zc,
+      migrationGuard: false,
+      tls: { dir: pki.nodes.a!.dir },
+    })
       .migrateInstance({ name: 'vm1', hvparams: { migration_caps: 'multifd:zero-copy-send' } }, '10.0.0.2')
       .catch((x) => x);
     expect(e3.message).toContain('zero-copy-send');
@@ -198,7 +210,12 @@ describe('TLS on mock monitors', () => {
     let log = '';
     const logger = pino({ level: 'trace' }, { write: (s: string) => (log += s) });
     const { m } = mockWithObjects({ version: '7.2.0' });
-    const hv = new KVMHypervisor({ monitor: () => m, logger, migrationGuard: false, tls: { dir: pki.nodes.a!.dir } });
+    const hv = new KVMHypervisor({
+      monitor: () => m,
+      logger,
+      migrationGuard: false,
+      tls: { dir: pki.nodes.a!.dir },
+    });
     await hv.migrateInstance({ name: 'vm1' }, '10.0.0.2');
     m.failMigration('TLS handshake failed');
     const e = await hv.waitForMigration({ name: 'vm1' }, { timeoutMs: 5000 }).catch((x) => x);
@@ -287,9 +304,11 @@ describe('checkTlsFiles', () => {
     expect(() => new KVMHypervisor({ migrationGuard: false, tls: { dir: 'relative/dir' } })).toThrow(
       'dir "relative/dir" is not an absolute path',
     );
-    expect(() => new KVMHypervisor({ migrationGuard: false, tls: { dir: '/x', allowedPeers: ['node1'] } })).toThrow(
-      'allowedPeers entry "node1" is not a distinguished name',
+    expect(
+      () => new KVMHypervisor({ migrationGuard: false, tls: { dir: '/x', allowedPeers: ['node1'] } }),
+    ).toThrow('allowedPeers entry "node1" is not a distinguished name');
+    expect(() => new KVMHypervisor({ migrationGuard: false, tls: { dir: '/x', hostname: 'a b' } })).toThrow(
+      'hostname "a b"',
     );
-    expect(() => new KVMHypervisor({ migrationGuard: false, tls: { dir: '/x', hostname: 'a b' } })).toThrow('hostname "a b"');
   });
 });

@@ -44,7 +44,11 @@ describe.each(cases)(
         deferIncoming: true,
         advancePerQueryMs: 1000,
       });
-      const src = new KVMHypervisor({ monitor: pair.sourceMonitor, migrationGuard: false, tls: { dir: node('src').dir } });
+      const src = new KVMHypervisor({
+        monitor: pair.sourceMonitor,
+        migrationGuard: false,
+        tls: { dir: node('src').dir },
+      });
       const dst = new KVMHypervisor({
         monitor: pair.destinationMonitor,
         migrationGuard: false,
