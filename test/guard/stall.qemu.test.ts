@@ -112,6 +112,46 @@ describeEachRelease('the migration guard holds against strangers', releaseCases(
       pollIntervalMs: 100,
     });
 
+  it('in clear with allowedAddresses: a stranger from another address that connects first is never taken as the stream', async () => {
+    try {
+      const name = `g${++seq}`;
+      const p = await startPair(
+        {
+          dir,
+          name,
+          src: { release: c, accel: c.accel, kernel: guest },
+          dst: { release: c, accel: c.accel },
+          protocol: 'qmp',
+          deferIncoming: true,
+          srcHv: { stateDir: join(dir, `${name}-src-state`) },
+          dstHv: {
+            stateDir: join(dir, `${name}-dst-state`),
+            migrationGuard: { allowedAddresses: ['127.0.0.1'] },
+          },
+        },
+        cleanup,
+      );
+      const instance: Instance = { name, hvparams: { migration_port: p.port, migration_bandwidth: 0 } };
+      await guestSwept(p.srcObs);
+      await p.dstHv.acceptInstance(instance, { listen: '127.0.0.1' });
+      // Without the guard QEMU would load this as the VM (and fail): the first connection wins.
+      const stranger = createConnection({ host: '127.0.0.1', port: p.port, localAddress: '127.0.0.2' });
+      extra.push(stranger);
+      stranger.on('error', () => {});
+      stranger.write(Buffer.from('QEVM\x00\x00\x00\x03garbage'));
+      expect(await runState(p.dstObs)).toBe('inmigrate');
+      await p.srcHv.migrateInstance(instance, '127.0.0.1');
+      await p.srcHv.waitForMigration(instance, { timeoutMs: 120_000 });
+      await p.dstHv.finalizeMigrationDst(instance, true);
+      await p.srcHv.finalizeMigrationSource(instance, true);
+      expect(await runState(p.dstObs)).toBe('running');
+      await progresses(p.dstObs, 'destination after the migration');
+      await until('the guard to exit', async () => guardPids().length === 0, 10_000);
+    } finally {
+      await endAll();
+    }
+  });
+
   it('multifd: every channel passes the guard (TLS), the VM arrives and runs, no guard is left', async () => {
     try {
       const { p, instance } = await pair();
