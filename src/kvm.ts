@@ -537,7 +537,8 @@ export class KVMHypervisor {
     // does the TLS handshake under its deadlines, so a silent peer cannot freeze this QEMU.
     // In clear QEMU connects without blocking its main loop: no relay (it costs throughput).
     const place = this.guardPlace(instance.name);
-    if (this.guardOn && this.tls) plan.uri = (await this.guard.startSource(instance.name, target, plan.port, place)).uri;
+    if (this.guardOn && this.tls)
+      plan.uri = (await this.guard.startSource(instance.name, target, plan.port, place)).uri;
     try {
       await startMigration(ch, plan, target, deadline, {
         // One atomic write before the first change: what a later process needs to finish
