@@ -229,6 +229,7 @@ describeEachRelease('TLS migration', releaseCases(), (c) => {
               cleanup.vms.push(vm);
               const hv = new KVMHypervisor({
                 monitor: () => QmpMonitor.connect({ path: vm.qmpPath }),
+                migrationGuard: false,
                 tls: { dir: tlsDir },
               });
               cleanup.closers.push(() => hv.close());
