@@ -160,13 +160,20 @@ if (cfg.role === 'destination') {
 } else {
   const ctx = cfg.tls && tls.createSecureContext({ ca: readPem('ca-cert.pem'), cert: readPem('client-cert.pem'), key: readPem('client-key.pem') });
   const target = cfg.targetHost.replace(/^\[(.*)\]$/, '$1');
+  // QEMU connects right after the migrate command that follows this guard's start: a
+  // source guard nobody uses (the command failed, its caller died) leaves on its own.
+  const unused = setTimeout(() => exit('QEMU did not connect within ' + cfg.idleExitMs + ' ms'), cfg.idleExitMs);
   server = net.createServer({ pauseOnConnect: true }, (q) => {
+    clearTimeout(unused);
+    // Only QEMU can reach this socket: every connection counts as use, so that one that
+    // failed (a refused or silent destination) is followed by the idle exit too.
+    relayed++;
     q.on('error', () => {});
     const what = 'QEMU -> ' + cfg.targetHost + ':' + cfg.targetPort;
     const limit = cfg.connectMs + (ctx ? cfg.handshakeMs : 0);
     let out;
-    const timer = setTimeout(() => { log(what + ': not connected' + (ctx ? ' and authenticated' : '') + ' within ' + limit + ' ms'); out && out.destroy(); q.destroy(); }, limit);
-    const fail = (e) => { clearTimeout(timer); log(what + ': ' + e.message); out && out.destroy(); q.destroy(); };
+    const timer = setTimeout(() => { log(what + ': not connected' + (ctx ? ' and authenticated' : '') + ' within ' + limit + ' ms'); out && out.destroy(); q.destroy(); idleCheck(); }, limit);
+    const fail = (e) => { clearTimeout(timer); log(what + ': ' + e.message); out && out.destroy(); q.destroy(); idleCheck(); };
     if (ctx) {
       const opts = { host: target, port: cfg.targetPort, secureContext: ctx, rejectUnauthorized: true,
         checkServerIdentity: (_h, cert) => tls.checkServerIdentity(cfg.tls.hostname, cert) };

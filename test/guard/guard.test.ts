@@ -282,6 +282,27 @@ describe('source guard', () => {
     expect((await drain(c2, 8000)).closed).toBe(true);
   });
 
+  it('exits by itself when QEMU never connects, and idle after a failed connection', async () => {
+    const unused = await guard({
+      role: 'source',
+      socket: join(root, 's9.sock'),
+      targetHost: '127.0.0.1',
+      targetPort: 9,
+      idleExitMs: 500,
+    });
+    expect(await waitForExit(unused, 10_000)).toBe(true);
+    const failed = await guard({
+      role: 'source',
+      socket: join(root, 's10.sock'),
+      targetHost: '127.0.0.1',
+      targetPort: 9,
+      idleExitMs: 1500,
+    });
+    const c = createConnection(join(root, 's10.sock'));
+    expect((await drain(c)).closed).toBe(true); // nothing listens on port 9
+    expect(await waitForExit(failed, 10_000)).toBe(true);
+  });
+
   it('records and ends a guard from its record, removing socket and record', async () => {
     const sock = join(root, 's7.sock');
     const g = await guard({ role: 'source', socket: sock, targetHost: '127.0.0.1', targetPort: 9 });
