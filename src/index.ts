@@ -33,6 +33,7 @@ export {
   TlsConfigError,
   UnrecognizedOutputError,
 } from './errors.js';
+export { GUARD_DEFAULTS, type MigrationGuardOptions } from './guard/guard.js';
 // hvparams: Ganeti's table, its checks and the values it allows.
 export {
   ASSESSMENT_RULES,

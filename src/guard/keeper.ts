@@ -3,7 +3,7 @@
  * URI QEMU gets instead of the network address, and ending it at finalize. Kept out of
  * kvm.ts so the hypervisor only calls four methods.
  */
-import { chmodSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MigrationError } from '../errors.js';
@@ -154,10 +154,17 @@ export class GuardKeeper {
 
   /** Ends the recorded guard of `name` in `role`, if any; never throws (problems are logged). */
   async end(name: string, role: 'source' | 'destination', place: GuardPlace): Promise<void> {
-    const dir = this.folder(place);
+    // Never create a folder just to look into it: finalize calls this with the guard off too.
+    const dir = place.dir ?? this.privateDir;
+    if (dir === undefined) return;
     try {
       const record = readGuardRecord(dir, name, role);
       if (record) await endGuard(record, { dir, name });
+      // The private folder goes with its last guard (sockets and records are gone by now).
+      if (dir === this.privateDir && !readdirSync(dir).some((f) => f.endsWith('.guard'))) {
+        rmSync(dir, { recursive: true, force: true });
+        this.privateDir = undefined;
+      }
     } catch (e) {
       this.log.error({ instance: name, role, err: errorText(e) }, 'ending the migration guard failed');
     }
