@@ -9,6 +9,8 @@
 
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
+import { Deadline, DeadlineError } from './core/deadline.js';
+import { errorText } from './core/error-text.js';
 // HvParamError is named for TSDoc links.
 import { type FinalizeOutcome, type HvParamError, MigrationError } from './errors.js';
 import { checkedHvParams } from './hvparams/checked.js';
@@ -57,9 +59,8 @@ import type { InstanceDisk, InstanceNic, InstanceSpec } from './instance/spec.js
 import { readInstanceState } from './instance/state.js';
 import { type StopInstanceOptions, type StopOutcome, stopInstance } from './instance/stop.js';
 import { type LoggerLike, silentLogger } from './logger.js';
-import { errorText, isMonitorGone, VmChannel } from './migration/channel.js';
+import { isMonitorGone, VmChannel } from './migration/channel.js';
 import { type ConvergencePolicyOptions, completionTimeoutMs } from './migration/convergence.js';
-import { Deadline, DeadlineError } from './migration/deadline.js';
 import {
   type AcceptedMigration,
   acceptMigration,

@@ -4,10 +4,10 @@
  * running.
  */
 import type { Logger } from 'pino';
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { PostcopyStalledError } from '../errors.js';
 import type { KVMHypervisor } from '../kvm.js';
-import { errorText } from '../migration/channel.js';
-import { Deadline } from '../migration/deadline.js';
 import { type PostcopyRecoveryEvent, recoverPostcopyStream } from '../migration/postcopy-recovery.js';
 import { postcopySourceSteps } from '../migration/run.js';
 import { isPostcopy } from '../migration/safety.js';

@@ -8,9 +8,9 @@
  * per instance (`<conf>/<n>.hotplug.lock`). The rules and commands are in hotplug-model.ts.
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { HypervisorError, QmpError, UnrecognizedOutputError } from '../errors.js';
-import { errorText } from '../migration/channel.js';
-import { Deadline } from '../migration/deadline.js';
 import type { MonitorEvent } from '../monitor/types.js';
 import { versionAtLeast } from '../qemu/version.js';
 import { diskDriver, nicDriver } from './device-model.js';

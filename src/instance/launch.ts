@@ -7,9 +7,9 @@
  */
 import { readFileSync, rmSync, statSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
+import type { Deadline } from '../core/deadline.js';
 import { HvParamError, HypervisorError } from '../errors.js';
 import type { KvmHvParams } from '../hvparams/index.js';
-import type { Deadline } from '../migration/deadline.js';
 import { checkTapFeatures } from '../node/tun.js';
 import { type Accelerator, type AcceleratorChoice, kvmUsable, resolveAccelerator } from '../qemu/accel.js';
 import { listeningUnixSockets } from '../qemu/process.js';

@@ -5,10 +5,10 @@
  * of a migration in accept.ts. Every monitor call is raced against a deadline.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { HypervisorError, UnrecognizedOutputError } from '../errors.js';
 import type { LoggerLike } from '../logger.js';
-import { errorText } from '../migration/channel.js';
-import { Deadline } from '../migration/deadline.js';
 import type { Monitor } from '../monitor/types.js';
 import type { AcceleratorChoice } from '../qemu/accel.js';
 import { formatVersion } from '../qemu/version.js';

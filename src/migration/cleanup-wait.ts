@@ -8,10 +8,12 @@
  * the VM ran nowhere. The end of the clean-up is visible where QEMU has `query-yank`
  * (6.0+, QMP): the `migration` yank instance goes when the clean-up is done.
  */
+
+import type { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { UnrecognizedOutputError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
-import { errorText, type VmChannel, type VmRunState } from './channel.js';
-import type { Deadline } from './deadline.js';
+import type { VmChannel, VmRunState } from './channel.js';
 import { ACTIVE_STATUSES, TERMINAL_STATUSES } from './status.js';
 
 /**

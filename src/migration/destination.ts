@@ -3,13 +3,15 @@
  * status (QEMU's reason when loading fails, where the version reports it), and
  * `finalizeDestination`, which never stops a destination that already holds the VM.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import type { FinalizeOutcome } from '../errors.js';
 import { isMonitorEvent } from '../monitor/event-types.js';
 import type { MonitorEvent } from '../monitor/types.js';
 import { findCapability } from '../qemu/capabilities.js';
-import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
+import { isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import { readyForRestore } from './cleanup-wait.js';
-import { Deadline } from './deadline.js';
 import { capabilityCommands, resolveCapabilities, simpleCommand } from './dialect.js';
 import type { SettingsSnapshot } from './parameters.js';
 import { isPostcopy, isPostcopyPaused } from './safety.js';

@@ -15,10 +15,12 @@
  * status is watched: a pending connect that gets through shows as `postcopy-recover` or
  * `postcopy-active`.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { MigrationError, QmpError } from '../errors.js';
 import { type QemuVersion, versionAtLeast } from '../qemu/version.js';
-import { errorText, isMonitorGone } from './channel.js';
-import { Deadline } from './deadline.js';
+import { isMonitorGone } from './channel.js';
 import type { PostcopyPauseResult, PostcopyRecoveryResult, PostcopyResumeResult } from './postcopy.js';
 import type { MigrationProgress } from './types.js';
 

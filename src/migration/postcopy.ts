@@ -28,10 +28,12 @@
  * - At the switch to post-copy the source reports `device` (10.0, 11.1), then on 11.1
  *   `postcopy-device`; the 11.1 destination `postcopy-device`, then `postcopy-active`.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { HmpError, type MigrationError, QmpError } from '../errors.js';
 import { formatVersion, type QemuVersion, versionAtLeast } from '../qemu/version.js';
-import { errorText, isDeadline, type VmChannel } from './channel.js';
-import { Deadline } from './deadline.js';
+import { isDeadline, type VmChannel } from './channel.js';
 import {
   describeCommand,
   type MonitorCommand,

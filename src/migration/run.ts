@@ -4,6 +4,9 @@
  * finalize both; on any failure, finalize the destination and then the source as failed,
  * each even when the other fails, and report what each end did and why QEMU failed.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import {
   type FinalizeOutcome,
   MigrationError,
@@ -12,8 +15,7 @@ import {
 } from '../errors.js';
 import { checkedHvParams } from '../hvparams/checked.js';
 import type { KVMHypervisor } from '../kvm.js';
-import { errorText, isMonitorGone, VmChannel } from './channel.js';
-import { Deadline } from './deadline.js';
+import { isMonitorGone, VmChannel } from './channel.js';
 import { simpleCommand } from './dialect.js';
 import {
   countConnectFailures,

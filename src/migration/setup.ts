@@ -3,12 +3,14 @@
  * read-only checks and settings snapshot sent together, the settings, `migrate`, and the
  * rollback of a set-up that failed part-way.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { MigrationError, UnrecognizedOutputError } from '../errors.js';
 import { findCapability } from '../qemu/capabilities.js';
 import { formatVersion, versionAtLeast } from '../qemu/version.js';
-import { errorText, isDeadline, isMonitorGone, type VmChannel } from './channel.js';
+import { isDeadline, isMonitorGone, type VmChannel } from './channel.js';
 import { QEMU_MAX_DOWNTIME_MS } from './convergence.js';
-import { Deadline } from './deadline.js';
 import {
   capabilityCommands,
   dialectFor,

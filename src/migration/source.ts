@@ -2,11 +2,13 @@
  * The source side of a migration after set-up: cancel, restoring the settings, and
  * `finalizeSource` under the fail-safe rule of `safety.ts`. The set-up is in `setup.ts`.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import type { FinalizeOutcome } from '../errors.js';
 import { findCapability } from '../qemu/capabilities.js';
-import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
+import { isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import { readyForRestore, settledRunState } from './cleanup-wait.js';
-import { Deadline } from './deadline.js';
 import {
   capabilityCommands,
   describeCommand,

@@ -5,12 +5,12 @@
  * failing does not skip the next.
  */
 
+import type { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { MigrationError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
 import type { MigrationTlsOptions } from '../tls/config.js';
 import type { VmChannel } from './channel.js';
-import { errorText } from './channel.js';
-import type { Deadline } from './deadline.js';
 import { describeCommand } from './dialect.js';
 import { migrationUri } from './target.js';
 import {

@@ -4,12 +4,14 @@
  * bounded by the caller's deadline and AbortSignal, so the wait settles within its
  * deadline plus a short clean-up grace even when QEMU is frozen or gone.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { MigrationError, PostcopyStalledError, UnrecognizedOutputError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
-import { errorText, isDeadline, isMonitorGone, type VmChannel } from './channel.js';
+import { isDeadline, isMonitorGone, type VmChannel } from './channel.js';
 import { settledRunState } from './cleanup-wait.js';
 import { ConvergencePolicy, type ConvergencePolicyOptions, completionTimeoutMs } from './convergence.js';
-import { Deadline } from './deadline.js';
 import { downtimeCommand, simpleCommand } from './dialect.js';
 import { changesOnly } from './progress-fields.js';
 import { isPostcopy, isPostcopyPaused, sourceVerdict } from './safety.js';

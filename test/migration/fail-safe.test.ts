@@ -5,9 +5,9 @@
  */
 import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
+import { Deadline, DeadlineError } from '../../src/core/deadline.js';
 import { MigrationError, MonitorError, UnrecognizedOutputError } from '../../src/errors.js';
 import { KVMHypervisor } from '../../src/kvm.js';
-import { Deadline, DeadlineError } from '../../src/migration/deadline.js';
 import {
   parseInfoMigrateParameters,
   parseQueryMigrateParameters,

@@ -378,7 +378,7 @@ describe('recoverPostcopyStream on QEMU before 9.1 (a failed connect shows only 
   };
   const plan = async (steps: Steps, ms: number) => {
     const { recoverPostcopyStream } = await import('../../src/migration/postcopy-recovery.js');
-    const { Deadline } = await import('../../src/migration/deadline.js');
+    const { Deadline } = await import('../../src/core/deadline.js');
     return recoverPostcopyStream({
       source: steps,
       port: 8103,
