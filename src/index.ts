@@ -142,7 +142,7 @@ export {
   WATCHER_GRACE_MS,
 } from './instance/shutdown.js';
 export type { StopInstanceOptions, StopOutcome } from './instance/stop.js';
-export { DEFAULT_RUN_DIR, DEFAULT_STEP_TIMEOUT_MS, KVMHypervisor } from './kvm.js';
+export { DEFAULT_RUN_DIR, DEFAULT_STEP_TIMEOUT_MS, KVMHypervisor, type KVMHypervisorOptions } from './kvm.js';
 export type { LoggerLike, LogMethod, MonitorLogger } from './logger.js';
 // Migration: options, results, statuses and the fail-safe sequence.
 export {
@@ -189,11 +189,9 @@ export type {
   FinalizeMigrationSourceOptions,
   IncomingMigrationResult,
   Instance,
-  KVMHypervisorOptions,
   MigrationProgress,
   MigrationResult,
   MigrationStepOptions,
-  MonitorFactory,
   WaitForIncomingOptions,
   WaitForMigrationOptions,
 } from './migration/types.js';
@@ -251,6 +249,7 @@ export type {
   OutOfBandOptions,
   WaitForEventOptions,
 } from './monitor/types.js';
+export type { MonitorFactory } from './monitor-pool/pool.js';
 export {
   type CpuInfo,
   type MemInfo,

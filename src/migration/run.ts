@@ -14,9 +14,10 @@ import {
   PostcopyStalledError,
 } from '../errors.js';
 import { checkedHvParams } from '../hvparams/checked.js';
-import type { KVMHypervisor } from '../kvm.js';
+import type { Monitor } from '../monitor/types.js';
 import { isMonitorGone, VmChannel } from './channel.js';
 import { simpleCommand } from './dialect.js';
+import type { PostcopyPauseResult, PostcopyRecoveryResult, PostcopyResumeResult } from './postcopy.js';
 import {
   countConnectFailures,
   type PostcopyDestinationSteps,
@@ -28,16 +29,61 @@ import { isPostcopy, isPostcopyPaused } from './safety.js';
 import { TERMINAL_STATUSES } from './status.js';
 import { migrationUri } from './target.js';
 import type {
+  AcceptInstanceOptions,
   ConvergenceAction,
+  FinalizeMigrationDstOptions,
+  FinalizeMigrationSourceOptions,
   Instance,
   MigrationProgress,
   MigrationResult,
   MigrationStepOptions,
+  WaitForMigrationOptions,
 } from './types.js';
+
+/**
+ * The calls {@link runMigration} makes on one node's hypervisor object (`KVMHypervisor`
+ * has them all, with their contracts in its TSDoc). An interface, so that src/migration/
+ * names nothing of the layers above it.
+ */
+export interface MigrationHypervisor {
+  monitorFor(instanceName: string, deadline?: Deadline): Promise<Monitor>;
+  acceptInstance(instance: Instance, options?: AcceptInstanceOptions): Promise<string[]>;
+  migrateInstance(
+    instance: Instance,
+    target: string,
+    live?: boolean,
+    options?: MigrationStepOptions,
+  ): Promise<void>;
+  waitForMigration(instance: Instance, options?: WaitForMigrationOptions): Promise<MigrationResult>;
+  getMigrationStatus(instance: Instance, options?: MigrationStepOptions): Promise<MigrationProgress>;
+  getIncomingMigrationStatus(instance: Instance, options?: MigrationStepOptions): Promise<MigrationProgress>;
+  cancelMigration(instance: Instance, options?: MigrationStepOptions): Promise<void>;
+  pausePostcopy(instance: Instance, options?: MigrationStepOptions): Promise<PostcopyPauseResult>;
+  acceptPostcopyRecovery(
+    instance: Instance,
+    uri: string,
+    options?: MigrationStepOptions,
+  ): Promise<PostcopyRecoveryResult>;
+  resumePostcopy(
+    instance: Instance,
+    uri: string,
+    options?: MigrationStepOptions,
+  ): Promise<PostcopyResumeResult>;
+  finalizeMigrationSource(
+    instance: Instance,
+    success: boolean,
+    options?: FinalizeMigrationSourceOptions,
+  ): Promise<FinalizeOutcome>;
+  finalizeMigrationDst(
+    instance: Instance,
+    success: boolean,
+    options?: FinalizeMigrationDstOptions,
+  ): Promise<FinalizeOutcome>;
+}
 
 /** One end of a {@link runMigration}: the hypervisor object of that node and the instance there. */
 export interface MigrationEnd {
-  hypervisor: KVMHypervisor;
+  hypervisor: MigrationHypervisor;
   instance: Instance;
   /**
    * QEMU's own words when its monitor cannot give them, e.g. the last lines the QEMU
@@ -299,7 +345,7 @@ async function recoverStream(
 
 /** The post-copy recovery steps of a source node, bound to its instance. */
 export async function postcopySourceSteps(
-  hv: KVMHypervisor,
+  hv: MigrationHypervisor,
   instance: Instance,
   deadline: Deadline,
 ): Promise<PostcopySourceSteps> {
@@ -313,7 +359,7 @@ export async function postcopySourceSteps(
 }
 
 /** The post-copy recovery steps of a destination node, bound to its instance. */
-function postcopyDestinationSteps(hv: KVMHypervisor, instance: Instance): PostcopyDestinationSteps {
+function postcopyDestinationSteps(hv: MigrationHypervisor, instance: Instance): PostcopyDestinationSteps {
   return {
     pause: (d) => hv.pausePostcopy(instance, stepOptions(d)),
     status: (d) => hv.getIncomingMigrationStatus(instance, stepOptions(d)),

@@ -23,12 +23,9 @@ import {
   writeGuestImage,
 } from '../../src/guest/index.js';
 import { runMigration } from '../../src/index.js';
+import type { KVMHypervisorOptions } from '../../src/kvm.js';
 import type { PostcopyRecoveryEvent } from '../../src/migration/postcopy-recovery.js';
-import type {
-  ConvergenceAction,
-  KVMHypervisorOptions,
-  MigrationProgress,
-} from '../../src/migration/types.js';
+import type { ConvergenceAction, MigrationProgress } from '../../src/migration/types.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import { freePort } from '../../src/qemu/process.js';
 import { versionAtLeast } from '../../src/qemu/version.js';

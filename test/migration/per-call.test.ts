@@ -52,7 +52,8 @@ function lab(protocol: 'qmp' | 'hmp', extra: FakeMigrationPairOptions = {}) {
   return { pair, src, dst, journals };
 }
 /** The journal folder a lab object uses. */
-lab.dirOf = (hv: KVMHypervisor): string => (hv as unknown as { stateDir: string }).stateDir;
+lab.dirOf = (hv: KVMHypervisor): string =>
+  (hv as unknown as { migrations: { stateDir: string } }).migrations.stateDir;
 
 describe.each(['qmp', 'hmp'] as const)('per-call migration steps (%s)', (protocol) => {
   it('a new object per step ends like one object: settings restored exactly, journals gone', async () => {
