@@ -142,6 +142,17 @@ export {
   WATCHER_GRACE_MS,
 } from './instance/shutdown.js';
 export type { StopInstanceOptions, StopOutcome } from './instance/stop.js';
+export {
+  checkTapFeatures,
+  IFF_MULTI_QUEUE,
+  IFF_TAP,
+  IFF_VNET_HDR,
+  parseTunFlags,
+  readTapFlags,
+  type TapFlags,
+  tapProblems,
+  tunDeviceUsable,
+} from './instance/tap.js';
 export { DEFAULT_RUN_DIR, DEFAULT_STEP_TIMEOUT_MS, KVMHypervisor, type KVMHypervisorOptions } from './kvm.js';
 export type { LoggerLike, LogMethod, MonitorLogger } from './logger.js';
 // Migration: options, results, statuses and the fail-safe sequence.
@@ -263,17 +274,6 @@ export {
   parseVmRssKiB,
   readNodeInfo,
 } from './node/info.js';
-export {
-  checkTapFeatures,
-  IFF_MULTI_QUEUE,
-  IFF_TAP,
-  IFF_VNET_HDR,
-  parseTunFlags,
-  readTapFlags,
-  type TapFlags,
-  tapProblems,
-  tunDeviceUsable,
-} from './node/tun.js';
 export {
   findExecutable,
   type NodeVerification,

@@ -1,9 +1,14 @@
 /**
  * `kvm-hv demo`: a complete live migration between two local "nodes" (two run
- * directories). `startInstance` runs the dirty-memory guest (src/guest/) from hvparams;
+ * directories). `startInstance` runs the dirty-memory guest (src/testing/guest/) from hvparams;
  * `acceptInstance` starts the destination QEMU from the source's runtime; the demo
  * migrates with a progress bar, verifies both ends and cleans up every process, socket
  * and temporary folder, also on Ctrl-C or error.
+ *
+ * The demo is the one production command built on the test kit (src/testing/: the guest
+ * kernel builder, `findQemuBinary`, `freePort`, `generateTestPki` for `--tls`): it shows a
+ * migration of a busy guest on one host, which is what the integration tests do. Nothing
+ * else in the library imports src/testing/.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -12,14 +17,6 @@ import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import { HypervisorError } from '../errors.js';
-import {
-  GUEST_STATUS_ADDRESS,
-  type GuestStatus,
-  guestMemoryMiBFor,
-  parseGuestStatus,
-  parseXpWords,
-  writeGuestImage,
-} from '../guest/index.js';
 import { instancePaths, runLayout } from '../instance/layout.js';
 import { processAlive } from '../instance/process.js';
 import type { InstanceSpec } from '../instance/spec.js';
@@ -33,8 +30,16 @@ import {
   queryAccelerator,
   resolveAccelerator,
 } from '../qemu/accel.js';
-import { findQemuBinary, freePort } from '../qemu/process.js';
-import { generateTestPki } from '../tls/certificates.js';
+import {
+  GUEST_STATUS_ADDRESS,
+  type GuestStatus,
+  guestMemoryMiBFor,
+  parseGuestStatus,
+  parseXpWords,
+  writeGuestImage,
+} from '../testing/guest/index.js';
+import { findQemuBinary, freePort } from '../testing/qemu-vm.js';
+import { generateTestPki } from '../testing/test-pki.js';
 import type { MigrationTlsOptions } from '../tls/config.js';
 import { InterruptedError, UsageError } from './errors.js';
 import { coercedHvParams } from './hvparams.js';

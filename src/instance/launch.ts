@@ -10,9 +10,8 @@ import { networkInterfaces } from 'node:os';
 import type { Deadline } from '../core/deadline.js';
 import { HvParamError, HypervisorError } from '../errors.js';
 import type { KvmHvParams } from '../hvparams/index.js';
-import { checkTapFeatures } from '../node/tun.js';
 import { type Accelerator, type AcceleratorChoice, kvmUsable, resolveAccelerator } from '../qemu/accel.js';
-import { listeningUnixSockets } from '../qemu/process.js';
+import { listeningUnixSockets } from '../qemu/unix-sockets.js';
 import { formatVersion } from '../qemu/version.js';
 import { chooseAccelerator, type LaunchContext, renderArgv } from './argv.js';
 import type { QemuFeatures } from './features.js';
@@ -28,6 +27,7 @@ import {
 import type { InstanceRuntime } from './runtime.js';
 import { shutdownWatchArgs, startShutdownWatcher } from './shutdown.js';
 import { ensureChroot, type InstanceState, removeInstanceFiles, writeInstanceState } from './state.js';
+import { checkTapFeatures } from './tap.js';
 
 /**
  * The accelerator for an instance: `kvm_flag` `enabled` demands KVM (an `HvParamError` when

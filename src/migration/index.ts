@@ -47,5 +47,5 @@ export {
   parseQueryMigrate,
   TERMINAL_STATUSES,
 } from './status.js';
-export { migrationUri } from './target.js';
 export type * from './types.js';
+export { migrationUri } from './uri.js';

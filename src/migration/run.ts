@@ -27,7 +27,6 @@ import {
 } from './postcopy-recovery.js';
 import { isPostcopy, isPostcopyPaused } from './safety.js';
 import { TERMINAL_STATUSES } from './status.js';
-import { migrationUri } from './target.js';
 import type {
   AcceptInstanceOptions,
   ConvergenceAction,
@@ -39,6 +38,7 @@ import type {
   MigrationStepOptions,
   WaitForMigrationOptions,
 } from './types.js';
+import { migrationUri } from './uri.js';
 
 /**
  * The calls {@link runMigration} makes on one node's hypervisor object (`KVMHypervisor`

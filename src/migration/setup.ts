@@ -30,9 +30,9 @@ import {
 import { type MigrationPlan, type MigrationSession, openSession } from './session.js';
 import { restoreSettings } from './source.js';
 import { TERMINAL_STATUSES } from './status.js';
-import { migrationUri } from './target.js';
 import { applyTls, removeTls } from './tls.js';
 import { tlsUnsupported } from './tls-commands.js';
+import { migrationUri } from './uri.js';
 
 /** Checks everything that needs no I/O; throws `MigrationError` naming the bad value. Returns the URI. */
 export function precheck(instance: string, plan: MigrationPlan, target: string): string {

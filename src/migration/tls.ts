@@ -12,7 +12,6 @@ import { versionAtLeast } from '../qemu/version.js';
 import type { MigrationTlsOptions } from '../tls/config.js';
 import type { VmChannel } from './channel.js';
 import { describeCommand } from './dialect.js';
-import { migrationUri } from './target.js';
 import {
   isObjectMissing,
   objectDelCommand,
@@ -23,6 +22,7 @@ import {
   tlsSetupCommands,
   tlsUnsupported,
 } from './tls-commands.js';
+import { migrationUri } from './uri.js';
 
 /** Throws `MigrationError` (nothing changed) when this QEMU cannot do `plan`. */
 export function checkTlsSupport(ch: VmChannel, plan: TlsPlan): void {

@@ -20,35 +20,9 @@
  * @packageDocumentation
  */
 
-export {
-  buildGuestImage,
-  GUEST_STATUS_ADDRESS,
-  type GuestImageOptions,
-  type GuestStatus,
-  guestMemoryMiBFor,
-  parseGuestStatus,
-  parseXpWords,
-  writeGuestImage,
-} from '../guest/image.js';
 // The monitors' base class (QmpMonitor, HmpMonitor and MockMonitor extend it), for a
 // Monitor of your own; the declarations of both entries share it.
 export { MonitorEmitter } from '../monitor/events.js';
-export {
-  type FindQemuOptions,
-  findQemuBinary,
-  freePort,
-  QEMU_BINARY_CANDIDATES,
-  type QemuExit,
-  QemuVm,
-  type QemuVmOptions,
-} from '../qemu/process.js';
-export {
-  generateTestPki,
-  OPENSSL_INSTALL_HINT,
-  type TestPki,
-  type TestPkiNode,
-  type TestPkiOptions,
-} from '../tls/certificates.js';
 export {
   createFakeMigrationPair,
   FakeClock,
@@ -81,6 +55,16 @@ export {
   type FakeQmpServerOptions,
 } from './fake-qmp-server.js';
 export {
+  buildGuestImage,
+  GUEST_STATUS_ADDRESS,
+  type GuestImageOptions,
+  type GuestStatus,
+  guestMemoryMiBFor,
+  parseGuestStatus,
+  parseXpWords,
+  writeGuestImage,
+} from './guest/image.js';
+export {
   type MockCommandInfo,
   type MockFailure,
   type MockMatcher,
@@ -101,8 +85,24 @@ export {
   paramsForVersion,
   parseHmpSize,
 } from './mock-params.js';
+export {
+  type FindQemuOptions,
+  findQemuBinary,
+  freePort,
+  QEMU_BINARY_CANDIDATES,
+  type QemuExit,
+  QemuVm,
+  type QemuVmOptions,
+} from './qemu-vm.js';
 export { type QmpInput, QmpInputSplitter } from './qmp-input.js';
 export { createStreamPair, type StreamPairOptions } from './stream-pair.js';
+export {
+  generateTestPki,
+  OPENSSL_INSTALL_HINT,
+  type TestPki,
+  type TestPkiNode,
+  type TestPkiOptions,
+} from './test-pki.js';
 export {
   RecordingMonitor,
   type Transcript,

@@ -10,11 +10,11 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { processAlive } from '../../src/instance/process.js';
 import { parseRuntime } from '../../src/instance/runtime.js';
 import { parseInstanceState } from '../../src/instance/state.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
 import { describeEachRelease, releaseCases } from '../support/real-qemu.js';
 import { ensureBuilt, run } from './helpers.js';
 

@@ -10,13 +10,13 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { processAlive, readProcStat } from '../../src/instance/process.js';
 import { parseInstanceState } from '../../src/instance/state.js';
 import { parseInfoMigrateParameters } from '../../src/migration/parameters.js';
 import { parseInfoMigrate, parseInfoMigrateCapabilities } from '../../src/migration/status.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
-import { freePort } from '../../src/qemu/process.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { freePort } from '../../src/testing/qemu-vm.js';
 import { describeEachRelease, releaseCases } from '../support/real-qemu.js';
 import { ensureBuilt, type Running, run, start, waitForStderr } from './helpers.js';
 

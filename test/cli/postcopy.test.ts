@@ -9,9 +9,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
-import { freePort, QemuVm } from '../../src/qemu/process.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { freePort, QemuVm } from '../../src/testing/qemu-vm.js';
 import { guestSwept, migrationStatus, runState, until } from '../migration/real-pair.js';
 import { ensureBuilt, run } from './helpers.js';
 

@@ -8,9 +8,9 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
-import { freePort, QemuVm } from '../../src/qemu/process.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { freePort, QemuVm } from '../../src/testing/qemu-vm.js';
 import { describeEachRelease, type ReleaseCase, releaseCases, vmOptions } from '../support/real-qemu.js';
 import { ensureBuilt, type Running, run, start, waitForStderr } from './helpers.js';
 

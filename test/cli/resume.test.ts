@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
-import { freePort, QemuVm } from '../../src/qemu/process.js';
+import { freePort, QemuVm } from '../../src/testing/qemu-vm.js';
 import { ensureBuilt, run } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-resume-'));

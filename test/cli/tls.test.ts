@@ -8,10 +8,10 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
-import { freePort, QemuVm } from '../../src/qemu/process.js';
-import { generateTestPki, type TestPki } from '../../src/tls/certificates.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { freePort, QemuVm } from '../../src/testing/qemu-vm.js';
+import { generateTestPki, type TestPki } from '../../src/testing/test-pki.js';
 import { qemuReleases } from '../support/qemu-releases.js';
 import { ensureBuilt, run, start } from './helpers.js';
 

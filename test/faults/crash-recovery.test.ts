@@ -38,20 +38,20 @@ import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSy
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it, vi } from 'vitest';
+import { instancePaths, runLayout } from '../../src/instance/layout.js';
+import { processAlive } from '../../src/instance/process.js';
+import { readInstanceState } from '../../src/instance/state.js';
+import { KVMHypervisor } from '../../src/kvm.js';
+import { QmpMonitor } from '../../src/monitor/qmp.js';
 import {
   GUEST_STATUS_ADDRESS,
   type GuestStatus,
   parseGuestStatus,
   parseXpWords,
   writeGuestImage,
-} from '../../src/guest/index.js';
-import { instancePaths, runLayout } from '../../src/instance/layout.js';
-import { processAlive } from '../../src/instance/process.js';
-import { readInstanceState } from '../../src/instance/state.js';
-import { KVMHypervisor } from '../../src/kvm.js';
-import { QmpMonitor } from '../../src/monitor/qmp.js';
-import { freePort } from '../../src/qemu/process.js';
-import { generateTestPki, type TestPki } from '../../src/tls/certificates.js';
+} from '../../src/testing/guest/index.js';
+import { freePort } from '../../src/testing/qemu-vm.js';
+import { generateTestPki, type TestPki } from '../../src/testing/test-pki.js';
 import { BIN, ensureBuilt, ROOT } from '../cli/helpers.js';
 import {
   type Accel,

@@ -9,14 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, expect, vi } from 'vitest';
 import type { MigrationError } from '../../src/errors.js';
-import { writeGuestImage } from '../../src/guest/index.js';
 import type { KVMHypervisorOptions } from '../../src/kvm.js';
 import { KVMHypervisor } from '../../src/kvm.js';
 import type { Instance } from '../../src/migration/types.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import type { Monitor } from '../../src/monitor/types.js';
-import { freePort, QemuVm, type QemuVmOptions } from '../../src/qemu/process.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { freePort, QemuVm, type QemuVmOptions } from '../../src/testing/qemu-vm.js';
 
 /** What the matrix needs of a QEMU process: `QemuVm`, or a VM started inside a network namespace. */
 export type VmProcess = Pick<

@@ -8,7 +8,7 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { QemuExit, QemuVmOptions } from '../../src/qemu/process.js';
+import type { QemuExit, QemuVmOptions } from '../../src/testing/qemu-vm.js';
 import type { VmProcess, VmStarter } from './harness.js';
 
 const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });

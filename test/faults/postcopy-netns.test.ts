@@ -15,20 +15,20 @@
 import { join } from 'node:path';
 import { afterAll, afterEach, expect, it, vi } from 'vitest';
 import { type FinalizeOutcome, MigrationError } from '../../src/errors.js';
+import { runMigration } from '../../src/index.js';
+import type { KVMHypervisorOptions } from '../../src/kvm.js';
+import type { PostcopyRecoveryEvent } from '../../src/migration/postcopy-recovery.js';
+import type { ConvergenceAction, MigrationProgress } from '../../src/migration/types.js';
+import { QmpMonitor } from '../../src/monitor/qmp.js';
+import { versionAtLeast } from '../../src/qemu/version.js';
 import {
   GUEST_STATUS_ADDRESS,
   type GuestStatus,
   parseGuestStatus,
   parseXpWords,
   writeGuestImage,
-} from '../../src/guest/index.js';
-import { runMigration } from '../../src/index.js';
-import type { KVMHypervisorOptions } from '../../src/kvm.js';
-import type { PostcopyRecoveryEvent } from '../../src/migration/postcopy-recovery.js';
-import type { ConvergenceAction, MigrationProgress } from '../../src/migration/types.js';
-import { QmpMonitor } from '../../src/monitor/qmp.js';
-import { freePort } from '../../src/qemu/process.js';
-import { versionAtLeast } from '../../src/qemu/version.js';
+} from '../../src/testing/guest/index.js';
+import { freePort } from '../../src/testing/qemu-vm.js';
 import type { ReleaseCase } from '../support/real-qemu.js';
 import { describeEachRelease, releaseCases, versionOf } from '../support/real-qemu.js';
 import {

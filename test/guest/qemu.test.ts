@@ -16,8 +16,8 @@ import {
   parseGuestStatus,
   parseXpWords,
   writeGuestImage,
-} from '../../src/guest/index.js';
-import { freePort, QemuVm } from '../../src/qemu/process.js';
+} from '../../src/testing/guest/index.js';
+import { freePort, QemuVm } from '../../src/testing/qemu-vm.js';
 import {
   accelerators,
   describeEachRelease,

@@ -10,11 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
-import { writeGuestImage } from '../../src/guest/index.js';
 import type { ConvergenceAction, Instance, MigrationProgress } from '../../src/migration/types.js';
 import type { MonitorProtocol } from '../../src/monitor/types.js';
-import { freePort } from '../../src/qemu/process.js';
 import { formatVersion, versionAtLeast } from '../../src/qemu/version.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { freePort } from '../../src/testing/qemu-vm.js';
 import {
   accelerators,
   describeEachRelease,

@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readGuestStatus } from '../../src/cli/demo.js';
 import { HypervisorError, UnrecognizedOutputError } from '../../src/errors.js';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import {
   acceleratorFromInfoKvm,
@@ -18,7 +17,8 @@ import {
   queryAccelerator,
   resolveAccelerator,
 } from '../../src/qemu/accel.js';
-import { findQemuBinary, QemuVm } from '../../src/qemu/process.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { findQemuBinary, QemuVm } from '../../src/testing/qemu-vm.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -9,8 +9,8 @@ import {
   checkCapabilityCombination,
   KNOWN_CAPABILITY_NAMES,
 } from '../../src/qemu/capabilities.js';
-import { QemuVm } from '../../src/qemu/process.js';
 import { formatVersion, parseVersion } from '../../src/qemu/version.js';
+import { QemuVm } from '../../src/testing/qemu-vm.js';
 import { describeEachRelease, releaseCases, versionOf, vmOptions } from '../support/real-qemu.js';
 
 const v = (s: string) => parseVersion(s)!;

@@ -22,8 +22,8 @@ import {
   findCapability,
   MIGRATION_CAPABILITIES,
 } from '../../src/qemu/capabilities.js';
-import { QemuVm } from '../../src/qemu/process.js';
 import { formatVersion } from '../../src/qemu/version.js';
+import { QemuVm } from '../../src/testing/qemu-vm.js';
 import { qemuReleases } from '../support/qemu-releases.js';
 
 interface SchemaEntry {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { HypervisorError } from '../../src/errors.js';
-import { findQemuBinary, QEMU_BINARY_CANDIDATES, QemuVm } from '../../src/qemu/process.js';
+import { findQemuBinary, QEMU_BINARY_CANDIDATES, QemuVm } from '../../src/testing/qemu-vm.js';
 import { qemuReleases } from '../support/qemu-releases.js';
 import { describeEachRelease, releaseCases, vmOptions } from '../support/real-qemu.js';
 

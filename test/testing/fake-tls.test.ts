@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KVMHypervisor, runMigration } from '../../src/index.js';
 import { parseObjectAddLine } from '../../src/testing/fake-qemu/objects.js';
 import { createFakeMigrationPair, MockMonitor } from '../../src/testing/index.js';
-import { generateTestPki, type TestPki } from '../../src/tls/certificates.js';
+import { generateTestPki, type TestPki } from '../../src/testing/test-pki.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-faketls-'));
 let pki: TestPki;

@@ -4,11 +4,12 @@
  * so a failing test or a Ctrl-C never leaks a QEMU.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { HypervisorError } from '../errors.js';
-import { type Accelerator, type AcceleratorChoice, resolveAccelerator } from './accel.js';
+import { type Accelerator, type AcceleratorChoice, resolveAccelerator } from '../qemu/accel.js';
+import { listeningUnixSockets } from '../qemu/unix-sockets.js';
 
 /** Options for {@link QemuVm.start}. */
 export interface QemuVmOptions {
@@ -135,33 +136,6 @@ export async function freePort(): Promise<number> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Paths of the UNIX sockets that are listening (Linux `/proc/net/unix`, flag
- * `__SO_ACCEPTCON`). QEMU creates the socket file at bind(), before listen(): a client
- * that connects as soon as the file exists can get ECONNREFUSED. Undefined where
- * `/proc/net/unix` cannot be read.
- */
-export function listeningUnixSockets(pid?: number): Set<string> | undefined {
-  let text: string;
-  try {
-    // The process's own view: QEMU may run in another network namespace (`ip netns exec`).
-    text = readFileSync(pid === undefined ? '/proc/net/unix' : `/proc/${pid}/net/unix`, 'utf8');
-  } catch {
-    try {
-      text = readFileSync('/proc/net/unix', 'utf8');
-    } catch {
-      return undefined;
-    }
-  }
-  const out = new Set<string>();
-  for (const line of text.split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    // Num RefCount Protocol Flags Type St Inode Path
-    if (f.length >= 8 && (Number.parseInt(f[3]!, 16) & 0x10000) !== 0) out.add(f.slice(7).join(' '));
-  }
-  return out;
-}
 
 /** A running local QEMU process with its monitor sockets. */
 export class QemuVm {

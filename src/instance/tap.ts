@@ -21,7 +21,7 @@
 import { closeSync, constants, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HvParamError, type HvParamProblem, UnrecognizedOutputError } from '../errors.js';
-import type { RuntimeNic } from '../instance/runtime-schema.js';
+import type { RuntimeNic } from './runtime-schema.js';
 
 /** `IFF_TAP` (linux/if_tun.h). */
 export const IFF_TAP = 0x0002;
