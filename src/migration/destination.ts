@@ -13,9 +13,13 @@ import { findCapability } from '../qemu/capabilities.js';
 import { isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import { readyForRestore } from './cleanup-wait.js';
 import { capabilityCommands, resolveCapabilities, simpleCommand } from './dialect.js';
-import type { SettingsSnapshot } from './parameters.js';
 import { isPostcopy, isPostcopyPaused } from './safety.js';
-import { clearCapabilities, restoreSettings } from './source.js';
+import {
+  clearCapabilities,
+  destinationSnapshot,
+  restoreSettings,
+  type SettingsSnapshot,
+} from './settings.js';
 import { applyTls, removeTls } from './tls.js';
 import { incomingCommand, type TlsPlan } from './tls-commands.js';
 import type { MigrationProgress } from './types.js';
@@ -58,9 +62,7 @@ export async function acceptMigration(
   const wire = resolveCapabilities(capabilities, ch.monitor.version, listed, ch.instance).filter(
     (n) => findCapability(n)?.scope !== 'source',
   );
-  const snapshot: SettingsSnapshot = {
-    capabilities: wire.filter((n) => listed?.get(n) !== true).map((n) => [n, false]),
-  };
+  const snapshot = destinationSnapshot(wire, listed);
   // Journaled before anything changes, so that a process dying from here on leaves what
   // is needed to put the capabilities back.
   beforeChange?.({ capabilities: wire, snapshot });

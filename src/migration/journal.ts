@@ -27,8 +27,8 @@ import type { KvmHvParams } from '../hvparams/index.js';
 import type { VmChannel } from './channel.js';
 import type { AcceptedMigration } from './destination.js';
 import { dialectFor } from './dialect.js';
-import type { SettingsSnapshot } from './parameters.js';
 import { type MigrationSession, openSession } from './session.js';
+import type { SettingsSnapshot } from './settings.js';
 import type { StartedMigration } from './source.js';
 
 /** Mode of a journal file: it names sockets, peers and certificate folders. */
