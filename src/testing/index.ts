@@ -17,6 +17,13 @@
  *   TLS migration tests, made with `openssl`.
  * * {@link buildGuestImage}: a tiny Multiboot guest that dirties memory at a chosen rate,
  *   so integration tests can migrate a VM with real work.
+ *
+ * Which fake QEMU to use when: testing code that drives migrations (`KVMHypervisor`,
+ * `runMigration`, a cluster manager's sequence): {@link createFakeMigrationPair}. Code
+ * that takes a `Monitor` and needs no wire protocol: {@link MockMonitor}. A QMP client's
+ * socket handling (greeting, split writes, lost replies, dropped connections):
+ * {@link FakeQmpServer}. The exact commands one QEMU release gets, replayed from a
+ * recording: {@link TranscriptMonitor}. Real QEMU: {@link QemuVm}.
  * @packageDocumentation
  */
 
