@@ -22,7 +22,7 @@ import {
   parseXpWords,
   writeGuestImage,
 } from '../../src/guest/index.js';
-import { runMigration } from '../../src/index.js';
+import { runMigration } from '../../src/internal.js';
 import type { PostcopyRecoveryEvent } from '../../src/migration/postcopy-recovery.js';
 import type {
   ConvergenceAction,
