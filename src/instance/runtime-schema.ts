@@ -30,27 +30,44 @@ export const DeviceBusSchema = Type.Union([
 /** Where a device sits. */
 export type DeviceBus = Static<typeof DeviceBusSchema>;
 
+/** Fields of a runtime disk, whatever opens it. */
+const runtimeDiskCommon = {
+  uuid: Type.String(),
+  /** QEMU id, blockdev node name and hot-plug handle: `disk-<uuid up to its 3rd hyphen>`. */
+  id: Type.String(),
+  format: Type.Union([Type.Literal('raw'), Type.Literal('qcow2')]),
+  readOnly: Type.Boolean(),
+  /** `-device` driver: `virtio-blk-pci`, `ide-hd`, `scsi-hd`, … */
+  driver: Type.String(),
+  bus: DeviceBusSchema,
+  /** From `disk_cache`: the guest-visible write cache, `cache.direct` (O_DIRECT), `cache.no-flush`. */
+  cache: Type.Object({ writeCache: OnOff, direct: OnOff, noFlush: OnOff }, { additionalProperties: false }),
+  /** `disk_aio`; applies to `file`/`block` disks only (the rbd and gluster drivers have no such option). */
+  aio: Type.Union([Type.Literal('threads'), Type.Literal('native'), Type.Literal('io_uring')]),
+  discard: Type.Union([Type.Literal('ignore'), Type.Literal('unmap')]),
+  bootIndex: Type.Optional(Type.Integer({ minimum: 0 })),
+};
+
 /** A disk as QEMU sees it. */
-export const RuntimeDiskSchema = Type.Object(
-  {
-    uuid: Type.String(),
-    /** QEMU id, blockdev node name and hot-plug handle: `disk-<uuid up to its 3rd hyphen>`. */
-    id: Type.String(),
-    path: Type.String(),
-    kind: Type.Union([Type.Literal('file'), Type.Literal('block')]),
-    format: Type.Union([Type.Literal('raw'), Type.Literal('qcow2')]),
-    readOnly: Type.Boolean(),
-    /** `-device` driver: `virtio-blk-pci`, `ide-hd`, `scsi-hd`, … */
-    driver: Type.String(),
-    bus: DeviceBusSchema,
-    /** From `disk_cache`: the guest-visible write cache, `cache.direct` (O_DIRECT), `cache.no-flush`. */
-    cache: Type.Object({ writeCache: OnOff, direct: OnOff, noFlush: OnOff }, { additionalProperties: false }),
-    aio: Type.Union([Type.Literal('threads'), Type.Literal('native'), Type.Literal('io_uring')]),
-    discard: Type.Union([Type.Literal('ignore'), Type.Literal('unmap')]),
-    bootIndex: Type.Optional(Type.Integer({ minimum: 0 })),
-  },
-  { additionalProperties: false },
-);
+export const RuntimeDiskSchema = Type.Union([
+  Type.Object(
+    {
+      ...runtimeDiskCommon,
+      path: Type.String(),
+      kind: Type.Union([Type.Literal('file'), Type.Literal('block')]),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    {
+      ...runtimeDiskCommon,
+      kind: Type.Literal('userspace'),
+      /** The URI of the instance spec; parsed into `-blockdev` options each time it is rendered. */
+      uri: Type.String(),
+    },
+    { additionalProperties: false },
+  ),
+]);
 /** A disk as QEMU sees it. */
 export type RuntimeDisk = Static<typeof RuntimeDiskSchema>;
 

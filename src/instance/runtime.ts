@@ -36,6 +36,7 @@ import {
   type RuntimeNic,
 } from './runtime-schema.js';
 import type { InstanceSpec } from './spec.js';
+import { diskSource } from './userspace-disk.js';
 
 export {
   deviceId,
@@ -204,8 +205,7 @@ export function resolveRuntime(
     return {
       uuid: disk.uuid,
       id: deviceId('disk', disk.uuid),
-      path: disk.path,
-      kind: disk.kind,
+      ...diskSource(disk),
       format: disk.format ?? 'raw',
       readOnly: disk.access === 'ro' || d === 'scsi-cd',
       driver: d,

@@ -36,7 +36,7 @@ export interface SettingsSnapshot {
 }
 
 /** The command that reads the parameters in `dialect`, or undefined where they cannot be read. */
-export function readParametersCommand(dialect: MigrationDialect): MonitorCommand | undefined {
+function readParametersCommand(dialect: MigrationDialect): MonitorCommand | undefined {
   if (dialect === 'qmp') return { kind: 'qmp', execute: 'query-migrate-parameters' };
   if (dialect === 'hmp') return { kind: 'hmp', line: 'info migrate_parameters' };
   return undefined;

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
-import { KVMHypervisor, recoverMigrationPair } from '../../src/index.js';
+import { KVMHypervisor, recoverMigrationPair } from '../../src/internal.js';
 import type { Monitor } from '../../src/monitor/types.js';
 import { createFakeMigrationPair, type FakeMigrationPairOptions } from '../../src/testing/index.js';
 

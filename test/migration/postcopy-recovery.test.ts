@@ -9,7 +9,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { MigrationError, PostcopyStalledError } from '../../src/errors.js';
-import { KVMHypervisor, runMigration } from '../../src/index.js';
+import { KVMHypervisor, runMigration } from '../../src/internal.js';
 import type { PostcopyRecoveryEvent } from '../../src/migration/postcopy-recovery.js';
 import { createFakeMigrationPair } from '../../src/testing/index.js';
 

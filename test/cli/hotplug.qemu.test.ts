@@ -99,7 +99,10 @@ describeEachRelease('kvm-hv hotplug', host, () => {
     const added = JSON.parse(add.stdout) as { device: { id: string; bus: unknown } };
     expect(added.device).toMatchObject({ id: 'disk-c1000000-0000-4000', bus: { type: 'scsi', target: 1 } });
     const runtime = () => parseRuntime(readFileSync(join(runDir, 'conf', 'web1.runtime'), 'utf8'));
-    expect(runtime().disks.map((d) => d.path)).toEqual([expect.stringContaining('boot.qcow2'), hot]);
+    expect(runtime().disks.map((d) => ('path' in d ? d.path : d.uri))).toEqual([
+      expect.stringContaining('boot.qcow2'),
+      hot,
+    ]);
 
     const rm = await run(['hotplug', 'remove', 'disk', 'web1', hot, ...rd], 60_000, env);
     expect(rm.code).toBe(0);

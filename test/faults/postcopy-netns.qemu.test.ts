@@ -15,7 +15,7 @@
 import { join } from 'node:path';
 import { afterAll, afterEach, expect, it, vi } from 'vitest';
 import { type FinalizeOutcome, MigrationError } from '../../src/errors.js';
-import { runMigration } from '../../src/index.js';
+import { runMigration } from '../../src/internal.js';
 import type { KVMHypervisorOptions } from '../../src/kvm.js';
 import type { PostcopyRecoveryEvent } from '../../src/migration/postcopy-recovery.js';
 import type { ConvergenceAction, MigrationProgress } from '../../src/migration/types.js';

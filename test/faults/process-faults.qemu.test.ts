@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
-import { runMigration } from '../../src/index.js';
+import { runMigration } from '../../src/internal.js';
 import {
   bothStates,
   expectRunsExactlyOnce,

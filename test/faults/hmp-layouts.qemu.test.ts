@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MigrationError, UnrecognizedOutputError } from '../../src/errors.js';
-import { runMigration } from '../../src/index.js';
+import { runMigration } from '../../src/internal.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
 import { MATRIX_DIR, qemuRelease } from '../support/qemu-releases.js';
 import {

@@ -5,7 +5,7 @@
  */
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
-import { runMigration } from '../../src/index.js';
+import { runMigration } from '../../src/internal.js';
 import {
   expectRunsExactlyOnce,
   FaultLab,

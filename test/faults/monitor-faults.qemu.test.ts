@@ -9,7 +9,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { HypervisorError, MigrationError } from '../../src/errors.js';
-import { KVMHypervisor, runMigration } from '../../src/index.js';
+import { KVMHypervisor, runMigration } from '../../src/internal.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import {
