@@ -66,14 +66,15 @@ def _Log(args, rc, seconds):
     pass
 
 
-def RunCli(args, stdin=None, timeout=600, allow_fail=False):
+def RunCli(args, stdin=None, timeout=600, allow_fail=False, json_out=True):
   """Runs `kvm-hv ARGS --json`; returns (exit code, parsed document or None, stderr).
 
-  kvm-hv prints exactly one JSON document with --json, also on failure. Unless allow_fail,
-  a non-zero exit becomes a HypervisorError carrying kvm-hv's own reason.
+  kvm-hv prints exactly one JSON document with --json, also on failure (reboot and cleanup
+  take no --json: json_out=False). Unless allow_fail, a non-zero exit becomes a
+  HypervisorError carrying kvm-hv's own reason.
   """
   conf = _ReadConfig()
-  cmd = shlex.split(conf["KVM_HV_CLI"]) + list(args) + ["--json"]
+  cmd = shlex.split(conf["KVM_HV_CLI"]) + list(args) + (["--json"] if json_out else [])
   start = time.time()
   try:
     res = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
@@ -110,6 +111,20 @@ def _CliHvParams(hvparams):
   if out.get(constants.HV_DISK_DISCARD) == "default":
     del out[constants.HV_DISK_DISCARD]
   return out
+
+
+def _MigrationH(instance):
+  """The migration hvparams of Ganeti's configuration now, for both ends (-H).
+
+  kvm-hv would otherwise take those saved in the runtime at start; Ganeti's stock class
+  reads the instance's current ones, so a `gnt-instance modify -H migration_…` applies to
+  the next migration.
+  """
+  hvp = instance.hvparams
+  keys = [constants.HV_MIGRATION_PORT, constants.HV_MIGRATION_BANDWIDTH,
+          constants.HV_MIGRATION_DOWNTIME, constants.HV_KVM_MIGRATION_CAPS]
+  return ["-H", "kvm:" + ",".join("%s=%s" % (k, "" if hvp.get(k) is None else hvp[k])
+                                  for k in keys)]
 
 
 class KvmHvHypervisor(hv_kvm.KVMHypervisor):
@@ -217,9 +232,9 @@ class KvmHvHypervisor(hv_kvm.KVMHypervisor):
   def CleanupInstance(self, instance_name):
     if self._StockRuns(instance_name):
       return self._Stock().CleanupInstance(instance_name)
-    rc, doc, _ = RunCli(["cleanup", instance_name] + _RunDir(), allow_fail=True)
+    rc, _, msg = RunCli(["cleanup", instance_name] + _RunDir(), allow_fail=True,
+                        json_out=False)
     if rc != 0:
-      msg = (doc or {}).get("error", {}).get("message", "") if isinstance(doc, dict) else ""
       if "is not known here" not in msg:
         raise errors.HypervisorError("kvm-hv cleanup %s failed: %s" % (instance_name, msg))
     # Files the stock class may have left for this name (its instance stopped earlier).
@@ -228,7 +243,7 @@ class KvmHvHypervisor(hv_kvm.KVMHypervisor):
   def RebootInstance(self, instance):
     if self._StockRuns(instance.name):
       return self._Stock().RebootInstance(instance)
-    RunCli(["reboot", instance.name] + _RunDir())
+    RunCli(["reboot", instance.name] + _RunDir(), json_out=False)
 
   def BalloonInstanceMemory(self, instance, mem):
     if self._StockRuns(instance.name):
@@ -319,13 +334,13 @@ class KvmHvHypervisor(hv_kvm.KVMHypervisor):
     if not self._IsOurs(info):
       return self._Stock().AcceptInstance(instance, info, target)
     RunCli(["accept", "--runtime", "-", "--listen", target, "--name", instance.name] +
-           _RunDir(), stdin=info)
+           _MigrationH(instance) + _RunDir(), stdin=info)
 
   def MigrateInstance(self, cluster_name, instance, target, live_migration):
     if self._StockRuns(instance.name):
       return self._Stock().MigrateInstance(cluster_name, instance, target, live_migration)
     RunCli(["step", "migrate", "--name", instance.name, "--target", target,
-            "--live" if live_migration else "--non-live"] + _RunDir())
+            "--live" if live_migration else "--non-live"] + _MigrationH(instance) + _RunDir())
 
   def GetMigrationStatus(self, instance):
     if self._StockRuns(instance.name) and not os.path.exists(
