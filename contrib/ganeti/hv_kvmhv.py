@@ -213,10 +213,11 @@ class KvmHvHypervisor(hv_kvm.KVMHypervisor):
     RunCli(args, stdin=json.dumps(self._Spec(instance, block_devices)))
 
   def StopInstance(self, instance, force=False, retry=False, name=None, timeout=None):
-    name = name or instance.name
-    if self._StockRuns(name):
+    if self._StockRuns(name or instance.name):
+      # Ganeti's own name argument: the stock class stops "by name only" just by force.
       return self._Stock().StopInstance(instance, force=force, retry=retry, name=name,
                                         timeout=timeout)
+    name = name or instance.name
     args = ["stop", name] + _RunDir()
     if force:
       args.append("--force")

@@ -28,6 +28,9 @@ const NODES = { n1: 'node1.example.test', n2: 'node2.example.test' } as const;
 type Node = keyof typeof NODES;
 const BUSY = 'busy1.example.test';
 const IDLE = 'idle1.example.test';
+const OLD = 'old1.example.test';
+/** Whose run directory: kvm-hv's, or the stock class's. */
+type RunDir = 'kvm-hv' | 'kvm-hypervisor';
 
 interface Out {
   code: number | null;
@@ -74,17 +77,17 @@ function qemuPids(name: string): number[] {
   return pids;
 }
 
-/** The node whose kvm-hv pid file names `pid`. */
-function nodeOfPid(name: string, pid: number): Node | undefined {
+/** The node whose pid file (of kvm-hv, or of the stock class) names `pid`. */
+function nodeOfPid(name: string, pid: number, dir: RunDir = 'kvm-hv'): Node | undefined {
   for (const n of Object.keys(NODES) as Node[]) {
-    const f = join(LAB, n, 'run/kvm-hv/pid', name);
+    const f = join(LAB, n, 'run', dir, 'pid', name);
     if (existsSync(f) && Number(readFileSync(f, 'utf8').trim()) === pid) return n;
   }
   return undefined;
 }
 
-async function qmpStatus(n: Node, name: string): Promise<string> {
-  const m = await QmpMonitor.connect({ path: join(LAB, n, 'run/kvm-hv/ctrl', `${name}.qmp`) });
+async function qmpStatus(n: Node, name: string, dir: RunDir): Promise<string> {
+  const m = await QmpMonitor.connect({ path: join(LAB, n, 'run', dir, 'ctrl', `${name}.qmp`) });
   try {
     return (await m.execute<{ status: string }>('query-status')).status;
   } finally {
@@ -102,14 +105,17 @@ function ganetiSays(name: string): [string, string] {
   return [status ?? '', pnode ?? ''];
 }
 
-/** Runs exactly once, on `node`, running in QEMU, and Ganeti says the same. Returns the pid. */
-async function runsOnceOn(name: string, node: Node): Promise<number> {
+/**
+ * Runs exactly once, on `node`, running in QEMU, started by `dir`'s class, and Ganeti says
+ * the same. Returns the pid.
+ */
+async function runsOnceOn(name: string, node: Node, dir: RunDir = 'kvm-hv'): Promise<number> {
   expect(ganetiSays(name)).toEqual(['running', NODES[node]]);
   const pids = qemuPids(name);
   expect(pids, `QEMU processes named ${name}`).toHaveLength(1);
   const pid = pids[0] as number;
-  expect(nodeOfPid(name, pid)).toBe(node);
-  expect(await qmpStatus(node, name)).toBe('running');
+  expect(nodeOfPid(name, pid, dir)).toBe(node);
+  expect(await qmpStatus(node, name, dir)).toBe('running');
   return pid;
 }
 
@@ -122,10 +128,35 @@ function cleanUp(): void {
 describe.skipIf(!enabled)('Ganeti 3.0 two-node cluster driving kvm-hv', () => {
   beforeAll(async () => {
     await ensureBuilt();
-    ok(sh('bash', [INSTALL, '--no-restart']), 'install.sh');
+    // The cluster starts with Ganeti's stock class, which starts one instance; then kvm-hv
+    // is installed (the daemons restarted), as on a cluster that already runs instances.
+    ok(sh('bash', [INSTALL, '--remove', '--force', '--no-restart']), 'install.sh --remove');
     const up = sh('bash', [LAB_SH, 'up'], 300_000);
     timings.push(`lab up (cluster init + node add): ${up.seconds.toFixed(1)} s`);
     ok(up, 'lab.sh up');
+    ok(
+      gnt(
+        'gnt-instance',
+        'add',
+        '-t',
+        'sharedfile',
+        '-o',
+        'dummy+default',
+        '-s',
+        '64M',
+        '-B',
+        'memory=64M',
+        '--no-nics',
+        '--no-name-check',
+        '--no-ip-check',
+        '-n',
+        NODES.n1,
+        OLD,
+      ),
+      'add under the stock class',
+    );
+    ok(sh('bash', [INSTALL, '--no-restart']), 'install.sh');
+    ok(sh('bash', [LAB_SH, 'restart-noded']), 'restart-noded');
     // A guest that dirties 32 MiB at 8 MiB/s for the live migrations.
     writeGuestImage(join(LAB, 'busy.img'), { dirtyMiB: 32, rateMiBps: 8 });
   }, 400_000);
@@ -134,7 +165,7 @@ describe.skipIf(!enabled)('Ganeti 3.0 two-node cluster driving kvm-hv', () => {
     cleanUp();
     // The numbers go to the log: docs/ganeti.md quotes them.
     console.log(`Ganeti + kvm-hv timings:\n  ${timings.join('\n  ')}`);
-    for (const name of [BUSY, IDLE]) expect(qemuPids(name), `${name} left running`).toEqual([]);
+    for (const name of [BUSY, IDLE, OLD]) expect(qemuPids(name), `${name} left running`).toEqual([]);
   }, 300_000);
 
   it('gnt-cluster verify: no problem but the sandbox has no /proc/sysrq-trigger', () => {
@@ -145,6 +176,18 @@ describe.skipIf(!enabled)('Ganeti 3.0 two-node cluster driving kvm-hv', () => {
     for (const l of errors) expect(l).toMatch(/procfs|sysrq-trigger/);
     expect(r.out).toContain('Verifying node status');
   });
+
+  it('an instance the stock class started: still listed, migrated by the stock code, adopted at shutdown/startup', async () => {
+    await runsOnceOn(OLD, 'n1', 'kvm-hypervisor');
+    timed('migrate stock-started instance n1 -> n2', 'gnt-instance', 'migrate', '-f', '-n', NODES.n2, OLD);
+    await runsOnceOn(OLD, 'n2', 'kvm-hypervisor');
+    timed('shutdown stock-started instance', 'gnt-instance', 'shutdown', '--timeout=5', OLD);
+    expect(ganetiSays(OLD)).toEqual(['ADMIN_down', NODES.n2]);
+    expect(qemuPids(OLD)).toEqual([]);
+    timed('startup (now kvm-hv)', 'gnt-instance', 'startup', OLD);
+    await runsOnceOn(OLD, 'n2', 'kvm-hv');
+    expect(readdirSync(join(LAB, 'n2/run/kvm-hypervisor/pid'))).toEqual([]);
+  }, 300_000);
 
   it('gnt-instance add (starts through kvm-hv start), info, list', async () => {
     timed(
@@ -283,5 +326,12 @@ describe.skipIf(!enabled)('Ganeti 3.0 two-node cluster driving kvm-hv', () => {
   it('gnt-instance failover (stop on the primary, start on the other node)', async () => {
     timed('failover idle n2 -> n1', 'gnt-instance', 'failover', '-f', '--shutdown-timeout=5', IDLE);
     await runsOnceOn(IDLE, 'n1');
+  }, 300_000);
+
+  it('gnt-node migrate: every instance of node2 moves live to node1', async () => {
+    await runsOnceOn(BUSY, 'n2');
+    await runsOnceOn(OLD, 'n2');
+    timed('gnt-node migrate node2 (2 instances)', 'gnt-node', 'migrate', '-f', NODES.n2);
+    for (const name of [BUSY, OLD, IDLE]) await runsOnceOn(name, 'n1');
   }, 300_000);
 });
