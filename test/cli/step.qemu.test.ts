@@ -92,8 +92,8 @@ describe.skipIf(!binary)('kvm-hv step and balloon on real QEMU (one process per 
 
   it('step migrate returns while QEMU migrates; status and both finalizes from other processes', async () => {
     const port = await freePort();
-    // 8 MiB/s: the migration of 96 MiB with a dirtying guest lasts seconds, so the first status sees it run.
-    await startInstance('step1', 1, { migration_port: port, migration_bandwidth: 8 });
+    // 3 MiB/s: the guest's 16 dirty MiB take seconds (zero pages cost nothing), so the first status sees it run.
+    await startInstance('step1', 1, { migration_port: port, migration_bandwidth: 3 });
     await accept('step1');
     const t0 = Date.now();
     const m = await run([
