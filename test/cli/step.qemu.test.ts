@@ -92,8 +92,9 @@ describe.skipIf(!binary)('kvm-hv step and balloon on real QEMU (one process per 
 
   it('step migrate returns while QEMU migrates; status and both finalizes from other processes', async () => {
     const port = await freePort();
-    // 3 MiB/s: the guest's 16 dirty MiB take seconds (zero pages cost nothing), so the first status sees it run.
-    await startInstance('step1', 1, { migration_port: port, migration_bandwidth: 3 });
+    // 8 MiB/s: above the guest's dirty rate (nothing between the steps raises the downtime),
+    // low enough that the first status, a process start later, sees it run.
+    await startInstance('step1', 1, { migration_port: port, migration_bandwidth: 8 });
     await accept('step1');
     const t0 = Date.now();
     const m = await run([
