@@ -33,7 +33,7 @@ export interface Strategy {
 }
 
 /** The convergence policy never acts (no downtime raise, no post-copy switch). */
-export const POLICY_OFF: ConvergencePolicyOptions = {
+const POLICY_OFF: ConvergencePolicyOptions = {
   stallMs: Number.MAX_SAFE_INTEGER,
   postcopyAfterPasses: Number.MAX_SAFE_INTEGER,
 };

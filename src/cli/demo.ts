@@ -50,7 +50,7 @@ import { onInterrupt } from './signals.js';
 import { loggerFor, numberArg, print, printJson } from './util.js';
 
 /** Options of `kvm-hv demo`, after parsing. */
-export interface DemoOptions {
+interface DemoOptions {
   /** Guest RAM, MiB. */
   memory: number;
   /** Size of the region the guest dirties, MiB. */
@@ -76,7 +76,7 @@ export interface DemoOptions {
 const ACCEL_NAMES: Record<Accelerator, string> = { kvm: 'KVM', tcg: 'TCG' };
 
 /** Default values of the demo options: converges in a few seconds on two TCG cores. */
-export const DEMO_DEFAULTS = {
+const DEMO_DEFAULTS = {
   memory: 128,
   dirty: 32,
   rate: 64,
@@ -87,7 +87,7 @@ export const DEMO_DEFAULTS = {
 } as const;
 
 /** The exact advice shown when QEMU is missing. */
-export const QEMU_INSTALL_HINT =
+const QEMU_INSTALL_HINT =
   'qemu-system-x86_64 not found: install it with `sudo apt-get install -y qemu-system-x86` ' +
   '(Debian/Ubuntu) or `sudo dnf install -y qemu-system-x86-core` (Fedora), run `bash scripts/setup.sh` ' +
   '(installs it when run as root), or set QEMU=/path/to/qemu-system-x86_64';
@@ -104,7 +104,7 @@ export async function readGuestStatus(monitor: Monitor): Promise<GuestStatus> {
 }
 
 /** Checks option combinations that commander cannot. Throws {@link UsageError}. */
-export function checkDemoOptions(o: DemoOptions): void {
+function checkDemoOptions(o: DemoOptions): void {
   if (!Number.isInteger(o.memory) || o.memory < 16) {
     throw new UsageError(`--memory must be an integer >= 16 (MiB), got ${o.memory}`);
   }
@@ -158,7 +158,7 @@ function absoluteBinary(binary: string): string {
 }
 
 /** Runs the demo; resolves when both ends are verified and everything is cleaned up. */
-export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
+async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
   checkDemoOptions(o);
   const found = findQemuBinary();
   if (!found) throw new HypervisorError(QEMU_INSTALL_HINT);

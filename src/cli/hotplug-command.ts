@@ -27,23 +27,20 @@ interface HotplugCliOptions extends RunDirOptions {
 }
 
 /** `disk` or `nic`, else a usage error naming the argument and the value. */
-export function hotplugTarget(value: string): HotplugTarget {
+function hotplugTarget(value: string): HotplugTarget {
   if (value === 'disk' || value === 'nic') return value;
   throw new UsageError(`TARGET must be 'disk' or 'nic', got '${value}'`);
 }
 
 /** The network of `--tap IFNAME` / `--user` (undefined when neither is given). */
-export function networkOption(opts: Pick<HotplugCliOptions, 'tap' | 'user'>): InstanceNicNetwork | undefined {
+function networkOption(opts: Pick<HotplugCliOptions, 'tap' | 'user'>): InstanceNicNetwork | undefined {
   if (opts.tap !== undefined && opts.user) throw new UsageError('give --tap IFNAME or --user, not both');
   if (opts.tap !== undefined) return { type: 'tap', ifname: opts.tap };
   return opts.user ? { type: 'user' } : undefined;
 }
 
 /** The disk or NIC `hotplug add` describes with its options. */
-export function deviceFromOptions(
-  target: HotplugTarget,
-  opts: HotplugCliOptions,
-): InstanceDisk | InstanceNic {
+function deviceFromOptions(target: HotplugTarget, opts: HotplugCliOptions): InstanceDisk | InstanceNic {
   if (opts.uuid === undefined) throw new UsageError(`hotplug add ${target} needs --uuid`);
   const refuse = (flags: Array<keyof HotplugCliOptions>, what: string) => {
     const given = flags.filter((f) => opts[f] !== undefined);
@@ -91,7 +88,7 @@ function kebab(flag: string): string {
 }
 
 /** One line about a device: its id and where it sits. */
-export function describeDevice(dev: RuntimeDisk | RuntimeNic): string {
+function describeDevice(dev: RuntimeDisk | RuntimeNic): string {
   const where =
     dev.bus.type === 'pci'
       ? `PCI slot 0x${dev.bus.slot.toString(16)}`

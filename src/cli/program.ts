@@ -24,8 +24,6 @@ import { commandInstance, hvOption, monitorOptions, type VmOptions, withHypervis
 import { registerTlsCommand } from './tls.js';
 import { FORCE_RESUME_WARNING, loggerFor, numberArg, print, printJson } from './util.js';
 
-export { FORCE_RESUME_WARNING } from './util.js';
-
 /** The version printed by `--version`. */
 export const CLI_VERSION = '0.1.0';
 
@@ -157,7 +155,7 @@ const OUTPUT = {
 };
 
 /** Builds the commander program (no side effects until parsed). */
-export function buildProgram(): Command {
+function buildProgram(): Command {
   const program = new Command('kvm-hv')
     .description(
       'Ganeti-style KVM hvparams and QEMU live migration over QMP/HMP.\n' +

@@ -241,7 +241,7 @@ function saveRuntime(lc: InstanceLifecycle, name: string, runtime: InstanceRunti
  * never halts (a busy guest) stays one, so `device_add` never answered and QEMU hung.
  * A VM that was running is resumed (`cont`) afterwards, also when `fn` fails.
  */
-export async function pausedIfNeeded<T>(s: Step, fn: () => Promise<T>): Promise<T> {
+async function pausedIfNeeded<T>(s: Step, fn: () => Promise<T>): Promise<T> {
   const v = s.monitor.version;
   const affected = s.state.accel === 'tcg' && versionAtLeast(v, 5, 1) && !versionAtLeast(v, 6, 0);
   if (!affected || !(await qmp.queryStatus(s)).running) return fn();

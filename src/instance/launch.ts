@@ -53,7 +53,7 @@ export function acceleratorFor(
  * it (as the source ran it: a non-live migration stays paused), instead of adding the time
  * until `finalizeMigrationDst` sends `cont` to the downtime.
  */
-export function launchArgv(runtime: InstanceRuntime, features: QemuFeatures, ctx: LaunchContext): string[] {
+function launchArgv(runtime: InstanceRuntime, features: QemuFeatures, ctx: LaunchContext): string[] {
   return renderArgv(runtime, features, { ...ctx, paused: ctx.incoming === undefined, noShutdown: true });
 }
 

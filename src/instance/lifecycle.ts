@@ -40,10 +40,10 @@ import {
 /** Default limit of a start (probe, launch, post-start actions), ms. */
 export const DEFAULT_START_TIMEOUT_MS = 60_000;
 /** Default limit of one monitor step of reboot, info, balloon, ms. */
-export const DEFAULT_LIFECYCLE_STEP_MS = 10_000;
+const DEFAULT_LIFECYCLE_STEP_MS = 10_000;
 
 /** Opens (or hands out the cached) monitor of an instance within a deadline. */
-export type MonitorOpener = (name: string, deadline: Deadline) => Promise<Monitor>;
+type MonitorOpener = (name: string, deadline: Deadline) => Promise<Monitor>;
 
 /** What the life cycle needs from its owner (`KVMHypervisor`). */
 export interface LifecycleDeps {

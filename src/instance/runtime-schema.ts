@@ -15,7 +15,7 @@ export const RUNTIME_FORMAT_VERSION = 1;
 const OnOff = Type.Boolean();
 
 /** Where a device sits: a slot on the root PCI bus, a target on the SCSI bus, or an IDE unit QEMU picks. */
-export const DeviceBusSchema = Type.Union([
+const DeviceBusSchema = Type.Union([
   Type.Object(
     { type: Type.Literal('pci'), slot: Type.Integer({ minimum: 0, maximum: 31 }) },
     { additionalProperties: false },
@@ -49,7 +49,7 @@ const runtimeDiskCommon = {
 };
 
 /** A disk as QEMU sees it. */
-export const RuntimeDiskSchema = Type.Union([
+const RuntimeDiskSchema = Type.Union([
   Type.Object(
     {
       ...runtimeDiskCommon,
@@ -72,7 +72,7 @@ export const RuntimeDiskSchema = Type.Union([
 export type RuntimeDisk = Static<typeof RuntimeDiskSchema>;
 
 /** A NIC as QEMU sees it. */
-export const RuntimeNicSchema = Type.Object(
+const RuntimeNicSchema = Type.Object(
   {
     uuid: Type.String(),
     /** QEMU device and netdev id: `nic-<uuid up to its 3rd hyphen>`. */
@@ -96,7 +96,7 @@ export const RuntimeNicSchema = Type.Object(
 export type RuntimeNic = Static<typeof RuntimeNicSchema>;
 
 /** A CD-ROM (`cdrom_image_path`, `cdrom2_image_path`), read-only. */
-export const RuntimeCdromSchema = Type.Object(
+const RuntimeCdromSchema = Type.Object(
   {
     /** `cdrom1` or `cdrom2`: device id and blockdev node name. */
     id: Type.String(),
@@ -116,7 +116,7 @@ export const RuntimeCdromSchema = Type.Object(
 export type RuntimeCdrom = Static<typeof RuntimeCdromSchema>;
 
 /** Where the VNC server listens (`vnc_bind_address`); interfaces are resolved on the node that runs QEMU. */
-export const VncBindSchema = Type.Union([
+const VncBindSchema = Type.Union([
   Type.Object({ type: Type.Literal('ip'), address: Type.String() }, { additionalProperties: false }),
   Type.Object({ type: Type.Literal('interface'), name: Type.String() }, { additionalProperties: false }),
   /** A UNIX socket `<dir>/<name>.vnc`. */
@@ -126,7 +126,7 @@ export const VncBindSchema = Type.Union([
 export type VncBind = Static<typeof VncBindSchema>;
 
 /** The display: none, VNC or SPICE. */
-export const RuntimeDisplaySchema = Type.Union([
+const RuntimeDisplaySchema = Type.Union([
   Type.Object({ type: Type.Literal('none') }, { additionalProperties: false }),
   Type.Object(
     {

@@ -38,15 +38,7 @@ import {
 import type { InstanceSpec } from './spec.js';
 import { diskSource } from './userspace-disk.js';
 
-export {
-  deviceId,
-  diskCacheFlags,
-  diskDriver,
-  nicDriver,
-  SCSI_TARGETS,
-  scsiControllerDriver,
-  VNC_BASE_PORT,
-} from './device-model.js';
+export { deviceId } from './device-model.js';
 export { parseRuntime, RuntimeFormatError, serializeRuntime } from './runtime-json.js';
 export * from './runtime-schema.js';
 

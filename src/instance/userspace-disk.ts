@@ -38,7 +38,7 @@ export class UserspaceUriError extends Error {
 }
 
 /** Gluster's management port, QEMU's default for `gluster://host/…`. */
-export const GLUSTER_DEFAULT_PORT = '24007';
+const GLUSTER_DEFAULT_PORT = '24007';
 
 const RBD_OPTIONS = new Set(['id', 'conf', 'mon_host']);
 

@@ -35,7 +35,7 @@ export function isMonitorGone(e: unknown, monitor?: Monitor): boolean {
 }
 
 /** The deadline error in `e`'s cause chain, if a deadline cut a call short. */
-export function deadlineIn(e: unknown): DeadlineError | undefined {
+function deadlineIn(e: unknown): DeadlineError | undefined {
   for (let c: unknown = e; c instanceof Error; c = c.cause) if (c instanceof DeadlineError) return c;
   return undefined;
 }

@@ -21,9 +21,9 @@ import { ACTIVE_STATUSES, TERMINAL_STATUSES } from './status.js';
  * milliseconds once the status is final), then twice as long each time, up to
  * {@link POLL_MAX_MS}, so a clean-up that lasts cannot make it send hundreds of commands.
  */
-export const POLL_FIRST_MS = 10;
+const POLL_FIRST_MS = 10;
 /** The longest interval between two clean-up polls (ms). */
-export const POLL_MAX_MS = 200;
+const POLL_MAX_MS = 200;
 
 /** True when `reply` (a `query-yank` return) lists the migration's yank instance. */
 export function migrationYankRegistered(reply: unknown): boolean {
@@ -133,4 +133,4 @@ export async function settledRunState(
 }
 
 /** How long {@link settledRunState} waits for QEMU to leave `finish-migrate` (ms). */
-export const SETTLE_MS = 10_000;
+const SETTLE_MS = 10_000;

@@ -76,14 +76,6 @@ export async function acceptMigration(
   return { capabilities: wire, snapshot };
 }
 
-/**
- * The incoming migration as the destination sees it (`query-migrate` / `info migrate`):
- * its status and, where QEMU reports it, the reason loading failed.
- */
-export function incomingStatus(ch: VmChannel, deadline: Deadline): Promise<MigrationProgress> {
-  return ch.mustMigrationStatus(deadline);
-}
-
 /** Options of {@link finalizeDestination}. */
 export interface FinalizeDestinationOptions {
   /** What `migration_caps` asked for (cleared when `accepted` is not known). */

@@ -24,7 +24,7 @@ const LOAD_GRACE_MS = 30_000;
 
 /** Waits for the incoming migration on `ch`; see `KVMHypervisor.waitForIncomingMigration`. */
 /** Default of `WaitForIncomingOptions.postcopyPausedMs`: the source's recovery (300 s) and a margin. */
-export const DEFAULT_POSTCOPY_PAUSED_MS = 360_000;
+const DEFAULT_POSTCOPY_PAUSED_MS = 360_000;
 
 export async function waitForIncoming(
   ch: VmChannel,

@@ -25,7 +25,7 @@ import type { PostcopyPauseResult, PostcopyRecoveryResult, PostcopyResumeResult 
 import type { MigrationProgress } from './types.js';
 
 /** One node's steps, bound to its instance. */
-export interface PostcopyEndSteps {
+interface PostcopyEndSteps {
   pause(deadline: Deadline): Promise<PostcopyPauseResult>;
   status(deadline: Deadline): Promise<MigrationProgress>;
 }
@@ -108,14 +108,14 @@ export interface PostcopyRecoveryPlan {
 }
 
 /** About Linux's connect budget (6 SYN retransmits, 127 s) plus a margin. */
-export const OLD_QEMU_RESUME_SPACING_MS = 130_000;
+const OLD_QEMU_RESUME_SPACING_MS = 130_000;
 
 /**
  * Whether this QEMU survives a second resume after a failed one. Measured: 5.2 aborts
  * ("migrate_fd_connect: Assertion `s->cleanup_bh' failed") as soon as that second resume
  * connects, losing the pages only it holds; 7.2 and later resume again.
  */
-export function resumeRetrySafe(version: QemuVersion): boolean {
+function resumeRetrySafe(version: QemuVersion): boolean {
   return versionAtLeast(version, 7, 0);
 }
 

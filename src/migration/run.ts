@@ -149,7 +149,7 @@ export interface RunMigrationResult extends MigrationResult {
 }
 
 /** Default of `RunMigrationOptions.postcopyRecoveryMs`. */
-export const DEFAULT_POSTCOPY_RECOVERY_MS = 300_000;
+const DEFAULT_POSTCOPY_RECOVERY_MS = 300_000;
 /** Recoveries in one migration before it is reported as split (a link that keeps flapping). */
 const MAX_POSTCOPY_RECOVERIES = 10;
 

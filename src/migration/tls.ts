@@ -25,7 +25,7 @@ import {
 import { migrationUri } from './uri.js';
 
 /** Throws `MigrationError` (nothing changed) when this QEMU cannot do `plan`. */
-export function checkTlsSupport(ch: VmChannel, plan: TlsPlan): void {
+function checkTlsSupport(ch: VmChannel, plan: TlsPlan): void {
   const why = tlsUnsupported(ch.monitor.protocol, ch.monitor.version, plan);
   if (why) throw ch.error(`cannot migrate over TLS: ${why}`, undefined);
 }

@@ -49,7 +49,7 @@ export const STEP_MS = 10_000;
 export const runDeadline = (timeoutMs: number): number => timeoutMs + 4 * STEP_MS;
 
 /** Migration bandwidth (MiB/s) of fault cases: far below the busy guest's dirty rate, so they never converge. */
-export const SLOW_MIBPS = 8;
+const SLOW_MIBPS = 8;
 
 /** Guest RAM of every VM unless a case changes it (MiB). */
 export const GUEST_MIB = 64;
@@ -190,7 +190,7 @@ export interface PairOptions {
 }
 
 /** Opens the library's monitor of `vm` in `protocol` (QMP on the first socket, HMP on the HMP socket). */
-export function openMonitor(vm: VmProcess, protocol: Protocol, timeoutMs = 10_000): Promise<Monitor> {
+function openMonitor(vm: VmProcess, protocol: Protocol, timeoutMs = 10_000): Promise<Monitor> {
   return protocol === 'qmp'
     ? QmpMonitor.connect({ path: vm.qmpPath }, { timeoutMs, greetingTimeoutMs: 5000 })
     : HmpMonitor.connect({ path: vm.hmpPath! }, { timeoutMs, greetingTimeoutMs: 5000 });

@@ -262,7 +262,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * `/proc/net/unix`, and a namespace's UNIX sockets are listed only in its own. This
  * starter reads `/proc/<qemu pid>/net/unix` instead. Same command line as `QemuVm`.
  */
-export class NetnsVm implements VmProcess {
+class NetnsVm implements VmProcess {
   readonly qmpPaths: string[];
   readonly hmpPath: string | undefined;
   readonly exited: Promise<QemuExit>;

@@ -33,7 +33,7 @@ export async function cleanUp(c: Cleanup): Promise<void> {
 }
 
 /** One end of a pair. */
-export interface EndSpec {
+interface EndSpec {
   release: QemuRelease;
   accel?: Accel;
   /** `-machine` type, e.g. `pc-i440fx-5.2`; default QemuVm's `pc`. */

@@ -47,11 +47,11 @@ export const GUEST_REGION_START = 0x200000;
 /** Frequency of the PIT input clock, Hz. */
 export const PIT_HZ = 1_193_182;
 /** Guest page size the kernel steps by. */
-export const GUEST_PAGE_SIZE = 4096;
+const GUEST_PAGE_SIZE = 4096;
 /** Longest stall (ms of PIT ticks) the paced loop makes up for by writing faster. */
-export const GUEST_CREDIT_CAP_MS = 2;
+const GUEST_CREDIT_CAP_MS = 2;
 /** Largest region {@link buildGuestImage} accepts (it must stay below the PCI hole). */
-export const MAX_DIRTY_MIB = 2048;
+const MAX_DIRTY_MIB = 2048;
 
 /** Offsets of the fields in the image (see the module comment for the layout). */
 export const GUEST_OFFSETS = {

@@ -9,16 +9,16 @@
  */
 
 /** The eight 32-bit general-purpose registers, in encoding order. */
-export const REG32 = ['eax', 'ecx', 'edx', 'ebx', 'esp', 'ebp', 'esi', 'edi'] as const;
+const REG32 = ['eax', 'ecx', 'edx', 'ebx', 'esp', 'ebp', 'esi', 'edi'] as const;
 /** A 32-bit general-purpose register. */
 export type Reg32 = (typeof REG32)[number];
 /** The eight 8-bit registers, in encoding order. */
-export const REG8 = ['al', 'cl', 'dl', 'bl', 'ah', 'ch', 'dh', 'bh'] as const;
+const REG8 = ['al', 'cl', 'dl', 'bl', 'ah', 'ch', 'dh', 'bh'] as const;
 /** An 8-bit register. */
 export type Reg8 = (typeof REG8)[number];
 
 /** Conditions of `jcc`, with their opcode nibble (`0F 80+cc`). */
-export const CONDITIONS = { o: 0x0, b: 0x2, ae: 0x3, e: 0x4, ne: 0x5, be: 0x6, a: 0x7 } as const;
+const CONDITIONS = { o: 0x0, b: 0x2, ae: 0x3, e: 0x4, ne: 0x5, be: 0x6, a: 0x7 } as const;
 /** A `jcc` condition (unsigned comparisons only). */
 export type Condition = keyof typeof CONDITIONS;
 
