@@ -12,10 +12,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeGuestImage } from '../src/guest/index.js';
 import { KVMHypervisor } from '../src/kvm.js';
 import { QmpMonitor } from '../src/monitor/qmp.js';
-import { freePort, QemuVm } from '../src/qemu/process.js';
+import { writeGuestImage } from '../src/testing/guest/index.js';
+import { freePort, QemuVm } from '../src/testing/qemu-vm.js';
 
 const ROUNDS = Number(process.argv[2] ?? 5);
 const GANETI_POLL_MS = 2000;

@@ -11,9 +11,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeGuestImage } from '../src/guest/index.js';
 import { KVMHypervisor } from '../src/kvm.js';
-import { freePort, QemuVm } from '../src/qemu/process.js';
+import { writeGuestImage } from '../src/testing/guest/index.js';
+import { freePort, QemuVm } from '../src/testing/qemu-vm.js';
 import { warmUp } from './lib/migrate-run.js';
 import { type CommandCounter, countingQmp } from './lib/qemu-pair.js';
 import { arg, fmt, nowMs, printTable, QUICK, runMain, writeResults } from './lib/report.js';

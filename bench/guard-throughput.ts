@@ -14,11 +14,11 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeGuestImage } from '../src/guest/index.js';
 import { KVMHypervisor } from '../src/kvm.js';
 import { QmpMonitor } from '../src/monitor/qmp.js';
-import { freePort, QemuVm } from '../src/qemu/process.js';
-import { generateTestPki } from '../src/tls/certificates.js';
+import { writeGuestImage } from '../src/testing/guest/index.js';
+import { freePort, QemuVm } from '../src/testing/qemu-vm.js';
+import { generateTestPki } from '../src/testing/test-pki.js';
 
 const ROUNDS = Number(process.argv[2] ?? 3);
 const DIRTY_MIB = Number(process.argv[3] ?? 96);

@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { QmpMonitor } from '../src/monitor/qmp.js';
-import { QemuVm } from '../src/qemu/process.js';
+import { QemuVm } from '../src/testing/qemu-vm.js';
 import { ensureSocat, socatHmp } from './lib/qemu-pair.js';
 import { openRawQmp } from './lib/raw-qmp.js';
 import { QUICK, runMain, writeResults } from './lib/report.js';

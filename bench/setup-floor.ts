@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KVMHypervisor } from '../src/kvm.js';
 import { QmpMonitor } from '../src/monitor/qmp.js';
-import { QemuVm } from '../src/qemu/process.js';
+import { QemuVm } from '../src/testing/qemu-vm.js';
 
 const rounds = Number(process.argv[2] ?? 20);
 const sink = createServer((s) => {

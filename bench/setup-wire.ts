@@ -10,7 +10,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { QemuVm } from '../src/qemu/process.js';
+import { QemuVm } from '../src/testing/qemu-vm.js';
 import { startSink } from './lib/qemu-pair.js';
 import { openRawQmp } from './lib/raw-qmp.js';
 import { summarize } from './lib/report.js';

@@ -25,10 +25,10 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeGuestImage } from '../src/guest/index.js';
 import { KVMHypervisor } from '../src/kvm.js';
 import { QmpMonitor } from '../src/monitor/qmp.js';
-import { QemuVm } from '../src/qemu/process.js';
+import { writeGuestImage } from '../src/testing/guest/index.js';
+import { QemuVm } from '../src/testing/qemu-vm.js';
 import { type CommandCounter, countingQmp, ensureSocat, socatHmp, startSink } from './lib/qemu-pair.js';
 import { arg, fmt, nowMs, printTable, QUICK, runMain, sleep, summarize, writeResults } from './lib/report.js';
 

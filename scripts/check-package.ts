@@ -278,7 +278,34 @@ function npmInstall(dir: string, tarball: string, unpacked: string, pkg: Record<
   return "unpacked, with this repository's dependencies: no npm registry";
 }
 
+/**
+ * The root's runtime names, as a user's `require('kvm-hypervisor')` sees them, against
+ * scripts/public-api.txt: the public API grows only when that list grows with it.
+ */
+function checkPublicApi(): void {
+  const listed = readFileSync(join(ROOT, 'scripts', 'public-api.txt'), 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
+  const runtime = execFileSync(
+    process.execPath,
+    ['-e', 'console.log(Object.keys(require("./dist/index.cjs")).join("\\n"))'],
+    { cwd: ROOT, encoding: 'utf8' },
+  )
+    .split('\n')
+    .filter(Boolean);
+  const extra = runtime.filter((n) => !listed.includes(n));
+  const missing = listed.filter((n) => !runtime.includes(n));
+  check(
+    extra.length === 0 && missing.length === 0,
+    `the root exports the ${listed.length} runtime names of scripts/public-api.txt` +
+      (extra.length ? `; not listed: ${extra.join(', ')}` : '') +
+      (missing.length ? `; listed but not exported: ${missing.join(', ')}` : ''),
+  );
+}
+
 async function main(): Promise<void> {
+  checkPublicApi();
   const work = mkdtempSync(join(tmpdir(), 'kvm-hv-package-'));
   try {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Record<string, unknown>;

@@ -6,7 +6,7 @@ import {
   HV_PARAMETERS,
   type HvParamDefinition,
   NODE_PARAMETER_RULES,
-} from '../src/index.js';
+} from '../src/internal.js';
 import { writeOrCheck } from './generated-doc.js';
 
 const OUTPUT = fileURLToPath(new URL('../docs/hvparams.md', import.meta.url));

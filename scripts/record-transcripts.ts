@@ -17,8 +17,8 @@ import { KVMHypervisor } from '../src/kvm.js';
 import { HmpMonitor } from '../src/monitor/hmp.js';
 import { QmpMonitor } from '../src/monitor/qmp.js';
 import type { Monitor } from '../src/monitor/types.js';
-import { freePort, QemuVm } from '../src/qemu/process.js';
 import { formatVersion } from '../src/qemu/version.js';
+import { freePort, QemuVm } from '../src/testing/qemu-vm.js';
 import { RecordingMonitor } from '../src/testing/transcript.js';
 import { qemuReleases } from '../test/support/qemu-releases.js';
 

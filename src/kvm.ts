@@ -1,17 +1,19 @@
 /**
- * The KVM hypervisor: Ganeti's `KVMHypervisor` class. The static half owns the hvparam
- * registry and its checks; an instance owns one monitor per VM and drives migrations.
- * Over ~400 lines because it is the public facade: each method is a few lines of wiring
- * under the TSDoc users read; the work is in src/migration/ (migration) and src/instance/
- * (the instance life cycle: start, stop, reboot, info, the destination started from a
- * runtime).
+ * The KVM hypervisor: Ganeti's `KVMHypervisor` class, a facade. The static half describes
+ * and checks hvparams (src/hvparams/); an instance wires three parts together and
+ * documents each call for its users: the monitor pool (src/monitor-pool/: one open monitor
+ * per instance), the instance life cycle (src/instance/: start, stop, reboot, info,
+ * hotplug) and the migration controller (src/migration-controller/: the migrations this
+ * object drives, their journals, every migration step). Each method is a line or two of
+ * wiring under the TSDoc users read.
  */
 
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 // HvParamError is named for TSDoc links.
-import { type FinalizeOutcome, type HvParamError, MigrationError } from './errors.js';
-import { GuardKeeper, type GuardPlace, guardEnabled } from './guard/keeper.js';
+import type { Deadline } from './core/deadline.js';
+import type { FinalizeOutcome, HvParamError } from './errors.js';
+import type { MigrationGuardOptions } from './guard/guard.js';
 import { checkedHvParams } from './hvparams/checked.js';
 import {
   assessHvParams,
@@ -21,21 +23,13 @@ import {
   HV_PARAMETERS,
   hvParamsJsonSchema,
   type KvmHvParams,
-  parseMigrationCaps,
   type ValidationContext,
   validateHvParams,
 } from './hvparams/index.js';
-import {
-  type AcceptInstanceStartOptions,
-  discardDestination,
-  launchDestination,
-  nodeHvParamsOf,
-  settleDestination,
-} from './instance/accept.js';
+import type { AcceptInstanceStartOptions } from './instance/accept.js';
 import { type InstanceConsole, instanceConsole } from './instance/console.js';
 import {
   type HotDelOptions,
-  type HotplugGuard,
   type HotplugOptions,
   hotAddDevice,
   hotDelDevice,
@@ -46,86 +40,96 @@ import {
 } from './instance/hotplug.js';
 import type { HotplugAction, HotplugTarget } from './instance/hotplug-model.js';
 import { DEFAULT_INSTANCE_RUN_DIR, instancePaths, type RunLayout, runLayout } from './instance/layout.js';
-import {
-  DEFAULT_START_TIMEOUT_MS,
-  type InstanceInfo,
-  InstanceLifecycle,
-  type StartInstanceOptions,
-} from './instance/lifecycle.js';
-import { processAlive } from './instance/process.js';
+import { type InstanceInfo, InstanceLifecycle, type StartInstanceOptions } from './instance/lifecycle.js';
 import type { RuntimeDisk, RuntimeNic } from './instance/runtime-schema.js';
 import type { InstanceDisk, InstanceNic, InstanceSpec } from './instance/spec.js';
 import { readInstanceState } from './instance/state.js';
 import { type StopInstanceOptions, type StopOutcome, stopInstance } from './instance/stop.js';
 import { type LoggerLike, silentLogger } from './logger.js';
-import { errorText, isMonitorGone, VmChannel } from './migration/channel.js';
-import { type ConvergencePolicyOptions, completionTimeoutMs } from './migration/convergence.js';
-import { Deadline, DeadlineError } from './migration/deadline.js';
-import {
-  type AcceptedMigration,
-  acceptMigration,
-  finalizeDestination,
-  startIncoming,
-} from './migration/destination.js';
-import { waitForIncoming } from './migration/incoming.js';
-import {
-  acceptedFromJournal,
-  destinationJournalEntry,
-  MigrationJournal,
-  type MigrationRole,
-  sessionFromJournal,
-  sourceJournalEntry,
-  startedFromJournal,
-} from './migration/journal.js';
-import {
-  acceptPostcopyRecovery,
-  type PostcopyPauseResult,
-  type PostcopyRecoveryResult,
-  type PostcopyResumeResult,
-  pausePostcopy,
-  resumePostcopy,
+import type { ConvergencePolicyOptions } from './migration/convergence.js';
+import type {
+  PostcopyPauseResult,
+  PostcopyRecoveryResult,
+  PostcopyResumeResult,
 } from './migration/postcopy.js';
-import {
-  type MigrationRecoveryReport,
-  type RecoverMigrationOptions,
-  type RecoveryNode,
-  recoverNode,
-} from './migration/recover.js';
-import { isPostcopy } from './migration/safety.js';
-import type { MigrationPlan, MigrationSession } from './migration/session.js';
-import { precheck, startMigration } from './migration/setup.js';
-import { cancelMigration, finalizeSource } from './migration/source.js';
-import { listenUri, tlsUsable } from './migration/tls.js';
+import type { MigrationRecoveryReport, RecoverMigrationOptions } from './migration/recover.js';
 import type {
   AcceptInstanceOptions,
   FinalizeMigrationDstOptions,
   FinalizeMigrationSourceOptions,
   IncomingMigrationResult,
   Instance,
-  KVMHypervisorOptions,
   MigrationProgress,
   MigrationResult,
   MigrationStepOptions,
-  MonitorFactory,
   WaitForIncomingOptions,
   WaitForMigrationOptions,
 } from './migration/types.js';
-import { waitForMigration } from './migration/wait.js';
+import { MigrationController } from './migration-controller/controller.js';
 import { QmpMonitor } from './monitor/qmp.js';
 import type { Monitor } from './monitor/types.js';
+import { closedError, type MonitorFactory, MonitorPool } from './monitor-pool/pool.js';
 import { type NodeInfo, readNodeInfo } from './node/info.js';
 import { type NodeVerification, verifyNode } from './node/verify.js';
-import { formatVersion } from './qemu/version.js';
-import { checkTlsFiles, checkTlsOptions, type MigrationTlsOptions } from './tls/config.js';
+import type { AcceleratorChoice } from './qemu/accel.js';
+import { checkTlsOptions, type MigrationTlsOptions } from './tls/config.js';
 
-/** Default limit of finalize, cancel, accept and status steps (ms). */
-export const DEFAULT_STEP_TIMEOUT_MS = 30_000;
-
-const stepDeadline = (o: MigrationStepOptions): Deadline =>
-  Deadline.after(o.timeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, o.signal);
+export { DEFAULT_STEP_TIMEOUT_MS } from './migration-controller/controller.js';
 
 /** Where Ganeti keeps the QMP sockets of its KVM instances (`<RUN_DIR>/kvm-hypervisor/ctrl`). */
 export const DEFAULT_RUN_DIR = '/var/run/ganeti/kvm-hypervisor/ctrl';
+
+/** Options of the `KVMHypervisor` constructor. */
+export interface KVMHypervisorOptions {
+  /** Opens an instance's monitor; default: QMP at `<runDir>/<name>.qmp`. */
+  monitor?: MonitorFactory;
+  /**
+   * Folder of the default factory's sockets for QEMUs started by someone else (default
+   * `<instanceDir>/ctrl`). Instances this library started are reached at the socket their
+   * state file names.
+   */
+  runDir?: string;
+  /**
+   * Run directory of the instances this object starts (Ganeti's layout: `pid/`, `ctrl/`,
+   * `conf/`, `chroot/`, `log/`; default `/var/run/ganeti/kvm-hypervisor`). Two objects on one
+   * host (tests, demos) act as two nodes when given different folders.
+   */
+  instanceDir?: string;
+  /**
+   * Accelerator for instances whose `kvm_flag` is empty: `kvm`, `tcg` or `auto` (default
+   * `$KVMHV_ACCEL`, else `auto`: KVM when `/dev/kvm` opens read-write).
+   */
+  accel?: AcceleratorChoice;
+  /**
+   * Folder of the migration journals (`<name>.source.migration`,
+   * `<name>.destination.migration`) for QEMUs started elsewhere, so that every migration
+   * step, and `recoverMigration`, works from a new object or process. Instances this
+   * object's run directory started journal in its `conf/` folder without it. Without
+   * either, a migration lives in this object's memory only.
+   */
+  stateDir?: string;
+  /** A pino logger, or any object with pino's level methods ({@link LoggerLike}); default: silent. */
+  logger?: LoggerLike;
+  /** Knobs of the convergence policy (stall detection, downtime ceiling, timeouts). */
+  convergence?: ConvergencePolicyOptions;
+  /**
+   * Migrate over TLS with this node's certificates (see docs/security.md). The source
+   * (`migrateInstance`) uses the client certificate; the destination (`acceptInstance`
+   * with `listen`) the server certificate and, with `allowedPeers`, accepts only those
+   * clients. Checked at construction (`TlsConfigError`); the files are checked before
+   * each migration.
+   */
+  tls?: MigrationTlsOptions;
+  /**
+   * The migration guard (docs/security.md, "The stall attack, and the migration guard"): a
+   * library-owned process holds the migration's network end, admits only
+   * `allowedAddresses` (when given), terminates TLS itself under a handshake deadline, and
+   * relays to QEMU over a local UNIX socket, so that no stranger can stall QEMU. Default:
+   * on when `tls` is set, off otherwise; `true` or an object turns it on for migrations in
+   * clear too; `false` uses QEMU's own TLS (which a silent peer can freeze).
+   */
+  migrationGuard?: MigrationGuardOptions | boolean;
+}
 
 /**
  * Ganeti's KVM hypervisor. The static members describe and check hvparams the way Ganeti's
@@ -194,24 +198,11 @@ export class KVMHypervisor {
     checkHvParamsNotGlobal(instanceParams);
   }
 
-  private readonly factory: MonitorFactory;
   private readonly log: LoggerLike;
-  private readonly monitors = new Map<string, Promise<Monitor>>();
-  private readonly sessions = new Map<string, MigrationSession>();
-  private readonly accepted = new Map<string, AcceptedMigration>();
-  private readonly convergence: ConvergencePolicyOptions;
-  private readonly tls: MigrationTlsOptions | undefined;
-  private readonly lifecycle: InstanceLifecycle;
   private readonly layout: RunLayout;
-  private readonly stateDir: string | undefined;
-  /** Starts (when {@link guardOn}) and ends (always: a guard recorded by another process) migration guards. */
-  private readonly guard: GuardKeeper;
-  /** Whether this object's migrations go through the migration guard (src/guard/). */
-  private readonly guardOn: boolean;
-  private closed = false;
-  /** Settles every call still pending when {@link close} runs. */
-  private readonly closing: Promise<never>;
-  private rejectPending: (e: Error) => void = () => {};
+  private readonly monitors: MonitorPool;
+  private readonly lifecycle: InstanceLifecycle;
+  private readonly migrations: MigrationController;
 
   /**
    * @param options `monitor`: opens an instance's monitor (default: QMP at
@@ -222,11 +213,6 @@ export class KVMHypervisor {
     this.log = options.logger ?? silentLogger;
     const layout = runLayout(options.instanceDir ?? DEFAULT_INSTANCE_RUN_DIR);
     this.layout = layout;
-    this.stateDir = options.stateDir;
-    this.closing = new Promise<never>((_, reject) => {
-      this.rejectPending = reject;
-    });
-    this.closing.catch(() => {});
     const runDir = options.runDir ?? layout.ctrl;
     // An instance this library started: the socket its state file names.
     const socketOf = (name: string): string => {
@@ -236,119 +222,44 @@ export class KVMHypervisor {
         return join(runDir, `${name}.qmp`);
       }
     };
-    this.factory =
-      options.monitor ?? ((name) => QmpMonitor.connect({ path: socketOf(name) }, { logger: this.log }));
-    this.convergence = options.convergence ?? {};
+    this.monitors = new MonitorPool(
+      options.monitor ?? ((name) => QmpMonitor.connect({ path: socketOf(name) }, { logger: this.log })),
+      this.log,
+    );
     if (options.tls) checkTlsOptions(options.tls);
-    this.tls = options.tls;
-    this.guardOn = guardEnabled(options.migrationGuard, options.tls);
-    this.guard = new GuardKeeper(options.migrationGuard, options.tls, this.log);
     this.lifecycle = new InstanceLifecycle({
       layout,
       log: this.log,
       monitor: (name, deadline) => this.monitorFor(name, deadline),
-      forgetMonitor: (name) => this.forgetMonitor(name),
+      forgetMonitor: (name) => {
+        this.migrations.forget(name);
+        return this.monitors.forget(name);
+      },
       ...(options.accel === undefined ? {} : { accel: options.accel }),
     });
-  }
-
-  /** Closes and drops the cached monitor of an instance. */
-  private async forgetMonitor(name: string): Promise<void> {
-    const cached = this.monitors.get(name);
-    this.monitors.delete(name);
-    this.sessions.get(name)?.detach();
-    this.sessions.delete(name);
-    this.accepted.delete(name);
-    const m = await cached?.catch(() => undefined);
-    await m?.close().catch(() => undefined);
-  }
-
-  /**
-   * The folder of an instance's migration journals: `stateDir` when given, else the run
-   * directory's `conf/` for an instance this object's run directory started. None for a
-   * QEMU started elsewhere without `stateDir`: its migration lives in this object only.
-   */
-  private journalFor(name: string): MigrationJournal | undefined {
-    if (this.stateDir !== undefined) return new MigrationJournal(this.stateDir);
-    return this.lifecycle.startedHere(name) ? new MigrationJournal(this.layout.conf) : undefined;
-  }
-
-  /** Where the migration guard of `name` keeps its record, sockets and log. */
-  private guardPlace(name: string): GuardPlace {
-    const here = this.lifecycle.startedHere(name);
-    const paths = here ? instancePaths(this.layout, name) : undefined;
-    let qemuPid: number | undefined;
-    try {
-      qemuPid = paths ? readInstanceState(paths)?.pid : undefined;
-    } catch {
-      qemuPid = undefined;
-    }
-    return { dir: this.stateDir ?? (here ? this.layout.conf : undefined), log: paths?.log, qemuPid };
-  }
-
-  /** Removes a journal; a failure is logged (the step itself succeeded). */
-  private dropJournal(journal: MigrationJournal | undefined, name: string, role: MigrationRole): void {
-    try {
-      journal?.remove(name, role);
-    } catch (e) {
-      this.log.error({ instance: name, err: errorText(e) }, 'removing the migration journal failed');
-    }
-  }
-
-  /** `p`, or the rejection of {@link close} if the object is closed first. */
-  private untilClosed<T>(p: Promise<T>): Promise<T> {
-    return Promise.race([p, this.closing]);
+    this.migrations = new MigrationController({
+      log: this.log,
+      monitorFor: (name, deadline) => this.monitorFor(name, deadline),
+      lifecycle: this.lifecycle,
+      layout,
+      stateDir: options.stateDir,
+      convergence: options.convergence ?? {},
+      tls: options.tls,
+      migrationGuard: options.migrationGuard,
+    });
   }
 
   /**
    * The monitor of an instance: at most one is open per instance; a closed one is
    * replaced on the next call.
    */
-  async monitorFor(instanceName: string, deadline?: Deadline): Promise<Monitor> {
-    if (this.closed) throw closedError(instanceName);
-    const cached = this.monitors.get(instanceName);
-    if (cached) {
-      const m = await (deadline ? deadline.race(cached, 'opening the monitor') : cached).catch(
-        (e: unknown) => {
-          if (e instanceof DeadlineError) throw e;
-          return undefined;
-        },
-      );
-      if (m && !m.closed) return m;
-    }
-    const opening = Promise.resolve().then(() => this.factory(instanceName));
-    this.monitors.set(instanceName, opening);
-    opening.catch(() => {
-      if (this.monitors.get(instanceName) === opening) this.monitors.delete(instanceName);
-    });
-    const monitor = await (deadline
-      ? deadline.race(opening, `opening the monitor of '${instanceName}'`)
-      : opening);
-    this.log.debug(
-      { instance: instanceName, protocol: monitor.protocol, qemu: formatVersion(monitor.version) },
-      'monitor open',
-    );
-    return monitor;
-  }
-
-  private async channel(instanceName: string, deadline: Deadline): Promise<VmChannel> {
-    return new VmChannel(instanceName, await this.monitorFor(instanceName, deadline), this.log);
+  monitorFor(instanceName: string, deadline?: Deadline): Promise<Monitor> {
+    return this.monitors.monitorFor(instanceName, deadline);
   }
 
   /** Coerces, fills and checks an instance's hvparams; throws `HvParamError` with every problem. */
   static instanceParameters(instance: Instance): KvmHvParams {
     return checkedHvParams(instance.hvparams);
-  }
-
-  private plan(instance: Instance, live?: boolean): MigrationPlan {
-    const p = KVMHypervisor.instanceParameters(instance);
-    return {
-      bandwidthMiBps: p.migration_bandwidth,
-      downtimeMs: p.migration_downtime,
-      port: p.migration_port,
-      capabilities: parseMigrationCaps(p.migration_caps),
-      live: live ?? p.migration_mode !== 'non-live',
-    };
   }
 
   /**
@@ -370,122 +281,20 @@ export class KVMHypervisor {
    * starts kills that QEMU again. `finalizeMigrationDst` makes it this node's instance, or
    * stops it after a failure (unless it already holds the VM).
    */
-  async acceptInstance(instance: Instance, options?: AcceptInstanceOptions): Promise<string[]>;
-  async acceptInstance(
+  acceptInstance(instance: Instance, options?: AcceptInstanceOptions): Promise<string[]>;
+  acceptInstance(
     instance: Instance,
     migrationInfo: string,
     target: string,
     options?: AcceptInstanceStartOptions,
   ): Promise<string[]>;
-  async acceptInstance(
+  acceptInstance(
     instance: Instance,
     infoOrOptions?: string | AcceptInstanceOptions,
     target?: string,
     startOptions: AcceptInstanceStartOptions = {},
   ): Promise<string[]> {
-    const plan = this.plan(instance);
-    if (typeof infoOrOptions !== 'string') return this.acceptStarted(instance, plan, infoOrOptions ?? {});
-    if (target === undefined) {
-      throw new MigrationError(
-        `instance '${instance.name}': acceptInstance with migration info needs a target address`,
-        { instance: instance.name, changedVm: false },
-      );
-    }
-    const uri = listenUri(instance.name, target, plan.port);
-    if (this.tls) this.warnAll(await checkTlsFiles(this.tls, 'server'));
-    const deadline = Deadline.after(startOptions.timeoutMs ?? DEFAULT_START_TIMEOUT_MS, startOptions.signal);
-    const launched = await launchDestination(
-      this.lifecycle,
-      instance.name,
-      infoOrOptions,
-      deadline,
-      startOptions.accel,
-      nodeHvParamsOf(KVMHypervisor.instanceParameters(instance), instance.hvparams ?? {}),
-    );
-    try {
-      return await this.acceptOn(instance, plan, uri, deadline, target);
-    } catch (e) {
-      // The source has not been told to send anything: this QEMU holds nothing.
-      this.dropJournal(new MigrationJournal(this.layout.conf), instance.name, 'destination');
-      throw await discardDestination(this.lifecycle, instance.name, launched, e).catch((err: unknown) => {
-        this.log.error(
-          { instance: instance.name, err: errorText(err) },
-          'killing the destination QEMU failed',
-        );
-        return e;
-      });
-    }
-  }
-
-  /** `acceptInstance` for a destination QEMU started by someone else. */
-  private async acceptStarted(
-    instance: Instance,
-    plan: MigrationPlan,
-    options: AcceptInstanceOptions,
-  ): Promise<string[]> {
-    const uri =
-      options.listen === undefined ? undefined : listenUri(instance.name, options.listen, plan.port);
-    if (this.tls && uri === undefined) {
-      throw new MigrationError(
-        `instance '${instance.name}': migration over TLS needs a destination started with -incoming defer and acceptInstance(instance, { listen }), so that it listens only once the credentials are in place`,
-        { instance: instance.name, changedVm: false },
-      );
-    }
-    if (this.tls) this.warnAll(await checkTlsFiles(this.tls, 'server'));
-    return this.acceptOn(instance, plan, uri, stepDeadline(options), options.listen);
-  }
-
-  /**
-   * The destination's accept on an open monitor: capabilities, then (with `uri`) the TLS
-   * credentials and `migrate-incoming`. Returns the capabilities as QEMU names them.
-   */
-  private async acceptOn(
-    instance: Instance,
-    plan: MigrationPlan,
-    uri: string | undefined,
-    deadline: Deadline,
-    listen: string | undefined,
-  ): Promise<string[]> {
-    const name = instance.name;
-    const ch = await this.stepChannel(name, deadline, 'accepting the migration');
-    // With the guard, QEMU listens on a local socket and the guard on the network (and
-    // does the TLS): QEMU's own TLS stays off.
-    const guard = uri !== undefined && listen !== undefined && this.guardOn ? this.guard : undefined;
-    const place = this.guardPlace(name);
-    const socket = guard?.destinationSocket(name, place);
-    if (socket !== undefined) uri = `unix:${socket}`;
-    const tls = !guard && this.tls && tlsUsable(ch, this.tls, 'server') ? this.tls : undefined;
-    const journal = this.journalFor(name);
-    const hvparams = KVMHypervisor.instanceParameters(instance);
-    const accepted = await this.controllerStep(ch, () =>
-      acceptMigration(ch, plan.capabilities, deadline, (a) => {
-        journal?.write(
-          destinationJournalEntry(name, a, hvparams, {
-            tls: tls !== undefined,
-            live: plan.live,
-            listen,
-            uri,
-          }),
-        );
-        void journal?.flush(name, 'destination');
-      }),
-    );
-    this.accepted.set(name, { ...accepted, tls: tls !== undefined });
-    if (uri !== undefined) {
-      const qemuUri = uri;
-      await this.controllerStep(ch, () =>
-        startIncoming(
-          ch,
-          qemuUri,
-          tls && { endpoint: 'server', dir: tls.dir, allowedPeers: tls.allowedPeers },
-          deadline,
-        ),
-      );
-    }
-    if (guard && socket !== undefined && listen !== undefined) {
-      await guard.startDestination(name, listen, plan.port, socket, place);
-    }
-    return accepted.capabilities;
+    return this.migrations.acceptInstance(instance, infoOrOptions, target, startOptions);
   }
 
   /**
@@ -499,83 +308,29 @@ export class KVMHypervisor {
    * a failed set-up is rolled back). A second call while this object's migration of the
    * instance has not been finalized is refused without touching it.
    */
-  async migrateInstance(
+  migrateInstance(
     instance: Instance,
     target: string,
     live?: boolean,
     options: MigrationStepOptions = {},
   ): Promise<void> {
-    const plan = this.plan(instance, live);
-    // Every check without I/O first: nothing is sent for a bad target.
-    precheck(instance.name, plan, target);
-    if (this.sessions.has(instance.name)) {
-      throw new MigrationError(
-        `instance '${instance.name}': a migration started by this object has not been finalized; call finalizeMigrationSource first`,
-        { instance: instance.name, changedVm: false },
-      );
-    }
-    const journal = this.journalFor(instance.name);
-    const earlier = journal?.read(instance.name, 'source');
-    if (earlier) {
-      throw new MigrationError(
-        `instance '${instance.name}': a migration to ${earlier.peer ?? 'another node'} (phase '${earlier.phase}', started ${new Date(earlier.startedAt).toISOString()} by process ${earlier.writerPid}, journal ${journal?.path(instance.name, 'source')}) has not been finalized: finalize it (finalizeMigrationSource) or recover it (recoverMigration, kvm-hv recover) first`,
-        { instance: instance.name, changedVm: false },
-      );
-    }
-    const hvparams = KVMHypervisor.instanceParameters(instance);
-    if (this.tls) this.warnAll(await checkTlsFiles(this.tls, 'client'));
-    const deadline = stepDeadline(options);
-    const ch = await this.stepChannel(instance.name, deadline, 'starting the migration');
-    if (this.tls && !this.guardOn && tlsUsable(ch, this.tls, 'client')) {
-      plan.tls = {
-        endpoint: 'client',
-        dir: this.tls.dir,
-        ...(this.tls.hostname ? { hostname: this.tls.hostname } : {}),
-      };
-    }
-    // With the guard and TLS, QEMU migrates to its local socket; the guard connects and
-    // does the TLS handshake under its deadlines, so a silent peer cannot freeze this QEMU.
-    // In clear QEMU connects without blocking its main loop: no relay (it costs throughput).
-    const place = this.guardPlace(instance.name);
-    if (this.guardOn && this.tls)
-      plan.uri = (await this.guard.startSource(instance.name, target, plan.port, place)).uri;
-    try {
-      await startMigration(ch, plan, target, deadline, {
-        // One atomic write before the first change: what a later process needs to finish
-        // or undo this migration.
-        beforeChange: (session) =>
-          journal?.write(sourceJournalEntry(session, hvparams, target, plan.tls !== undefined)),
-        onMigrateSent: (session) => this.sessions.set(instance.name, session),
-        afterRollback: () => this.dropJournal(journal, instance.name, 'source'),
-      });
-    } catch (e) {
-      if (!this.sessions.has(instance.name)) await this.guard.end(instance.name, 'source', place);
-      throw e;
-    } finally {
-      // fsync once the set-up is over, so that it does not compete with QEMU meanwhile.
-      void journal?.flush(instance.name, 'source');
-    }
+    return this.migrations.migrateInstance(instance, target, live, options);
   }
 
   /** One progress snapshot of the instance's migration (status `none` before any). */
-  async getMigrationStatus(
-    instance: Instance,
-    options: MigrationStepOptions = {},
-  ): Promise<MigrationProgress> {
-    const deadline = stepDeadline(options);
-    const ch = await this.stepChannel(instance.name, deadline, 'reading the migration status');
-    return ch.mustMigrationStatus(deadline);
+  getMigrationStatus(instance: Instance, options: MigrationStepOptions = {}): Promise<MigrationProgress> {
+    return this.migrations.getMigrationStatus(instance, options);
   }
 
   /**
    * Destination side: the incoming migration as the destination QEMU sees it, with
    * QEMU's reason (`errorDesc`) where the version reports one.
    */
-  async getIncomingMigrationStatus(
+  getIncomingMigrationStatus(
     instance: Instance,
     options: MigrationStepOptions = {},
   ): Promise<MigrationProgress> {
-    return this.getMigrationStatus(instance, options);
+    return this.migrations.getIncomingMigrationStatus(instance, options);
   }
 
   /**
@@ -586,65 +341,8 @@ export class KVMHypervisor {
    * second even when QEMU is frozen; a source is resumed only where the fail-safe rule
    * allows. The convergence policy raises the downtime or switches to post-copy meanwhile.
    */
-  async waitForMigration(
-    instance: Instance,
-    options: WaitForMigrationOptions = {},
-  ): Promise<MigrationResult> {
-    const journal = this.journalFor(instance.name);
-    let session = this.sessions.get(instance.name);
-    if (!session) {
-      // Started by another object or process: its journal says what it changed.
-      const entry = journal?.read(instance.name, 'source');
-      if (!entry) {
-        throw new MigrationError(
-          `instance '${instance.name}': no migration was started by this hypervisor object, and none is journaled on this node`,
-          { instance: instance.name },
-        );
-      }
-      const opening = Deadline.after(DEFAULT_STEP_TIMEOUT_MS, options.signal);
-      session = sessionFromJournal(
-        entry,
-        await this.stepChannel(instance.name, opening, 'waiting for the migration'),
-      );
-      this.sessions.set(instance.name, session);
-    }
-    const user = options.onProgress;
-    const onProgress = (p: MigrationProgress) => {
-      const phase = p.status === 'completed' ? 'completed' : isPostcopy(p.status) ? 'postcopy' : undefined;
-      if (phase) {
-        try {
-          journal?.advance(instance.name, 'source', phase);
-        } catch (e) {
-          this.log.error(
-            { instance: instance.name, err: errorText(e) },
-            'updating the migration journal failed',
-          );
-        }
-      }
-      user?.(p);
-    };
-    const timeoutMs =
-      options.timeoutMs ??
-      (instance.memoryMiB === undefined
-        ? undefined
-        : completionTimeoutMs(instance.memoryMiB * 2 ** 20, this.convergence));
-    try {
-      return await this.untilClosed(
-        waitForMigration(
-          session,
-          this.convergence,
-          {
-            ...options,
-            onProgress,
-            ...(timeoutMs === undefined ? {} : { timeoutMs }),
-            timeoutDefaulted: options.timeoutMs === undefined,
-          },
-          (deadline) => this.channel(instance.name, deadline),
-        ),
-      );
-    } finally {
-      session.detach();
-    }
+  waitForMigration(instance: Instance, options: WaitForMigrationOptions = {}): Promise<MigrationResult> {
+    return this.migrations.waitForMigration(instance, options);
   }
 
   /**
@@ -657,20 +355,16 @@ export class KVMHypervisor {
    * answering; on `timeoutMs` or an abort (`signal`). Changes nothing on the VM: call
    * `finalizeMigrationDst(instance, true)` (or `false` after a failure) next.
    */
-  async waitForIncomingMigration(
+  waitForIncomingMigration(
     instance: Instance,
     options: WaitForIncomingOptions = {},
   ): Promise<IncomingMigrationResult> {
-    const opening = Deadline.after(DEFAULT_STEP_TIMEOUT_MS, options.signal);
-    const ch = await this.stepChannel(instance.name, opening, 'waiting for the incoming migration');
-    return this.untilClosed(this.controllerStep(ch, () => waitForIncoming(ch, options)));
+    return this.migrations.waitForIncomingMigration(instance, options);
   }
 
   /** Cancels the instance's running migration (`migrate_cancel`); refused during post-copy. */
-  async cancelMigration(instance: Instance, options: MigrationStepOptions = {}): Promise<void> {
-    const deadline = stepDeadline(options);
-    const ch = await this.stepChannel(instance.name, deadline, 'cancelling the migration');
-    await this.controllerStep(ch, () => cancelMigration(ch, deadline));
+  cancelMigration(instance: Instance, options: MigrationStepOptions = {}): Promise<void> {
+    return this.migrations.cancelMigration(instance, options);
   }
 
   /**
@@ -679,10 +373,8 @@ export class KVMHypervisor {
    * on an end already `postcopy-paused`; refused (a `MigrationError` naming the status)
    * outside post-copy. Stops, resumes and cancels nothing.
    */
-  async pausePostcopy(instance: Instance, options: MigrationStepOptions = {}): Promise<PostcopyPauseResult> {
-    const deadline = stepDeadline(options);
-    const ch = await this.stepChannel(instance.name, deadline, 'pausing the post-copy migration');
-    return this.controllerStep(ch, () => pausePostcopy(ch, deadline));
+  pausePostcopy(instance: Instance, options: MigrationStepOptions = {}): Promise<PostcopyPauseResult> {
+    return this.migrations.pausePostcopy(instance, options);
   }
 
   /**
@@ -691,14 +383,12 @@ export class KVMHypervisor {
    * listens for the source's {@link resumePostcopy}. Requires the incoming migration to be
    * `postcopy-paused`; a refusal names the status found.
    */
-  async acceptPostcopyRecovery(
+  acceptPostcopyRecovery(
     instance: Instance,
     uri: string,
     options: MigrationStepOptions = {},
   ): Promise<PostcopyRecoveryResult> {
-    const deadline = stepDeadline(options);
-    const ch = await this.stepChannel(instance.name, deadline, 'accepting the post-copy recovery');
-    return this.controllerStep(ch, () => acceptPostcopyRecovery(ch, uri, deadline));
+    return this.migrations.acceptPostcopyRecovery(instance, uri, options);
   }
 
   /**
@@ -706,14 +396,12 @@ export class KVMHypervisor {
    * destination accepted the recovery), then watches until the source reconnected. Requires
    * `postcopy-paused`; wait for the migration again afterwards ({@link waitForMigration}).
    */
-  async resumePostcopy(
+  resumePostcopy(
     instance: Instance,
     uri: string,
     options: MigrationStepOptions = {},
   ): Promise<PostcopyResumeResult> {
-    const deadline = stepDeadline(options);
-    const ch = await this.stepChannel(instance.name, deadline, 'resuming the post-copy migration');
-    return this.controllerStep(ch, () => resumePostcopy(ch, uri, deadline));
+    return this.migrations.resumePostcopy(instance, uri, options);
   }
 
   /**
@@ -727,52 +415,12 @@ export class KVMHypervisor {
    * source QEMU of an instance this object's run directory started (`startInstance`) is
    * stopped and its files removed, as Ganeti does.
    */
-  async finalizeMigrationSource(
+  finalizeMigrationSource(
     instance: Instance,
     success: boolean,
     options: FinalizeMigrationSourceOptions | boolean = {},
   ): Promise<FinalizeOutcome> {
-    // A boolean third argument is Ganeti's `live` flag, accepted and ignored.
-    const opts = typeof options === 'boolean' ? {} : options;
-    const plan = this.plan(instance);
-    const session = this.sessions.get(instance.name);
-    session?.detach();
-    // Before the stop below removes the state file that places the journal.
-    const journal = this.journalFor(instance.name);
-    const entry = session ? undefined : journal?.read(instance.name, 'source');
-    const guardPlace = this.guardPlace(instance.name);
-    const deadline = stepDeadline(opts);
-    let ch: VmChannel;
-    try {
-      ch = await this.stepChannel(instance.name, deadline, 'finalizing the source');
-    } catch (e) {
-      if (session && !isMonitorGone(e)) throw e;
-      this.sessions.delete(instance.name);
-      throw e;
-    }
-    const outcome = await this.controllerStep(ch, () =>
-      finalizeSource(ch, success, {
-        capabilities: plan.capabilities,
-        session: session ?? (entry ? startedFromJournal(entry) : undefined),
-        ...(opts.forceResume === undefined ? {} : { forceResume: opts.forceResume }),
-        deadline,
-      }),
-    );
-    this.sessions.delete(instance.name);
-    // Only once the source is settled: a guard still carries a running (post-copy) stream.
-    await this.guard.end(instance.name, 'source', guardPlace);
-    if (success && this.lifecycle.startedHere(instance.name)) {
-      // Ganeti's rule: the migrated source of an instance started here is stopped and its
-      // files removed; it was verified paused after a completed migration just above.
-      await stopInstance(this.lifecycle, instance.name, { force: true }).catch((e: unknown) => {
-        throw new MigrationError(
-          `instance '${instance.name}': the migration completed and the VM runs on the destination, but stopping the source QEMU failed: ${errorText(e)}`,
-          { instance: instance.name, status: 'completed', cause: e },
-        );
-      });
-    }
-    this.dropJournal(journal, instance.name, 'source');
-    return outcome;
+    return this.migrations.finalizeMigrationSource(instance, success, options);
   }
 
   /**
@@ -781,94 +429,12 @@ export class KVMHypervisor {
    * unless it already holds the VM; a destination QEMU that is already gone counts as
    * done (`action: 'already-gone'`).
    */
-  async finalizeMigrationDst(
+  finalizeMigrationDst(
     instance: Instance,
     success: boolean,
     options: FinalizeMigrationDstOptions = {},
   ): Promise<FinalizeOutcome> {
-    const plan = this.plan(instance);
-    const deadline = stepDeadline(options);
-    const journal = this.journalFor(instance.name);
-    const entry = this.accepted.has(instance.name) ? undefined : journal?.read(instance.name, 'destination');
-    const guardPlace = this.guardPlace(instance.name);
-    let ch: VmChannel;
-    try {
-      ch = await this.stepChannel(instance.name, deadline, 'finalizing the destination');
-    } catch (e) {
-      if (!success && isMonitorGone(e)) {
-        this.log.info({ instance: instance.name, err: errorText(e) }, 'the incoming QEMU is already gone');
-        this.accepted.delete(instance.name);
-        this.dropJournal(journal, instance.name, 'destination');
-        await this.guard.end(instance.name, 'destination', guardPlace);
-        const outcome: FinalizeOutcome = { side: 'destination', action: 'already-gone' };
-        if (this.lifecycle.startedHere(instance.name))
-          await settleDestination(this.lifecycle, instance.name, outcome);
-        return outcome;
-      }
-      throw e;
-    }
-    const outcome = await this.controllerStep(ch, () =>
-      finalizeDestination(ch, success, {
-        capabilities: plan.capabilities,
-        // Accepted by another object or process (kvm-hv accept, then finalize): with `tls`
-        // configured, the credentials it put in place are removed too.
-        accepted: this.accepted.get(instance.name) ?? (entry ? acceptedFromJournal(entry) : undefined),
-        tls: this.tls !== undefined,
-        incomingGraceMs: options.incomingGraceMs ?? 30_000,
-        deadline,
-      }),
-    );
-    this.accepted.delete(instance.name);
-    await this.guard.end(instance.name, 'destination', guardPlace);
-    if (this.lifecycle.startedHere(instance.name))
-      await settleDestination(this.lifecycle, instance.name, outcome);
-    // A destination kept after a failure report, or paused in post-copy, may hold the VM (or
-    // part of it): its journal stays, so that a recovery can still finalize it and put its
-    // capabilities back.
-    if (
-      outcome.action !== 'kept-running' &&
-      outcome.action !== 'kept-paused' &&
-      outcome.action !== 'postcopy-paused'
-    ) {
-      this.dropJournal(journal, instance.name, 'destination');
-    }
-    return outcome;
-  }
-
-  /** Logs each warning of a check. */
-  private warnAll(warnings: string[]): void {
-    for (const w of warnings) this.log.warn({}, w);
-  }
-
-  /** Opens the channel within the deadline; a deadline or connect failure becomes a `MigrationError`. */
-  private async stepChannel(name: string, deadline: Deadline, what: string): Promise<VmChannel> {
-    try {
-      return await this.channel(name, deadline);
-    } catch (e) {
-      const timedOut = e instanceof DeadlineError && e.deadlineCause === 'timeout';
-      // A QMP socket serves one client at a time: a second client waits for a greeting.
-      const hint = timedOut
-        ? ' (QEMU frozen, or another client holds its only monitor socket: QEMU serves one client per socket)'
-        : '';
-      throw new MigrationError(
-        `instance '${name}': ${what}: cannot open the monitor: ${errorText(e)}${hint}`,
-        {
-          instance: name,
-          cause: e,
-          unresponsive: timedOut,
-        },
-      );
-    }
-  }
-
-  /** Runs a step; a bare deadline error becomes a `MigrationError` that says the monitor was unresponsive. */
-  private async controllerStep<T>(ch: VmChannel, step: () => Promise<T>): Promise<T> {
-    try {
-      return await step();
-    } catch (e) {
-      if (e instanceof DeadlineError) throw ch.error(`the monitor did not answer in time: ${e.message}`, e);
-      throw e;
-    }
+    return this.migrations.finalizeMigrationDst(instance, success, options);
   }
 
   /**
@@ -885,44 +451,8 @@ export class KVMHypervisor {
    * journal. Never throws for what it finds: `settled: false` means someone must act, and
    * `message` says what. Throws `MigrationJournalError` for a damaged journal.
    */
-  async recoverMigration(
-    name: string,
-    options: RecoverMigrationOptions = {},
-  ): Promise<MigrationRecoveryReport> {
-    const paths = this.lifecycle.paths(name);
-    const journal = this.journalFor(name);
-    const entry = journal?.read(name, 'destination') ?? journal?.read(name, 'source');
-    let hvparams: Instance['hvparams'] = entry ? { ...entry.hvparams } : {};
-    if (!entry && this.lifecycle.startedHere(name)) {
-      try {
-        hvparams = this.lifecycle.runtime(name).hvparams;
-      } catch {
-        hvparams = {};
-      }
-    }
-    const instance: Instance = { name, hvparams };
-    const session = this.sessions.get(name);
-    const node: RecoveryNode = {
-      log: this.log,
-      journal,
-      instance,
-      inMemory: session
-        ? { role: 'source', startedAt: session.startedAt }
-        : this.accepted.has(name)
-          ? { role: 'destination' }
-          : undefined,
-      started: session ?? (entry?.role === 'source' ? startedFromJournal(entry) : undefined),
-      channel: (deadline) => this.stepChannel(name, deadline, 'recovering the migration'),
-      processGone: () => {
-        const state = readInstanceState(paths);
-        return state === undefined ? undefined : !processAlive(state);
-      },
-      cleanupGone: () => this.lifecycle.cleanup(name),
-      finalizeSource: (success, o) => this.finalizeMigrationSource(instance, success, o),
-      finalizeDestination: (success, o) => this.finalizeMigrationDst(instance, success, o),
-      waitForMigration: (o) => this.waitForMigration(instance, o),
-    };
-    return recoverNode(node, options);
+  recoverMigration(name: string, options: RecoverMigrationOptions = {}): Promise<MigrationRecoveryReport> {
+    return this.migrations.recoverMigration(name, options);
   }
 
   /**
@@ -1024,24 +554,6 @@ export class KVMHypervisor {
     return this.lifecycle.migrationInfo(name);
   }
 
-  /** A migration of `name` that this object drives or a journal records: no hotplug then. */
-  private hotplugGuard(): HotplugGuard {
-    return {
-      busy: (name) => {
-        if (this.sessions.has(name)) return 'this object is migrating it (finalizeMigrationSource first)';
-        if (this.accepted.has(name))
-          return 'this object accepted a migration of it (finalizeMigrationDst first)';
-        const journal = this.journalFor(name);
-        for (const role of ['source', 'destination'] as const) {
-          if (journal?.read(name, role)) {
-            return `a ${role} migration journal of it is not finalized (finalize or recover it first)`;
-          }
-        }
-        return undefined;
-      },
-    };
-  }
-
   /**
    * Hot-adds a disk or a NIC to a running instance (Ganeti's `HotAddDevice`): checks it
    * against the instance (unique UUID, path, MAC) and the rules of
@@ -1073,7 +585,7 @@ export class KVMHypervisor {
     device: InstanceDisk | InstanceNic,
     options: HotplugOptions = {},
   ): Promise<RuntimeDisk | RuntimeNic> {
-    return hotAddDevice(this.lifecycle, name, target, device, options, this.hotplugGuard());
+    return hotAddDevice(this.lifecycle, name, target, device, options, this.migrations.hotplugGuard());
   }
 
   /**
@@ -1092,7 +604,7 @@ export class KVMHypervisor {
     ref: string,
     options: HotDelOptions = {},
   ): Promise<RuntimeDisk | RuntimeNic> {
-    return hotDelDevice(this.lifecycle, name, target, ref, options, this.hotplugGuard());
+    return hotDelDevice(this.lifecycle, name, target, ref, options, this.migrations.hotplugGuard());
   }
 
   /**
@@ -1109,7 +621,7 @@ export class KVMHypervisor {
     changes: NicChanges,
     options: HotDelOptions = {},
   ): Promise<RuntimeNic> {
-    return hotModDevice(this.lifecycle, name, target, ref, changes, options, this.hotplugGuard());
+    return hotModDevice(this.lifecycle, name, target, ref, changes, options, this.migrations.hotplugGuard());
   }
 
   /**
@@ -1146,20 +658,7 @@ export class KVMHypervisor {
    * object.
    */
   async close(): Promise<void> {
-    this.closed = true;
-    this.rejectPending(closedError());
-    for (const s of this.sessions.values()) s.detach();
-    this.sessions.clear();
-    const all = [...this.monitors.values()];
-    this.monitors.clear();
-    await Promise.all(all.map(async (p) => (await p.catch(() => undefined))?.close()));
+    this.migrations.close(closedError());
+    await this.monitors.close();
   }
-}
-
-/** The error of a call on (or pending on) a closed `KVMHypervisor`. */
-function closedError(instance?: string): MigrationError {
-  return new MigrationError(
-    `${instance === undefined ? '' : `instance '${instance}': `}the hypervisor object was closed; QEMU goes on with what it was doing (a migration keeps running): wait for, finalize or recover it from another object`,
-    instance === undefined ? {} : { instance },
-  );
 }

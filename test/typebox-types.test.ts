@@ -14,7 +14,7 @@ import {
   InstanceSpecSchema,
   type KvmHvParams,
   KvmHvParamsSchema,
-} from '../src/index.js';
+} from '../src/internal.js';
 
 /** The `~kind`s that scripts/typebox-types.d.ts declares. */
 const DESCRIBED_KINDS = new Set([

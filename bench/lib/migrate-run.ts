@@ -4,19 +4,20 @@
  * time: a migration that has not completed by then is cancelled and reported as not
  * converged. Used by the migration, accelerator and evacuation benchmarks.
  */
+
+import { KVMHypervisor } from '../../src/kvm.js';
+import type { ConvergencePolicyOptions } from '../../src/migration/convergence.js';
+import type { ConvergenceAction, MigrationProgress } from '../../src/migration/types.js';
+import { QmpMonitor } from '../../src/monitor/qmp.js';
+import type { Accelerator } from '../../src/qemu/accel.js';
 import {
   GUEST_STATUS_ADDRESS,
   guestMemoryMiBFor,
   parseGuestStatus,
   parseXpWords,
   writeGuestImage,
-} from '../../src/guest/index.js';
-import { KVMHypervisor } from '../../src/kvm.js';
-import type { ConvergencePolicyOptions } from '../../src/migration/convergence.js';
-import type { ConvergenceAction, MigrationProgress } from '../../src/migration/types.js';
-import { QmpMonitor } from '../../src/monitor/qmp.js';
-import type { Accelerator } from '../../src/qemu/accel.js';
-import { freePort, QemuVm } from '../../src/qemu/process.js';
+} from '../../src/testing/guest/index.js';
+import { freePort, QemuVm } from '../../src/testing/qemu-vm.js';
 import { type CommandCounter, countingQmp } from './qemu-pair.js';
 import { nowMs, sleep } from './report.js';
 
@@ -32,7 +33,7 @@ export interface Strategy {
 }
 
 /** The convergence policy never acts (no downtime raise, no post-copy switch). */
-export const POLICY_OFF: ConvergencePolicyOptions = {
+const POLICY_OFF: ConvergencePolicyOptions = {
   stallMs: Number.MAX_SAFE_INTEGER,
   postcopyAfterPasses: Number.MAX_SAFE_INTEGER,
 };

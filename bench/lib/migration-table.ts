@@ -69,12 +69,12 @@ const TARGET_STRATEGY = 'ours+postcopy';
 const SIDE_BY_SIDE = ['ours', TARGET_STRATEGY, 'postcopy-on-stall', 'postcopy', 'ganeti'];
 
 /** A workload the link cannot carry: as fast as the vCPU can, or at least the cap. */
-export function unconvergeable(r: { rateMiBps: number; bandwidthMiBps: number }): boolean {
+function unconvergeable(r: { rateMiBps: number; bandwidthMiBps: number }): boolean {
   return r.rateMiBps === 0 || r.rateMiBps >= r.bandwidthMiBps;
 }
 
 /** Whether a run meets the target: completed within 2.5× D/B, downtime within its first limit. */
-export function meetsTarget(r: RunResult): boolean {
+function meetsTarget(r: RunResult): boolean {
   return (
     r.converged &&
     r.totalMs <= POSTCOPY_TARGET_RATIO * floorMs(r, r.bandwidthMiBps) &&

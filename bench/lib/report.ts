@@ -65,7 +65,7 @@ export function printTable(header: readonly string[], rows: readonly (readonly s
 }
 
 /** The machine a run was measured on. */
-export interface MachineInfo {
+interface MachineInfo {
   cores: number;
   cpuModel: string;
   loadAvg1m: number;
@@ -74,7 +74,7 @@ export interface MachineInfo {
 }
 
 /** Cores, CPU model, load, Node and the QEMU binary's version line. */
-export function machineInfo(binary = process.env.QEMU || 'qemu-system-x86_64'): MachineInfo {
+function machineInfo(binary = process.env.QEMU || 'qemu-system-x86_64'): MachineInfo {
   let qemu = 'unknown';
   try {
     qemu = execFileSync(binary, ['--version'], { encoding: 'utf8' }).split('\n')[0] ?? qemu;

@@ -1,9 +1,14 @@
 /**
  * `kvm-hv demo`: a complete live migration between two local "nodes" (two run
- * directories). `startInstance` runs the dirty-memory guest (src/guest/) from hvparams;
+ * directories). `startInstance` runs the dirty-memory guest (src/testing/guest/) from hvparams;
  * `acceptInstance` starts the destination QEMU from the source's runtime; the demo
  * migrates with a progress bar, verifies both ends and cleans up every process, socket
  * and temporary folder, also on Ctrl-C or error.
+ *
+ * The demo is the one production command built on the test kit (src/testing/: the guest
+ * kernel builder, `findQemuBinary`, `freePort`, `generateTestPki` for `--tls`): it shows a
+ * migration of a busy guest on one host, which is what the integration tests do. Nothing
+ * else in the library imports src/testing/.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -12,14 +17,6 @@ import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import { HypervisorError } from '../errors.js';
-import {
-  GUEST_STATUS_ADDRESS,
-  type GuestStatus,
-  guestMemoryMiBFor,
-  parseGuestStatus,
-  parseXpWords,
-  writeGuestImage,
-} from '../guest/index.js';
 import { instancePaths, runLayout } from '../instance/layout.js';
 import { processAlive } from '../instance/process.js';
 import type { InstanceSpec } from '../instance/spec.js';
@@ -33,8 +30,16 @@ import {
   queryAccelerator,
   resolveAccelerator,
 } from '../qemu/accel.js';
-import { findQemuBinary, freePort } from '../qemu/process.js';
-import { generateTestPki } from '../tls/certificates.js';
+import {
+  GUEST_STATUS_ADDRESS,
+  type GuestStatus,
+  guestMemoryMiBFor,
+  parseGuestStatus,
+  parseXpWords,
+  writeGuestImage,
+} from '../testing/guest/index.js';
+import { findQemuBinary, freePort } from '../testing/qemu-vm.js';
+import { generateTestPki } from '../testing/test-pki.js';
 import type { MigrationTlsOptions } from '../tls/config.js';
 import { InterruptedError, UsageError } from './errors.js';
 import { coercedHvParams } from './hvparams.js';
@@ -45,7 +50,7 @@ import { onInterrupt } from './signals.js';
 import { loggerFor, numberArg, print, printJson } from './util.js';
 
 /** Options of `kvm-hv demo`, after parsing. */
-export interface DemoOptions {
+interface DemoOptions {
   /** Guest RAM, MiB. */
   memory: number;
   /** Size of the region the guest dirties, MiB. */
@@ -71,7 +76,7 @@ export interface DemoOptions {
 const ACCEL_NAMES: Record<Accelerator, string> = { kvm: 'KVM', tcg: 'TCG' };
 
 /** Default values of the demo options: converges in a few seconds on two TCG cores. */
-export const DEMO_DEFAULTS = {
+const DEMO_DEFAULTS = {
   memory: 128,
   dirty: 32,
   rate: 64,
@@ -82,7 +87,7 @@ export const DEMO_DEFAULTS = {
 } as const;
 
 /** The exact advice shown when QEMU is missing. */
-export const QEMU_INSTALL_HINT =
+const QEMU_INSTALL_HINT =
   'qemu-system-x86_64 not found: install it with `sudo apt-get install -y qemu-system-x86` ' +
   '(Debian/Ubuntu) or `sudo dnf install -y qemu-system-x86-core` (Fedora), run `bash scripts/setup.sh` ' +
   '(installs it when run as root), or set QEMU=/path/to/qemu-system-x86_64';
@@ -99,7 +104,7 @@ export async function readGuestStatus(monitor: Monitor): Promise<GuestStatus> {
 }
 
 /** Checks option combinations that commander cannot. Throws {@link UsageError}. */
-export function checkDemoOptions(o: DemoOptions): void {
+function checkDemoOptions(o: DemoOptions): void {
   if (!Number.isInteger(o.memory) || o.memory < 16) {
     throw new UsageError(`--memory must be an integer >= 16 (MiB), got ${o.memory}`);
   }
@@ -153,7 +158,7 @@ function absoluteBinary(binary: string): string {
 }
 
 /** Runs the demo; resolves when both ends are verified and everything is cleaned up. */
-export async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
+async function runDemo(o: DemoOptions, logger: Logger): Promise<void> {
   checkDemoOptions(o);
   const found = findQemuBinary();
   if (!found) throw new HypervisorError(QEMU_INSTALL_HINT);

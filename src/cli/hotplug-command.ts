@@ -14,6 +14,7 @@ import { loggerFor, numberArg, print, printJson } from './util.js';
 interface HotplugCliOptions extends RunDirOptions {
   uuid?: string;
   path?: string;
+  uri?: string;
   kind?: string;
   format?: string;
   readOnly?: boolean;
@@ -26,23 +27,20 @@ interface HotplugCliOptions extends RunDirOptions {
 }
 
 /** `disk` or `nic`, else a usage error naming the argument and the value. */
-export function hotplugTarget(value: string): HotplugTarget {
+function hotplugTarget(value: string): HotplugTarget {
   if (value === 'disk' || value === 'nic') return value;
   throw new UsageError(`TARGET must be 'disk' or 'nic', got '${value}'`);
 }
 
 /** The network of `--tap IFNAME` / `--user` (undefined when neither is given). */
-export function networkOption(opts: Pick<HotplugCliOptions, 'tap' | 'user'>): InstanceNicNetwork | undefined {
+function networkOption(opts: Pick<HotplugCliOptions, 'tap' | 'user'>): InstanceNicNetwork | undefined {
   if (opts.tap !== undefined && opts.user) throw new UsageError('give --tap IFNAME or --user, not both');
   if (opts.tap !== undefined) return { type: 'tap', ifname: opts.tap };
   return opts.user ? { type: 'user' } : undefined;
 }
 
 /** The disk or NIC `hotplug add` describes with its options. */
-export function deviceFromOptions(
-  target: HotplugTarget,
-  opts: HotplugCliOptions,
-): InstanceDisk | InstanceNic {
+function deviceFromOptions(target: HotplugTarget, opts: HotplugCliOptions): InstanceDisk | InstanceNic {
   if (opts.uuid === undefined) throw new UsageError(`hotplug add ${target} needs --uuid`);
   const refuse = (flags: Array<keyof HotplugCliOptions>, what: string) => {
     const given = flags.filter((f) => opts[f] !== undefined);
@@ -51,23 +49,29 @@ export function deviceFromOptions(
   };
   if (target === 'disk') {
     refuse(['mac', 'model', 'tap', 'user'], 'disk');
-    if (opts.path === undefined) throw new UsageError('hotplug add disk needs --path');
-    const kind = opts.kind ?? 'file';
-    if (kind !== 'file' && kind !== 'block')
-      throw new UsageError(`--kind must be 'file' or 'block', got '${kind}'`);
+    if ((opts.path === undefined) === (opts.uri === undefined)) {
+      throw new UsageError(
+        'hotplug add disk needs --path (a file or block device) or --uri (rbd:, gluster://), not both',
+      );
+    }
+    const kind = opts.kind ?? (opts.uri === undefined ? 'file' : 'userspace');
+    if (kind !== 'file' && kind !== 'block' && kind !== 'userspace')
+      throw new UsageError(`--kind must be 'file', 'block' or 'userspace', got '${kind}'`);
+    if ((kind === 'userspace') !== (opts.uri !== undefined)) {
+      throw new UsageError(`--kind ${kind} goes with ${kind === 'userspace' ? '--uri' : '--path'}`);
+    }
     const format = opts.format ?? 'raw';
     if (format !== 'raw' && format !== 'qcow2') {
       throw new UsageError(`--format must be 'raw' or 'qcow2', got '${format}'`);
     }
-    return {
+    const common = {
       uuid: opts.uuid,
-      path: opts.path,
-      kind,
-      format,
+      format: format as 'raw' | 'qcow2',
       ...(opts.readOnly ? { access: 'ro' as const } : {}),
     };
+    return kind === 'userspace' ? { ...common, kind, uri: opts.uri! } : { ...common, kind, path: opts.path! };
   }
-  refuse(['path', 'kind', 'format', 'readOnly'], 'NIC');
+  refuse(['path', 'uri', 'kind', 'format', 'readOnly'], 'NIC');
   if (opts.mac === undefined) throw new UsageError('hotplug add nic needs --mac');
   const network = networkOption(opts);
   if (!network) throw new UsageError('hotplug add nic needs --tap IFNAME or --user');
@@ -84,7 +88,7 @@ function kebab(flag: string): string {
 }
 
 /** One line about a device: its id and where it sits. */
-export function describeDevice(dev: RuntimeDisk | RuntimeNic): string {
+function describeDevice(dev: RuntimeDisk | RuntimeNic): string {
   const where =
     dev.bus.type === 'pci'
       ? `PCI slot 0x${dev.bus.slot.toString(16)}`
@@ -94,7 +98,9 @@ export function describeDevice(dev: RuntimeDisk | RuntimeNic): string {
   const what =
     'path' in dev
       ? dev.path
-      : `${dev.mac}, ${dev.network.type === 'tap' ? `tap ${dev.network.ifname}` : 'user network'}`;
+      : 'uri' in dev
+        ? dev.uri
+        : `${dev.mac}, ${dev.network.type === 'tap' ? `tap ${dev.network.ifname}` : 'user network'}`;
   return `${dev.id} (${dev.driver}, ${where}): ${what}`;
 }
 
@@ -122,13 +128,17 @@ export function registerHotplugCommand(program: Command): void {
 
   common(hotplug.command('add'))
     .description(
-      'hot-add a disk (--uuid --path [--kind --format --read-only]) or a NIC (--uuid --mac --tap|--user [--model])',
+      'hot-add a disk (--uuid --path|--uri [--kind --format --read-only]) or a NIC (--uuid --mac --tap|--user [--model])',
     )
     .argument('<target>', 'disk or nic')
     .argument('<name>', 'instance name')
     .option('--uuid <uuid>', "the device's UUID (its QEMU id derives from it)")
     .option('--path <path>', 'disk: absolute path of the image or block device')
-    .option('--kind <kind>', 'disk: file (default) or block')
+    .option(
+      '--uri <uri>',
+      'disk: rbd:pool/image or gluster://host/volume/path, opened by QEMU itself (userspace access)',
+    )
+    .option('--kind <kind>', 'disk: file (default with --path), block, or userspace (with --uri)')
     .option('--format <format>', 'disk: raw (default) or qcow2')
     .option('--read-only', 'disk: attach read-only')
     .option('--mac <mac>', 'NIC: unicast MAC address')

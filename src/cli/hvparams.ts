@@ -3,7 +3,6 @@
  */
 import { HypervisorError } from '../errors.js';
 import { coerceHvParams, parseHvParams } from '../hvparams/index.js';
-import { KVMHypervisor } from '../kvm.js';
 import { UsageError } from './errors.js';
 
 /**
@@ -34,9 +33,4 @@ export function rawHvParams(specs: readonly string[]): Record<string, unknown> {
  */
 export function coercedHvParams(specs: readonly string[]): Record<string, unknown> {
   return coerceHvParams(rawHvParams(specs));
-}
-
-/** The `-H` options with every missing key set to its default (coerced, not yet checked). */
-export function effectiveHvParams(specs: readonly string[]): Record<string, unknown> {
-  return KVMHypervisor.fillDefaults(coercedHvParams(specs));
 }

@@ -57,7 +57,7 @@ function formatUptime(s: number): string {
 }
 
 /** The human form of one instance's info. */
-export function renderInfo(i: InstanceInfo): string {
+function renderInfo(i: InstanceInfo): string {
   const rows: [string, string][] = [
     ['instance', i.name],
     ['uuid', i.uuid],

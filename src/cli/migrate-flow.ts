@@ -4,15 +4,15 @@
  * running.
  */
 import type { Logger } from 'pino';
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { PostcopyStalledError } from '../errors.js';
 import type { KVMHypervisor } from '../kvm.js';
-import { errorText } from '../migration/channel.js';
-import { Deadline } from '../migration/deadline.js';
 import { type PostcopyRecoveryEvent, recoverPostcopyStream } from '../migration/postcopy-recovery.js';
 import { postcopySourceSteps } from '../migration/run.js';
 import { isPostcopy } from '../migration/safety.js';
-import { migrationUri } from '../migration/target.js';
 import type { ConvergenceAction, Instance, MigrationResult } from '../migration/types.js';
+import { migrationUri } from '../migration/uri.js';
 import { InterruptedError } from './errors.js';
 import type { ProgressSink } from './progress.js';
 import { describeAction } from './render.js';

@@ -36,7 +36,7 @@ export function instanceName(opts: MonitorCliOptions): string {
 }
 
 /** How long to wait for the monitor's greeting. */
-export const GREETING_TIMEOUT_MS = 5000;
+const GREETING_TIMEOUT_MS = 5000;
 
 /**
  * Connects to the monitor; rejects with a `MonitorError` naming the socket. A missing

@@ -19,7 +19,7 @@ interface NodeOptions {
 }
 
 /** The human form of {@link NodeInfo}. */
-export function renderNodeInfo(n: NodeInfo): string {
+function renderNodeInfo(n: NodeInfo): string {
   const rows: [string, string][] = [
     ['memory total', `${n.memoryTotalMiB} MiB`],
     ['memory free', `${n.memoryFreeMiB} MiB (${n.memoryFreeFrom})`],

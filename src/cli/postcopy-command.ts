@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { KVMHypervisor } from '../kvm.js';
-import { migrationUri } from '../migration/target.js';
+import { migrationUri } from '../migration/uri.js';
 import { UsageError } from './errors.js';
 import { commandInstance, hvOption, monitorOptions, type VmOptions, withHypervisor } from './target.js';
 import { loggerFor, numberArg, print, printJson } from './util.js';

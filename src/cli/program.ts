@@ -7,6 +7,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { HvParamError, InstanceSpecError } from '../errors.js';
 import { KVMHypervisor } from '../kvm.js';
+import { registerBalloonCommand } from './balloon-command.js';
 import { registerDemoCommand } from './demo.js';
 import { EXIT, exitCodeFor, formatError, ReportedError, UsageError } from './errors.js';
 import { registerHotplugCommand } from './hotplug-command.js';
@@ -18,11 +19,10 @@ import { registerNodeCommands } from './node-commands.js';
 import { registerPostcopyCommand } from './postcopy-command.js';
 import { registerRecoverCommand } from './recover-command.js';
 import { renderParams, renderStatus, statusJson } from './render.js';
+import { registerStepCommand } from './step-command.js';
 import { commandInstance, hvOption, monitorOptions, type VmOptions, withHypervisor } from './target.js';
 import { registerTlsCommand } from './tls.js';
 import { FORCE_RESUME_WARNING, loggerFor, numberArg, print, printJson } from './util.js';
-
-export { FORCE_RESUME_WARNING } from './util.js';
 
 /** The version printed by `--version`. */
 export const CLI_VERSION = '0.1.0';
@@ -155,7 +155,7 @@ const OUTPUT = {
 };
 
 /** Builds the commander program (no side effects until parsed). */
-export function buildProgram(): Command {
+function buildProgram(): Command {
   const program = new Command('kvm-hv')
     .description(
       'Ganeti-style KVM hvparams and QEMU live migration over QMP/HMP.\n' +
@@ -173,6 +173,8 @@ export function buildProgram(): Command {
   registerResumeCommand(program);
   registerRecoverCommand(program);
   registerPostcopyCommand(program);
+  registerStepCommand(program);
+  registerBalloonCommand(program);
   registerTlsCommand(program);
   registerInstanceCommands(program);
   registerHotplugCommand(program);

@@ -18,7 +18,7 @@ interface RecoverOptions extends VmOptions {
 }
 
 /** The human form of a recovery report. */
-export function renderRecovery(r: MigrationRecoveryReport): string {
+function renderRecovery(r: MigrationRecoveryReport): string {
   const place = {
     here: 'runs here',
     'not-here': 'not on this node',

@@ -6,7 +6,7 @@
 import { EXIT } from './errors.js';
 
 /** The signals that stop a command cleanly. */
-export const SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+const SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 /**
  * Calls `handler` on the first SIGINT/SIGTERM/SIGHUP; on a second one, writes a line to stderr and

@@ -47,10 +47,10 @@ export interface TargetOptions extends MonitorCliOptions {
 }
 
 /** True when the command names a library-started instance (`--name` without a socket). */
-export const byName = (opts: TargetOptions): boolean => !opts.qmp && !opts.hmp && opts.name !== undefined;
+const byName = (opts: TargetOptions): boolean => !opts.qmp && !opts.hmp && opts.name !== undefined;
 
 /** The instance name: `--name`, else the socket's file name. */
-export function targetName(opts: TargetOptions): string {
+function targetName(opts: TargetOptions): string {
   return byName(opts) ? (opts.name as string) : instanceName(opts);
 }
 
@@ -127,7 +127,7 @@ export function parseRuntimeInput(text: string, file: string): InstanceRuntime {
  * The runtime of an instance of the run directory (`<run-dir>/conf/<name>.runtime`).
  * @throws HypervisorError naming the file when it is missing, unreadable or not a runtime.
  */
-export function runDirRuntime(name: string, runDir: string | undefined): InstanceRuntime {
+function runDirRuntime(name: string, runDir: string | undefined): InstanceRuntime {
   assertInstanceFileName(name);
   const file = instancePaths(runLayout(runDir ?? DEFAULT_INSTANCE_RUN_DIR), name).runtime;
   let text: string;

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { createCliLogger, type LogLevel } from './logger.js';
 
 /** Options every command sees (the program's own). */
-export interface GlobalOptions {
+interface GlobalOptions {
   logLevel: LogLevel;
 }
 

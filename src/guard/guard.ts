@@ -74,10 +74,10 @@ export interface GuardRecord extends ProcessIdentity {
  * How long a stopping guard lets its relays flush: QEMU calls a migration completed once
  * its socket took the bytes, so the guard may still hold the last of them.
  */
-export const GUARD_DRAIN_MS = 10_000;
+const GUARD_DRAIN_MS = 10_000;
 
 /** The defaults of {@link MigrationGuardOptions}. */
-export const GUARD_DEFAULTS = {
+const GUARD_DEFAULTS = {
   connectTimeoutMs: 5_000,
   handshakeTimeoutMs: 5_000,
   lifetimeMs: 12 * 3600_000,
@@ -158,7 +158,7 @@ export function startGuard(config: GuardConfig, logPath: string, timeoutMs = 10_
 }
 
 /** Where a guard of `name` in `role` is recorded. */
-export function guardRecordPath(dir: string, name: string, role: 'source' | 'destination'): string {
+function guardRecordPath(dir: string, name: string, role: 'source' | 'destination'): string {
   return join(dir, `${name}.${role}.guard`);
 }
 

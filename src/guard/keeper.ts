@@ -6,10 +6,10 @@
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { errorText } from '../core/error-text.js';
 import { MigrationError } from '../errors.js';
 import type { LoggerLike } from '../logger.js';
-import { errorText } from '../migration/channel.js';
-import { migrationUri } from '../migration/target.js';
+import { migrationUri } from '../migration/uri.js';
 import type { MigrationTlsOptions } from '../tls/config.js';
 import { dnOrders } from '../tls/dn.js';
 import {

@@ -27,7 +27,7 @@ import {
 import type { HvParamDefinition, HvParamType, ValidationContext } from './types.js';
 
 /** Does `value` have the JavaScript type a coerced value of `type` has? */
-export function matchesParamType(type: HvParamType, value: unknown): boolean {
+function matchesParamType(type: HvParamType, value: unknown): boolean {
   switch (type) {
     case 'string':
       return typeof value === 'string';

@@ -105,7 +105,7 @@ export function forceDictType(
 }
 
 /** Each KVM hvparam's value type. */
-export const HV_PARAMETER_TYPES: Readonly<Record<HvParameterName, HvParamType>> = Object.fromEntries(
+const HV_PARAMETER_TYPES: Readonly<Record<HvParameterName, HvParamType>> = Object.fromEntries(
   HV_PARAMETER_NAMES.map((name) => [name, HV_PARAMETERS[name].type]),
 ) as Record<HvParameterName, HvParamType>;
 

@@ -9,11 +9,10 @@ export {
   fillHvParamDefaults,
   hvParamsNodeProblems,
   hvParamsSyntaxProblems,
-  matchesParamType,
   validateHvParams,
 } from './check.js';
 export { type HvParamsSpec, parseHvParams } from './cli-spec.js';
-export { type CoerceOptions, coerceHvParams, forceDictType, HV_PARAMETER_TYPES } from './coerce.js';
+export { type CoerceOptions, coerceHvParams, forceDictType } from './coerce.js';
 export {
   type CpuMaskEntry,
   CpuMaskError,
@@ -31,7 +30,7 @@ export { hvParamsJsonSchema, JSON_SCHEMA_DIALECT } from './json-schema.js';
 export { MIGRATION_CAPS_SEP, migrationCapsProblems, parseMigrationCaps } from './migration-caps.js';
 export { DEFAULT_PASSWD_FILE, NODE_PARAMETER_RULES, type NodeParameterRule } from './node-checks.js';
 export { parseUnit, UnitParseError } from './parse-unit.js';
-export { isNormAbsPath, isUrl, normPath } from './paths.js';
+
 export {
   defaultHvParams,
   findHvParameter,

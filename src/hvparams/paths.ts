@@ -6,7 +6,7 @@
  * POSIX `os.path.normpath`: collapses `//`, `.` and `..`, drops a trailing `/`. Exactly two
  * leading slashes are kept, as POSIX allows them an implementation-defined meaning.
  */
-export function normPath(path: string): string {
+function normPath(path: string): string {
   if (path === '') return '.';
   let leadingSlashes = path.startsWith('/') ? 1 : 0;
   if (path.startsWith('//') && !path.startsWith('///')) leadingSlashes = 2;

@@ -7,8 +7,6 @@ import type { Static, TBoolean, TInteger, TNull, TString, TUnion } from 'typebox
 // The builders from typebox's `type` module, not its `Type` namespace: the namespace pulls
 // all of typebox (~200 kB more) into the bundle.
 import * as Type from 'typebox/type';
-// For TSDoc links only.
-import type { coerceHvParams } from './coerce.js';
 import {
   IS_DIR_CHECK,
   IS_FILE_CHECK,
@@ -426,7 +424,7 @@ export type KvmHvParams = Static<typeof KvmHvParamsSchema>;
 /**
  * KVM hvparams as a user or a config gives them: any subset of the keys, each value either
  * already of its type or still raw as `-H` delivers it (a string, or `null` for `-key`).
- * {@link coerceHvParams} turns it into `Partial<KvmHvParams>`.
+ * `coerceHvParams` (coerce.ts) turns it into `Partial<KvmHvParams>`.
  */
 export type KvmHvParamsInput = { [K in HvParameterName]?: KvmHvParams[K] | string | null };
 

@@ -5,9 +5,10 @@
  * instance (success: its runtime is this node's) or is stopped (failure, unless it already
  * holds the VM: then it is kept, because the VM must never end up nowhere).
  */
+
+import type { Deadline } from '../core/deadline.js';
 import type { FinalizeOutcome } from '../errors.js';
 import { HypervisorError } from '../errors.js';
-import type { Deadline } from '../migration/deadline.js';
 import type { AcceleratorChoice } from '../qemu/accel.js';
 import { type LaunchContext, NODE_HV_PARAMS } from './argv.js';
 import { probeQemuFeatures } from './features.js';

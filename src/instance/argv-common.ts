@@ -85,7 +85,7 @@ export function esc(value: string | number): string {
 }
 
 /** A long-form boolean (`on`/`off`; the short forms are deprecated since QEMU 6.0). */
-export function onOff(value: boolean): string {
+function onOff(value: boolean): string {
   return value ? 'on' : 'off';
 }
 

@@ -3,6 +3,7 @@
  * the floppy, the SCSI controller, NICs as `-netdev` + `-device`.
  */
 import { busOpts, opts, type RenderState, useDriver } from './argv-common.js';
+import { diskProtocolOptions, dottedOptions } from './userspace-disk.js';
 
 /** SCSI controller, disks, CD-ROMs, floppy. */
 export function renderStorage(state: RenderState): void {
@@ -23,9 +24,7 @@ export function renderStorage(state: RenderState): void {
         ['cache.direct', disk.cache.direct],
         ['cache.no-flush', disk.cache.noFlush],
         ['read-only', disk.readOnly ? true : undefined],
-        ['file.driver', disk.kind === 'block' ? 'host_device' : 'file'],
-        ['file.filename', disk.path],
-        ['file.aio', disk.aio],
+        ...dottedOptions('file', diskProtocolOptions(disk)),
       ]),
     );
     const hasWriteCache = features.deviceProperties[disk.driver]?.includes('write-cache') ?? false;

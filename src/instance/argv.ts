@@ -17,7 +17,7 @@ import {
   type RenderState,
 } from './argv-common.js';
 import { renderNics, renderStorage } from './argv-devices.js';
-import { renderDisplay, renderGuestAgent, renderSound, renderUsb } from './argv-display.js';
+import { renderDisplay, renderGuestAgent, renderSound, renderUsb } from './argv-vnc-spice.js';
 import { describeQemu, hasDevice, hasOption, type QemuFeatures } from './features.js';
 import type { InstanceRuntime } from './runtime-schema.js';
 import { ShellSplitError, shellSplit } from './shell-split.js';

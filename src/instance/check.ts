@@ -10,7 +10,13 @@ import { coerceHvParams } from '../hvparams/coerce.js';
 import { isNormAbsPath } from '../hvparams/paths.js';
 import type { KvmHvParams } from '../hvparams/registry.js';
 import { NIC_TYPES } from '../hvparams/value-sets.js';
-import { type InstanceSpec, InstanceSpecSchema } from './spec.js';
+import {
+  InstanceLocalDiskSchema,
+  type InstanceSpec,
+  InstanceSpecSchema,
+  InstanceUserspaceDiskSchema,
+} from './spec.js';
+import { diskLocation, parseUserspaceUri, UserspaceUriError } from './userspace-disk.js';
 
 /**
  * Least `memory.maxMiB` accepted: SeaBIOS, the option ROMs and a minimal kernel fit; less
@@ -38,10 +44,51 @@ function fieldOf(instancePath: string): string {
     .join('');
 }
 
+/**
+ * The schema errors of `spec`, with each disk checked against the branch its `kind` picks:
+ * a union's errors list every branch's complaints (a `file` disk told it lacks a `uri`).
+ */
+function schemaErrors(spec: unknown) {
+  const disks = (spec as { disks?: unknown } | null)?.disks;
+  if (!spec || typeof spec !== 'object' || !Array.isArray(disks))
+    return [...Value.Errors(InstanceSpecSchema, spec)];
+  const rest = [...Value.Errors(InstanceSpecSchema, { ...spec, disks: [] })];
+  const diskErrors = disks.flatMap((disk: unknown, i) => {
+    const kind = (disk as { kind?: unknown } | null)?.kind;
+    const schema =
+      kind === 'userspace'
+        ? InstanceUserspaceDiskSchema
+        : kind === 'file' || kind === 'block'
+          ? InstanceLocalDiskSchema
+          : undefined;
+    if (!schema) {
+      if (disk && typeof disk === 'object') {
+        return [
+          {
+            instancePath: `/disks/${i}/kind`,
+            keyword: 'enum',
+            params: {},
+            message: "must be 'file', 'block' or 'userspace'",
+          },
+        ];
+      }
+      return [...Value.Errors(InstanceLocalDiskSchema, disk)].map((e) => ({
+        ...e,
+        instancePath: `/disks/${i}${e.instancePath}`,
+      }));
+    }
+    return [...Value.Errors(schema, disk)].map((e) => ({
+      ...e,
+      instancePath: `/disks/${i}${e.instancePath}`,
+    }));
+  });
+  return [...rest, ...diskErrors];
+}
+
 function schemaProblems(spec: unknown): InstanceSpecProblem[] {
   const seen = new Set<string>();
   const out: InstanceSpecProblem[] = [];
-  for (const e of Value.Errors(InstanceSpecSchema, spec)) {
+  for (const e of schemaErrors(spec)) {
     // TypeBox reports an extra key twice (`schema is false` and `additionalProperties`).
     if (e.keyword === 'boolean') continue;
     const extra = (e.params as { additionalProperties?: string[] }).additionalProperties;
@@ -101,12 +148,22 @@ function semanticProblems(spec: InstanceSpec, hv: KvmHvParams | undefined): Inst
   const paths = new Map<string, number>();
   spec.disks.forEach((disk, i) => {
     uuidField(`disks[${i}].uuid`, disk.uuid);
-    if (!isNormAbsPath(disk.path) || disk.path.includes('\0')) {
-      add(`disks[${i}].path`, `'${disk.path}' is not a normalized absolute path`);
+    const field = disk.kind === 'userspace' ? `disks[${i}].uri` : `disks[${i}].path`;
+    if (disk.kind === 'userspace') {
+      try {
+        parseUserspaceUri(disk.uri);
+      } catch (e) {
+        if (!(e instanceof UserspaceUriError)) throw e;
+        add(field, e.message);
+      }
+    } else if (!isNormAbsPath(disk.path) || disk.path.includes('\0')) {
+      add(field, `'${disk.path}' is not a normalized absolute path`);
     }
-    const other = paths.get(disk.path);
-    if (other !== undefined) add(`disks[${i}].path`, `'${disk.path}' is also the path of disks[${other}]`);
-    else paths.set(disk.path, i);
+    const location = diskLocation(disk);
+    const what = disk.kind === 'userspace' ? 'URI' : 'path';
+    const other = paths.get(location);
+    if (other !== undefined) add(field, `'${location}' is also the ${what} of disks[${other}]`);
+    else paths.set(location, i);
     if (disk.access === 'ro' && hv && NO_READ_ONLY_DISK_TYPES.has(hv.disk_type)) {
       add(
         `disks[${i}].access`,

@@ -79,7 +79,7 @@ export interface ConsoleContext {
 }
 
 /** `host` as a URL or socat host part: IPv6 addresses in brackets. */
-export function hostPart(host: string): string {
+function hostPart(host: string): string {
   return isIP(host) === 6 ? `[${host}]` : host;
 }
 

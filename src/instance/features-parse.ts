@@ -298,7 +298,7 @@ export function parseHelpOptions(text: string): string[] {
 }
 
 /** Code-unit order: the same on every machine (no locale). */
-export function compareText(a: string, b: string): number {
+function compareText(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 

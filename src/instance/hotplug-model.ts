@@ -19,6 +19,7 @@ import {
 } from './device-model.js';
 import type { DeviceBus, InstanceRuntime, RuntimeDisk, RuntimeNic } from './runtime-schema.js';
 import type { InstanceDisk, InstanceNic, InstanceSpec } from './spec.js';
+import { diskProtocolOptions, diskSource } from './userspace-disk.js';
 
 /** What is hot-plugged: a disk or a NIC (Ganeti's `HOTPLUG_TARGET_DISK` / `_NIC`). */
 export type HotplugTarget = 'disk' | 'nic';
@@ -222,8 +223,7 @@ function specOf(runtime: InstanceRuntime): InstanceSpec {
     vcpus: runtime.smp.cpus,
     disks: runtime.disks.map((d) => ({
       uuid: d.uuid,
-      path: d.path,
-      kind: d.kind,
+      ...diskSource(d),
       format: d.format,
       access: d.readOnly && d.driver !== 'scsi-cd' ? 'ro' : 'rw',
     })),
@@ -283,8 +283,7 @@ export function hotplugDisk(runtime: InstanceRuntime, disk: InstanceDisk, bus: D
   return {
     uuid: disk.uuid.toLowerCase(),
     id: deviceId('disk', disk.uuid),
-    path: disk.path,
-    kind: disk.kind,
+    ...diskSource(disk),
     format: disk.format ?? 'raw',
     readOnly: disk.access === 'ro' || driver === 'scsi-cd',
     driver,
@@ -351,7 +350,7 @@ export function diskAddCommands(
         discard: disk.discard,
         cache: { direct: disk.cache.direct, 'no-flush': disk.cache.noFlush },
         ...(disk.readOnly ? { 'read-only': true } : {}),
-        file: { driver: disk.kind === 'block' ? 'host_device' : 'file', filename: disk.path, aio: disk.aio },
+        file: diskProtocolOptions(disk),
       },
     },
     {
@@ -431,7 +430,7 @@ export function withNicReplaced(runtime: InstanceRuntime, id: string, nic: Runti
 
 /**
  * The runtime device of `target` that `ref` names: its UUID, its QEMU id, or (disks) its
- * path. Undefined when none does.
+ * path or URI. Undefined when none does.
  */
 export function findDevice(
   runtime: InstanceRuntime,
@@ -440,5 +439,7 @@ export function findDevice(
 ): RuntimeDisk | RuntimeNic | undefined {
   const key = ref.toLowerCase();
   const list: Array<RuntimeDisk | RuntimeNic> = target === 'disk' ? runtime.disks : runtime.nics;
-  return list.find((d) => d.uuid === key || d.id === key || ('path' in d && d.path === ref));
+  return list.find(
+    (d) => d.uuid === key || d.id === key || ('path' in d && d.path === ref) || ('uri' in d && d.uri === ref),
+  );
 }

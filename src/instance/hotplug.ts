@@ -8,9 +8,9 @@
  * per instance (`<conf>/<n>.hotplug.lock`). The rules and commands are in hotplug-model.ts.
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { HypervisorError, QmpError, UnrecognizedOutputError } from '../errors.js';
-import { errorText } from '../migration/channel.js';
-import { Deadline } from '../migration/deadline.js';
 import type { MonitorEvent } from '../monitor/types.js';
 import { versionAtLeast } from '../qemu/version.js';
 import { diskDriver, nicDriver } from './device-model.js';
@@ -241,7 +241,7 @@ function saveRuntime(lc: InstanceLifecycle, name: string, runtime: InstanceRunti
  * never halts (a busy guest) stays one, so `device_add` never answered and QEMU hung.
  * A VM that was running is resumed (`cont`) afterwards, also when `fn` fails.
  */
-export async function pausedIfNeeded<T>(s: Step, fn: () => Promise<T>): Promise<T> {
+async function pausedIfNeeded<T>(s: Step, fn: () => Promise<T>): Promise<T> {
   const v = s.monitor.version;
   const affected = s.state.accel === 'tcg' && versionAtLeast(v, 5, 1) && !versionAtLeast(v, 6, 0);
   if (!affected || !(await qmp.queryStatus(s)).running) return fn();

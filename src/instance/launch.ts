@@ -7,12 +7,11 @@
  */
 import { readFileSync, rmSync, statSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
+import type { Deadline } from '../core/deadline.js';
 import { HvParamError, HypervisorError } from '../errors.js';
 import type { KvmHvParams } from '../hvparams/index.js';
-import type { Deadline } from '../migration/deadline.js';
-import { checkTapFeatures } from '../node/tun.js';
 import { type Accelerator, type AcceleratorChoice, kvmUsable, resolveAccelerator } from '../qemu/accel.js';
-import { listeningUnixSockets } from '../qemu/process.js';
+import { listeningUnixSockets } from '../qemu/unix-sockets.js';
 import { formatVersion } from '../qemu/version.js';
 import { chooseAccelerator, type LaunchContext, renderArgv } from './argv.js';
 import type { QemuFeatures } from './features.js';
@@ -28,6 +27,7 @@ import {
 import type { InstanceRuntime } from './runtime.js';
 import { shutdownWatchArgs, startShutdownWatcher } from './shutdown.js';
 import { ensureChroot, type InstanceState, removeInstanceFiles, writeInstanceState } from './state.js';
+import { checkTapFeatures } from './tap.js';
 
 /**
  * The accelerator for an instance: `kvm_flag` `enabled` demands KVM (an `HvParamError` when
@@ -53,7 +53,7 @@ export function acceleratorFor(
  * it (as the source ran it: a non-live migration stays paused), instead of adding the time
  * until `finalizeMigrationDst` sends `cont` to the downtime.
  */
-export function launchArgv(runtime: InstanceRuntime, features: QemuFeatures, ctx: LaunchContext): string[] {
+function launchArgv(runtime: InstanceRuntime, features: QemuFeatures, ctx: LaunchContext): string[] {
   return renderArgv(runtime, features, { ...ctx, paused: ctx.incoming === undefined, noShutdown: true });
 }
 

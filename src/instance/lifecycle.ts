@@ -5,10 +5,10 @@
  * of a migration in accept.ts. Every monitor call is raced against a deadline.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { HypervisorError, UnrecognizedOutputError } from '../errors.js';
 import type { LoggerLike } from '../logger.js';
-import { errorText } from '../migration/channel.js';
-import { Deadline } from '../migration/deadline.js';
 import type { Monitor } from '../monitor/types.js';
 import type { AcceleratorChoice } from '../qemu/accel.js';
 import { formatVersion } from '../qemu/version.js';
@@ -40,10 +40,10 @@ import {
 /** Default limit of a start (probe, launch, post-start actions), ms. */
 export const DEFAULT_START_TIMEOUT_MS = 60_000;
 /** Default limit of one monitor step of reboot, info, balloon, ms. */
-export const DEFAULT_LIFECYCLE_STEP_MS = 10_000;
+const DEFAULT_LIFECYCLE_STEP_MS = 10_000;
 
 /** Opens (or hands out the cached) monitor of an instance within a deadline. */
-export type MonitorOpener = (name: string, deadline: Deadline) => Promise<Monitor>;
+type MonitorOpener = (name: string, deadline: Deadline) => Promise<Monitor>;
 
 /** What the life cycle needs from its owner (`KVMHypervisor`). */
 export interface LifecycleDeps {

@@ -82,7 +82,7 @@ export async function waitForExit(id: ProcessIdentity, timeoutMs: number, pollMs
 }
 
 /** Sends `signal` to the process when it is still the one `id` names; false when it was already gone. */
-export function signalProcess(id: ProcessIdentity, signal: NodeJS.Signals): boolean {
+function signalProcess(id: ProcessIdentity, signal: NodeJS.Signals): boolean {
   if (!processAlive(id)) return false;
   try {
     process.kill(id.pid, signal);

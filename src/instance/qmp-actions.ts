@@ -6,8 +6,9 @@
  * the reply; every call is raced against a {@link Deadline}, so a frozen QEMU cannot hold
  * a caller past its limit.
  */
+
+import type { Deadline } from '../core/deadline.js';
 import { UnrecognizedOutputError } from '../errors.js';
-import type { Deadline } from '../migration/deadline.js';
 import type { Monitor } from '../monitor/types.js';
 
 const MIB = 1024 * 1024;

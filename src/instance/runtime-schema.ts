@@ -15,7 +15,7 @@ export const RUNTIME_FORMAT_VERSION = 1;
 const OnOff = Type.Boolean();
 
 /** Where a device sits: a slot on the root PCI bus, a target on the SCSI bus, or an IDE unit QEMU picks. */
-export const DeviceBusSchema = Type.Union([
+const DeviceBusSchema = Type.Union([
   Type.Object(
     { type: Type.Literal('pci'), slot: Type.Integer({ minimum: 0, maximum: 31 }) },
     { additionalProperties: false },
@@ -30,32 +30,49 @@ export const DeviceBusSchema = Type.Union([
 /** Where a device sits. */
 export type DeviceBus = Static<typeof DeviceBusSchema>;
 
+/** Fields of a runtime disk, whatever opens it. */
+const runtimeDiskCommon = {
+  uuid: Type.String(),
+  /** QEMU id, blockdev node name and hot-plug handle: `disk-<uuid up to its 3rd hyphen>`. */
+  id: Type.String(),
+  format: Type.Union([Type.Literal('raw'), Type.Literal('qcow2')]),
+  readOnly: Type.Boolean(),
+  /** `-device` driver: `virtio-blk-pci`, `ide-hd`, `scsi-hd`, … */
+  driver: Type.String(),
+  bus: DeviceBusSchema,
+  /** From `disk_cache`: the guest-visible write cache, `cache.direct` (O_DIRECT), `cache.no-flush`. */
+  cache: Type.Object({ writeCache: OnOff, direct: OnOff, noFlush: OnOff }, { additionalProperties: false }),
+  /** `disk_aio`; applies to `file`/`block` disks only (the rbd and gluster drivers have no such option). */
+  aio: Type.Union([Type.Literal('threads'), Type.Literal('native'), Type.Literal('io_uring')]),
+  discard: Type.Union([Type.Literal('ignore'), Type.Literal('unmap')]),
+  bootIndex: Type.Optional(Type.Integer({ minimum: 0 })),
+};
+
 /** A disk as QEMU sees it. */
-export const RuntimeDiskSchema = Type.Object(
-  {
-    uuid: Type.String(),
-    /** QEMU id, blockdev node name and hot-plug handle: `disk-<uuid up to its 3rd hyphen>`. */
-    id: Type.String(),
-    path: Type.String(),
-    kind: Type.Union([Type.Literal('file'), Type.Literal('block')]),
-    format: Type.Union([Type.Literal('raw'), Type.Literal('qcow2')]),
-    readOnly: Type.Boolean(),
-    /** `-device` driver: `virtio-blk-pci`, `ide-hd`, `scsi-hd`, … */
-    driver: Type.String(),
-    bus: DeviceBusSchema,
-    /** From `disk_cache`: the guest-visible write cache, `cache.direct` (O_DIRECT), `cache.no-flush`. */
-    cache: Type.Object({ writeCache: OnOff, direct: OnOff, noFlush: OnOff }, { additionalProperties: false }),
-    aio: Type.Union([Type.Literal('threads'), Type.Literal('native'), Type.Literal('io_uring')]),
-    discard: Type.Union([Type.Literal('ignore'), Type.Literal('unmap')]),
-    bootIndex: Type.Optional(Type.Integer({ minimum: 0 })),
-  },
-  { additionalProperties: false },
-);
+const RuntimeDiskSchema = Type.Union([
+  Type.Object(
+    {
+      ...runtimeDiskCommon,
+      path: Type.String(),
+      kind: Type.Union([Type.Literal('file'), Type.Literal('block')]),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    {
+      ...runtimeDiskCommon,
+      kind: Type.Literal('userspace'),
+      /** The URI of the instance spec; parsed into `-blockdev` options each time it is rendered. */
+      uri: Type.String(),
+    },
+    { additionalProperties: false },
+  ),
+]);
 /** A disk as QEMU sees it. */
 export type RuntimeDisk = Static<typeof RuntimeDiskSchema>;
 
 /** A NIC as QEMU sees it. */
-export const RuntimeNicSchema = Type.Object(
+const RuntimeNicSchema = Type.Object(
   {
     uuid: Type.String(),
     /** QEMU device and netdev id: `nic-<uuid up to its 3rd hyphen>`. */
@@ -79,7 +96,7 @@ export const RuntimeNicSchema = Type.Object(
 export type RuntimeNic = Static<typeof RuntimeNicSchema>;
 
 /** A CD-ROM (`cdrom_image_path`, `cdrom2_image_path`), read-only. */
-export const RuntimeCdromSchema = Type.Object(
+const RuntimeCdromSchema = Type.Object(
   {
     /** `cdrom1` or `cdrom2`: device id and blockdev node name. */
     id: Type.String(),
@@ -99,7 +116,7 @@ export const RuntimeCdromSchema = Type.Object(
 export type RuntimeCdrom = Static<typeof RuntimeCdromSchema>;
 
 /** Where the VNC server listens (`vnc_bind_address`); interfaces are resolved on the node that runs QEMU. */
-export const VncBindSchema = Type.Union([
+const VncBindSchema = Type.Union([
   Type.Object({ type: Type.Literal('ip'), address: Type.String() }, { additionalProperties: false }),
   Type.Object({ type: Type.Literal('interface'), name: Type.String() }, { additionalProperties: false }),
   /** A UNIX socket `<dir>/<name>.vnc`. */
@@ -109,7 +126,7 @@ export const VncBindSchema = Type.Union([
 export type VncBind = Static<typeof VncBindSchema>;
 
 /** The display: none, VNC or SPICE. */
-export const RuntimeDisplaySchema = Type.Union([
+const RuntimeDisplaySchema = Type.Union([
   Type.Object({ type: Type.Literal('none') }, { additionalProperties: false }),
   Type.Object(
     {

@@ -36,16 +36,9 @@ import {
   type RuntimeNic,
 } from './runtime-schema.js';
 import type { InstanceSpec } from './spec.js';
+import { diskSource } from './userspace-disk.js';
 
-export {
-  deviceId,
-  diskCacheFlags,
-  diskDriver,
-  nicDriver,
-  SCSI_TARGETS,
-  scsiControllerDriver,
-  VNC_BASE_PORT,
-} from './device-model.js';
+export { deviceId } from './device-model.js';
 export { parseRuntime, RuntimeFormatError, serializeRuntime } from './runtime-json.js';
 export * from './runtime-schema.js';
 
@@ -204,8 +197,7 @@ export function resolveRuntime(
     return {
       uuid: disk.uuid,
       id: deviceId('disk', disk.uuid),
-      path: disk.path,
-      kind: disk.kind,
+      ...diskSource(disk),
       format: disk.format ?? 'raw',
       readOnly: disk.access === 'ro' || d === 'scsi-cd',
       driver: d,

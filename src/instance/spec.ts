@@ -6,22 +6,45 @@
 import type { Static } from 'typebox';
 import * as Type from 'typebox/type';
 
-/** A disk of an instance: a file or a block device the QEMU process opens read-write or read-only. */
-export const InstanceDiskSchema = Type.Object(
+/** Fields every disk has, whatever opens it. */
+const diskCommon = {
+  /** Stable identity; device ids (`disk-<first 3 groups>`) derive from it. */
+  uuid: Type.String({ description: 'UUID of the disk; the QEMU device id derives from it' }),
+  /** Image format; `raw` unless the file is qcow2. */
+  format: Type.Optional(Type.Union([Type.Literal('raw'), Type.Literal('qcow2')])),
+  /** `rw` (default) or `ro`. */
+  access: Type.Optional(Type.Union([Type.Literal('rw'), Type.Literal('ro')])),
+};
+
+/** A disk the node opens: an image file or a block device QEMU opens read-write or read-only. */
+export const InstanceLocalDiskSchema = Type.Object(
   {
-    /** Stable identity; device ids (`disk-<first 3 groups>`) derive from it. */
-    uuid: Type.String({ description: 'UUID of the disk; the QEMU device id derives from it' }),
+    ...diskCommon,
     /** Absolute path of the image file or block device on the node that runs QEMU. */
     path: Type.String({ description: 'Absolute path of the image file or block device' }),
     /** `file` for an image file, `block` for a block device (`host_device` in QEMU). */
     kind: Type.Union([Type.Literal('file'), Type.Literal('block')], { description: 'file or block device' }),
-    /** Image format; `raw` unless the file is qcow2. */
-    format: Type.Optional(Type.Union([Type.Literal('raw'), Type.Literal('qcow2')])),
-    /** `rw` (default) or `ro`. */
-    access: Type.Optional(Type.Union([Type.Literal('rw'), Type.Literal('ro')])),
   },
   { additionalProperties: false },
 );
+
+/**
+ * A disk QEMU opens itself over the network (Ganeti's `access=userspace` for RBD and Gluster):
+ * `uri` is what Ganeti's `GetUserspaceAccessUri` gives (`rbd:pool/image`,
+ * `gluster://host:port/volume/path`); QEMU's `rbd` or `gluster` block driver opens it.
+ */
+export const InstanceUserspaceDiskSchema = Type.Object(
+  {
+    ...diskCommon,
+    kind: Type.Literal('userspace', { description: 'opened by QEMU itself (rbd, gluster)' }),
+    /** `rbd:pool[/namespace]/image[@snap][:id=…][:conf=…][:mon_host=…]` or `gluster[+tcp|+unix]://…`. */
+    uri: Type.String({ description: 'rbd: or gluster:// URI of the image' }),
+  },
+  { additionalProperties: false },
+);
+
+/** A disk of an instance: opened by the node (`file`, `block`) or by QEMU itself (`userspace`). */
+export const InstanceDiskSchema = Type.Union([InstanceLocalDiskSchema, InstanceUserspaceDiskSchema]);
 /** A disk of an instance. */
 export type InstanceDisk = Static<typeof InstanceDiskSchema>;
 

@@ -13,7 +13,7 @@ import type { InstancePaths, RunLayout } from './layout.js';
 import { readProcStat } from './process.js';
 
 /** Mode of the run directory's folders (Ganeti's 0o775). */
-export const RUN_DIR_MODE = 0o775;
+const RUN_DIR_MODE = 0o775;
 /** Mode of state and runtime files: they name sockets and may name password files. */
 export const STATE_FILE_MODE = 0o640;
 
@@ -29,7 +29,7 @@ export function ensureRunLayout(layout: RunLayout): void {
 }
 
 /** The state file of a running instance (JSON, format version 1). */
-export const InstanceStateSchema = Type.Object(
+const InstanceStateSchema = Type.Object(
   {
     formatVersion: Type.Literal(1),
     name: Type.String(),
@@ -131,7 +131,7 @@ export function removeInstanceFiles(paths: InstancePaths, { keepRuntime = false 
 }
 
 /** Mode of an instance's chroot folder (`use_chroot`), as Ganeti creates it. */
-export const CHROOT_MODE = 0o700;
+const CHROOT_MODE = 0o700;
 
 /** Creates the instance's empty chroot folder (`use_chroot`) with mode 0700. */
 export function ensureChroot(paths: InstancePaths): void {

@@ -7,10 +7,10 @@
  */
 
 import { readFileSync } from 'node:fs';
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { HypervisorError } from '../errors.js';
-import { errorText } from '../migration/channel.js';
-import { Deadline } from '../migration/deadline.js';
-import { ACTIVE_STATUSES, parseQueryMigrate } from '../migration/status.js';
+import { ACTIVE_STATUSES, queryMigrateStatus } from '../qemu/migration-status.js';
 import type { InstanceLifecycle } from './lifecycle.js';
 import { processAlive, type TerminationStep, terminateProcess, waitForExit } from './process.js';
 import * as qmp from './qmp-actions.js';
@@ -112,9 +112,7 @@ async function refuseUnsafeStop(
   let runState: string | undefined;
   try {
     const s = await lc.step(name, Deadline.after(MONITOR_STEP_MS));
-    status = parseQueryMigrate(
-      await s.deadline.race(s.monitor.execute('query-migrate'), "'query-migrate'"),
-    ).status;
+    status = queryMigrateStatus(await s.deadline.race(s.monitor.execute('query-migrate'), "'query-migrate'"));
     if (!force) runState = (await qmp.queryStatus(s)).status;
   } catch (e) {
     if (force) {

@@ -4,10 +4,12 @@
  * queries of each protocol (run state, migration status, capability list) with their
  * parsers.
  */
+
+import { Deadline, DeadlineError } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { HypervisorError, MigrationError, MonitorClosedError, UnrecognizedOutputError } from '../errors.js';
 import { childLogger, type LoggerLike } from '../logger.js';
 import type { Monitor } from '../monitor/types.js';
-import { Deadline, DeadlineError } from './deadline.js';
 import { describeCommand, type MonitorCommand } from './dialect.js';
 import {
   CAPABILITIES_QUERY,
@@ -19,9 +21,6 @@ import {
 import type { MigrationProgress } from './types.js';
 
 export type { VmRunState } from './queries.js';
-
-/** The message of any thrown value. */
-export const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /** True when `e` says the monitor connection is gone (closed, refused, missing socket). */
 export function isMonitorGone(e: unknown, monitor?: Monitor): boolean {
@@ -36,7 +35,7 @@ export function isMonitorGone(e: unknown, monitor?: Monitor): boolean {
 }
 
 /** The deadline error in `e`'s cause chain, if a deadline cut a call short. */
-export function deadlineIn(e: unknown): DeadlineError | undefined {
+function deadlineIn(e: unknown): DeadlineError | undefined {
   for (let c: unknown = e; c instanceof Error; c = c.cause) if (c instanceof DeadlineError) return c;
   return undefined;
 }

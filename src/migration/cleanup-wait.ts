@@ -8,10 +8,12 @@
  * the VM ran nowhere. The end of the clean-up is visible where QEMU has `query-yank`
  * (6.0+, QMP): the `migration` yank instance goes when the clean-up is done.
  */
+
+import type { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { UnrecognizedOutputError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
-import { errorText, type VmChannel, type VmRunState } from './channel.js';
-import type { Deadline } from './deadline.js';
+import type { VmChannel, VmRunState } from './channel.js';
 import { ACTIVE_STATUSES, TERMINAL_STATUSES } from './status.js';
 
 /**
@@ -19,9 +21,9 @@ import { ACTIVE_STATUSES, TERMINAL_STATUSES } from './status.js';
  * milliseconds once the status is final), then twice as long each time, up to
  * {@link POLL_MAX_MS}, so a clean-up that lasts cannot make it send hundreds of commands.
  */
-export const POLL_FIRST_MS = 10;
+const POLL_FIRST_MS = 10;
 /** The longest interval between two clean-up polls (ms). */
-export const POLL_MAX_MS = 200;
+const POLL_MAX_MS = 200;
 
 /** True when `reply` (a `query-yank` return) lists the migration's yank instance. */
 export function migrationYankRegistered(reply: unknown): boolean {
@@ -131,4 +133,4 @@ export async function settledRunState(
 }
 
 /** How long {@link settledRunState} waits for QEMU to leave `finish-migrate` (ms). */
-export const SETTLE_MS = 10_000;
+const SETTLE_MS = 10_000;

@@ -3,17 +3,23 @@
  * status (QEMU's reason when loading fails, where the version reports it), and
  * `finalizeDestination`, which never stops a destination that already holds the VM.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import type { FinalizeOutcome } from '../errors.js';
 import { isMonitorEvent } from '../monitor/event-types.js';
 import type { MonitorEvent } from '../monitor/types.js';
 import { findCapability } from '../qemu/capabilities.js';
-import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
+import { isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import { readyForRestore } from './cleanup-wait.js';
-import { Deadline } from './deadline.js';
 import { capabilityCommands, resolveCapabilities, simpleCommand } from './dialect.js';
-import type { SettingsSnapshot } from './parameters.js';
 import { isPostcopy, isPostcopyPaused } from './safety.js';
-import { clearCapabilities, restoreSettings } from './source.js';
+import {
+  clearCapabilities,
+  destinationSnapshot,
+  restoreSettings,
+  type SettingsSnapshot,
+} from './settings.js';
 import { applyTls, removeTls } from './tls.js';
 import { incomingCommand, type TlsPlan } from './tls-commands.js';
 import type { MigrationProgress } from './types.js';
@@ -56,9 +62,7 @@ export async function acceptMigration(
   const wire = resolveCapabilities(capabilities, ch.monitor.version, listed, ch.instance).filter(
     (n) => findCapability(n)?.scope !== 'source',
   );
-  const snapshot: SettingsSnapshot = {
-    capabilities: wire.filter((n) => listed?.get(n) !== true).map((n) => [n, false]),
-  };
+  const snapshot = destinationSnapshot(wire, listed);
   // Journaled before anything changes, so that a process dying from here on leaves what
   // is needed to put the capabilities back.
   beforeChange?.({ capabilities: wire, snapshot });
@@ -70,14 +74,6 @@ export async function acceptMigration(
   }
   ch.log.info({ capabilities: wire }, 'destination ready for the incoming migration');
   return { capabilities: wire, snapshot };
-}
-
-/**
- * The incoming migration as the destination sees it (`query-migrate` / `info migrate`):
- * its status and, where QEMU reports it, the reason loading failed.
- */
-export function incomingStatus(ch: VmChannel, deadline: Deadline): Promise<MigrationProgress> {
-  return ch.mustMigrationStatus(deadline);
 }
 
 /** Options of {@link finalizeDestination}. */

@@ -20,7 +20,16 @@ import {
   type MigrationCapabilityInfo,
 } from '../qemu/capabilities.js';
 import { formatVersion, type QemuVersion, versionAtLeast } from '../qemu/version.js';
-import type { MigrationParameterValues } from './parameters.js';
+
+/** Parameter values as QEMU reported them before the migration. */
+export interface MigrationParameterValues {
+  /** `max-bandwidth`, bytes/s. */
+  maxBandwidth?: number;
+  /** `downtime-limit`, ms. */
+  downtimeLimit?: number;
+  /** `max-postcopy-bandwidth`, bytes/s (QEMU 3.0+). */
+  maxPostcopyBandwidth?: number;
+}
 
 /** The four command sets kvm-hypervisor speaks. */
 export type MigrationDialect = 'hmp-legacy' | 'hmp' | 'qmp-legacy' | 'qmp';

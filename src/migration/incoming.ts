@@ -4,11 +4,13 @@
  * fails with QEMU's reason, or says that the destination QEMU exited. It changes nothing
  * on the VM: finalizing is the caller's next step (`finalizeMigrationDst`).
  */
+
+import { Deadline, DeadlineError } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { UnrecognizedOutputError } from '../errors.js';
 import { isMonitorEvent } from '../monitor/event-types.js';
 import type { MonitorEvent } from '../monitor/types.js';
-import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
-import { Deadline, DeadlineError } from './deadline.js';
+import { isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import { changesOnly } from './progress-fields.js';
 import { isPostcopyPaused } from './safety.js';
 import type { IncomingMigrationResult, MigrationProgress, WaitForIncomingOptions } from './types.js';
@@ -22,7 +24,7 @@ const LOAD_GRACE_MS = 30_000;
 
 /** Waits for the incoming migration on `ch`; see `KVMHypervisor.waitForIncomingMigration`. */
 /** Default of `WaitForIncomingOptions.postcopyPausedMs`: the source's recovery (300 s) and a margin. */
-export const DEFAULT_POSTCOPY_PAUSED_MS = 360_000;
+const DEFAULT_POSTCOPY_PAUSED_MS = 360_000;
 
 export async function waitForIncoming(
   ch: VmChannel,

@@ -27,8 +27,8 @@ import type { KvmHvParams } from '../hvparams/index.js';
 import type { VmChannel } from './channel.js';
 import type { AcceptedMigration } from './destination.js';
 import { dialectFor } from './dialect.js';
-import type { SettingsSnapshot } from './parameters.js';
 import { type MigrationSession, openSession } from './session.js';
+import type { SettingsSnapshot } from './settings.js';
 import type { StartedMigration } from './source.js';
 
 /** Mode of a journal file: it names sockets, peers and certificate folders. */
@@ -60,7 +60,7 @@ const Phase = Type.Union([
 const NonNegative = Type.Integer({ minimum: 0 });
 
 /** The journal of one end of one migration (JSON, format version 1). */
-export const MigrationJournalSchema = Type.Object(
+const MigrationJournalSchema = Type.Object(
   {
     formatVersion: Type.Literal(1),
     instance: Type.String({ minLength: 1 }),
@@ -268,7 +268,7 @@ function journaledSnapshot(snapshot: SettingsSnapshot): MigrationJournalEntry['s
 }
 
 /** The settings snapshot a journal holds, as the restore commands take it. */
-export function snapshotOf(entry: MigrationJournalEntry): SettingsSnapshot {
+function snapshotOf(entry: MigrationJournalEntry): SettingsSnapshot {
   return {
     capabilities: Object.entries(entry.snapshot.capabilities),
     ...(entry.snapshot.parameters ? { parameters: { ...entry.snapshot.parameters } } : {}),
@@ -276,7 +276,7 @@ export function snapshotOf(entry: MigrationJournalEntry): SettingsSnapshot {
 }
 
 /** The migration hvparams a journal records. */
-export function journaledHvParams(p: KvmHvParams): MigrationJournalEntry['hvparams'] {
+function journaledHvParams(p: KvmHvParams): MigrationJournalEntry['hvparams'] {
   return {
     migration_bandwidth: p.migration_bandwidth,
     migration_downtime: p.migration_downtime,

@@ -15,15 +15,17 @@
  * status is watched: a pending connect that gets through shows as `postcopy-recover` or
  * `postcopy-active`.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { MigrationError, QmpError } from '../errors.js';
 import { type QemuVersion, versionAtLeast } from '../qemu/version.js';
-import { errorText, isMonitorGone } from './channel.js';
-import { Deadline } from './deadline.js';
+import { isMonitorGone } from './channel.js';
 import type { PostcopyPauseResult, PostcopyRecoveryResult, PostcopyResumeResult } from './postcopy.js';
 import type { MigrationProgress } from './types.js';
 
 /** One node's steps, bound to its instance. */
-export interface PostcopyEndSteps {
+interface PostcopyEndSteps {
   pause(deadline: Deadline): Promise<PostcopyPauseResult>;
   status(deadline: Deadline): Promise<MigrationProgress>;
 }
@@ -106,14 +108,14 @@ export interface PostcopyRecoveryPlan {
 }
 
 /** About Linux's connect budget (6 SYN retransmits, 127 s) plus a margin. */
-export const OLD_QEMU_RESUME_SPACING_MS = 130_000;
+const OLD_QEMU_RESUME_SPACING_MS = 130_000;
 
 /**
  * Whether this QEMU survives a second resume after a failed one. Measured: 5.2 aborts
  * ("migrate_fd_connect: Assertion `s->cleanup_bh' failed") as soon as that second resume
  * connects, losing the pages only it holds; 7.2 and later resume again.
  */
-export function resumeRetrySafe(version: QemuVersion): boolean {
+function resumeRetrySafe(version: QemuVersion): boolean {
   return versionAtLeast(version, 7, 0);
 }
 

@@ -28,10 +28,12 @@
  * - At the switch to post-copy the source reports `device` (10.0, 11.1), then on 11.1
  *   `postcopy-device`; the 11.1 destination `postcopy-device`, then `postcopy-active`.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { HmpError, type MigrationError, QmpError } from '../errors.js';
 import { formatVersion, type QemuVersion, versionAtLeast } from '../qemu/version.js';
-import { errorText, isDeadline, type VmChannel } from './channel.js';
-import { Deadline } from './deadline.js';
+import { isDeadline, type VmChannel } from './channel.js';
 import {
   describeCommand,
   type MonitorCommand,
@@ -83,12 +85,12 @@ export interface PostcopyResumeResult {
 }
 
 /** How long a step watches the status settle after QEMU took its command (ms), within its deadline. */
-export const POSTCOPY_CONFIRM_MS = 3000;
+const POSTCOPY_CONFIRM_MS = 3000;
 /**
  * How long {@link resumePostcopy} waits for the source to leave `postcopy-paused` (ms),
  * within its deadline: a listening destination is reached in well under a second.
  */
-export const POSTCOPY_RESUME_CONFIRM_MS = 10_000;
+const POSTCOPY_RESUME_CONFIRM_MS = 10_000;
 /** Source statuses while a resume is not through yet. */
 const RESUMING: ReadonlySet<string> = new Set(['postcopy-paused', 'postcopy-recover-setup']);
 /** Source statuses that show a resume got through: connected, running again, done. */

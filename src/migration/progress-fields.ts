@@ -48,7 +48,7 @@ export function speedBytesPerSec(mbps: number | undefined, pps: number | undefin
  * The fields whose change makes a snapshot new for `onProgress`. `totalTimeMs` (it ticks
  * on every poll) and `raw` are not among them.
  */
-export const PROGRESS_CHANGE_FIELDS = [
+const PROGRESS_CHANGE_FIELDS = [
   'status',
   'transferredBytes',
   'remainingBytes',

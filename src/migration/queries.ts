@@ -21,7 +21,7 @@ export interface VmRunState {
 }
 
 /** One protocol's half of a query: what to send and how to read the answer. */
-export interface QueryForm<T> {
+interface QueryForm<T> {
   command: MonitorCommand;
   /** Reads QMP's `return` value or HMP's text; unreadable input throws `UnrecognizedOutputError`. */
   parse(answer: unknown): T;

@@ -5,11 +5,13 @@
  * may hold the only copy of the VM, it does nothing destructive, says what to check and
  * reports `settled: false`. {@link recoverMigrationPair} sees both nodes and decides alone.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import type { FinalizeOutcome } from '../errors.js';
 import type { LoggerLike } from '../logger.js';
-import { errorText, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
+import { isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import { settledRunState } from './cleanup-wait.js';
-import { Deadline } from './deadline.js';
 import { simpleCommand } from './dialect.js';
 import { waitForIncoming } from './incoming.js';
 import {

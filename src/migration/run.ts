@@ -4,6 +4,9 @@
  * finalize both; on any failure, finalize the destination and then the source as failed,
  * each even when the other fails, and report what each end did and why QEMU failed.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import {
   type FinalizeOutcome,
   MigrationError,
@@ -11,10 +14,10 @@ import {
   PostcopyStalledError,
 } from '../errors.js';
 import { checkedHvParams } from '../hvparams/checked.js';
-import type { KVMHypervisor } from '../kvm.js';
-import { errorText, isMonitorGone, VmChannel } from './channel.js';
-import { Deadline } from './deadline.js';
+import type { Monitor } from '../monitor/types.js';
+import { isMonitorGone, VmChannel } from './channel.js';
 import { simpleCommand } from './dialect.js';
+import type { PostcopyPauseResult, PostcopyRecoveryResult, PostcopyResumeResult } from './postcopy.js';
 import {
   countConnectFailures,
   type PostcopyDestinationSteps,
@@ -24,18 +27,63 @@ import {
 } from './postcopy-recovery.js';
 import { isPostcopy, isPostcopyPaused } from './safety.js';
 import { TERMINAL_STATUSES } from './status.js';
-import { migrationUri } from './target.js';
 import type {
+  AcceptInstanceOptions,
   ConvergenceAction,
+  FinalizeMigrationDstOptions,
+  FinalizeMigrationSourceOptions,
   Instance,
   MigrationProgress,
   MigrationResult,
   MigrationStepOptions,
+  WaitForMigrationOptions,
 } from './types.js';
+import { migrationUri } from './uri.js';
+
+/**
+ * The calls {@link runMigration} makes on one node's hypervisor object (`KVMHypervisor`
+ * has them all, with their contracts in its TSDoc). An interface, so that src/migration/
+ * names nothing of the layers above it.
+ */
+export interface MigrationHypervisor {
+  monitorFor(instanceName: string, deadline?: Deadline): Promise<Monitor>;
+  acceptInstance(instance: Instance, options?: AcceptInstanceOptions): Promise<string[]>;
+  migrateInstance(
+    instance: Instance,
+    target: string,
+    live?: boolean,
+    options?: MigrationStepOptions,
+  ): Promise<void>;
+  waitForMigration(instance: Instance, options?: WaitForMigrationOptions): Promise<MigrationResult>;
+  getMigrationStatus(instance: Instance, options?: MigrationStepOptions): Promise<MigrationProgress>;
+  getIncomingMigrationStatus(instance: Instance, options?: MigrationStepOptions): Promise<MigrationProgress>;
+  cancelMigration(instance: Instance, options?: MigrationStepOptions): Promise<void>;
+  pausePostcopy(instance: Instance, options?: MigrationStepOptions): Promise<PostcopyPauseResult>;
+  acceptPostcopyRecovery(
+    instance: Instance,
+    uri: string,
+    options?: MigrationStepOptions,
+  ): Promise<PostcopyRecoveryResult>;
+  resumePostcopy(
+    instance: Instance,
+    uri: string,
+    options?: MigrationStepOptions,
+  ): Promise<PostcopyResumeResult>;
+  finalizeMigrationSource(
+    instance: Instance,
+    success: boolean,
+    options?: FinalizeMigrationSourceOptions,
+  ): Promise<FinalizeOutcome>;
+  finalizeMigrationDst(
+    instance: Instance,
+    success: boolean,
+    options?: FinalizeMigrationDstOptions,
+  ): Promise<FinalizeOutcome>;
+}
 
 /** One end of a {@link runMigration}: the hypervisor object of that node and the instance there. */
 export interface MigrationEnd {
-  hypervisor: KVMHypervisor;
+  hypervisor: MigrationHypervisor;
   instance: Instance;
   /**
    * QEMU's own words when its monitor cannot give them, e.g. the last lines the QEMU
@@ -101,7 +149,7 @@ export interface RunMigrationResult extends MigrationResult {
 }
 
 /** Default of `RunMigrationOptions.postcopyRecoveryMs`. */
-export const DEFAULT_POSTCOPY_RECOVERY_MS = 300_000;
+const DEFAULT_POSTCOPY_RECOVERY_MS = 300_000;
 /** Recoveries in one migration before it is reported as split (a link that keeps flapping). */
 const MAX_POSTCOPY_RECOVERIES = 10;
 
@@ -297,7 +345,7 @@ async function recoverStream(
 
 /** The post-copy recovery steps of a source node, bound to its instance. */
 export async function postcopySourceSteps(
-  hv: KVMHypervisor,
+  hv: MigrationHypervisor,
   instance: Instance,
   deadline: Deadline,
 ): Promise<PostcopySourceSteps> {
@@ -311,7 +359,7 @@ export async function postcopySourceSteps(
 }
 
 /** The post-copy recovery steps of a destination node, bound to its instance. */
-function postcopyDestinationSteps(hv: KVMHypervisor, instance: Instance): PostcopyDestinationSteps {
+function postcopyDestinationSteps(hv: MigrationHypervisor, instance: Instance): PostcopyDestinationSteps {
   return {
     pause: (d) => hv.pausePostcopy(instance, stepOptions(d)),
     status: (d) => hv.getIncomingMigrationStatus(instance, stepOptions(d)),

@@ -56,7 +56,7 @@ export const isPostcopyPaused = (status: MigrationStatus): boolean =>
  * between the two hosts (or lost, if the destination QEMU is gone), and QEMU refuses
  * `cont` on it ("Migration is not finalized yet") until the migration is finalized.
  */
-export function postcopyRefusal(status: string): string {
+function postcopyRefusal(status: string): string {
   const paused = isPostcopyPaused(status);
   return (
     `the migration is in post-copy ('${status}'): the VM is split between the two hosts (the destination runs it, part of its memory is only on the source)` +

@@ -6,7 +6,7 @@ import { isMonitorEvent } from '../monitor/event-types.js';
 import type { MonitorEvent } from '../monitor/types.js';
 import type { VmChannel } from './channel.js';
 import type { MigrationDialect } from './dialect.js';
-import type { SettingsSnapshot } from './parameters.js';
+import type { SettingsSnapshot } from './settings.js';
 import type { TlsPlan } from './tls-commands.js';
 
 /** What the source side needs to know to start a migration (from the filled hvparams). */

@@ -3,12 +3,14 @@
  * read-only checks and settings snapshot sent together, the settings, `migrate`, and the
  * rollback of a set-up that failed part-way.
  */
-import { MigrationError, UnrecognizedOutputError } from '../errors.js';
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
+import { MigrationError } from '../errors.js';
 import { findCapability } from '../qemu/capabilities.js';
 import { formatVersion, versionAtLeast } from '../qemu/version.js';
-import { errorText, isDeadline, isMonitorGone, type VmChannel } from './channel.js';
+import { isDeadline, isMonitorGone, type VmChannel } from './channel.js';
 import { QEMU_MAX_DOWNTIME_MS } from './convergence.js';
-import { Deadline } from './deadline.js';
 import {
   capabilityCommands,
   dialectFor,
@@ -17,20 +19,12 @@ import {
   resolveCapabilities,
   simpleCommand,
 } from './dialect.js';
-import {
-  type MigrationParameterValues,
-  parametersReadable,
-  parseInfoMigrateParameters,
-  parseQueryMigrateParameters,
-  readParametersCommand,
-  type SettingsSnapshot,
-} from './parameters.js';
 import { type MigrationPlan, type MigrationSession, openSession } from './session.js';
-import { restoreSettings } from './source.js';
+import { readParameters, restoreSettings, sourceSnapshot } from './settings.js';
 import { TERMINAL_STATUSES } from './status.js';
-import { migrationUri } from './target.js';
 import { applyTls, removeTls } from './tls.js';
 import { tlsUnsupported } from './tls-commands.js';
+import { migrationUri } from './uri.js';
 
 /** Checks everything that needs no I/O; throws `MigrationError` naming the bad value. Returns the URI. */
 export function precheck(instance: string, plan: MigrationPlan, target: string): string {
@@ -63,34 +57,6 @@ const refused = (ch: VmChannel, message: string, status?: string) =>
     changedVm: false,
     ...(status === undefined ? {} : { status }),
   });
-
-/** Reads bandwidth/downtime before the migration; undefined (logged) where they cannot be read. */
-async function readParameters(
-  ch: VmChannel,
-  deadline: Deadline,
-): Promise<MigrationParameterValues | undefined> {
-  const { version, protocol } = ch.monitor;
-  const dialect = dialectFor(protocol, version);
-  const cmd = readParametersCommand(dialect);
-  if (!cmd || !parametersReadable(version)) return undefined;
-  let raw: unknown;
-  try {
-    raw = await ch.send(cmd, deadline);
-  } catch (e) {
-    if (isMonitorGone(e, ch.monitor) || isDeadline(e)) throw e;
-    ch.log.warn({ err: errorText(e) }, 'cannot read the migration parameters; they will not be restored');
-    return undefined;
-  }
-  try {
-    return protocol === 'qmp'
-      ? parseQueryMigrateParameters(raw, version)
-      : parseInfoMigrateParameters(String(raw), version);
-  } catch (e) {
-    if (!(e instanceof UnrecognizedOutputError)) throw e;
-    ch.log.warn({ err: errorText(e) }, 'cannot read the migration parameters; they will not be restored');
-    return undefined;
-  }
-}
 
 /** Where {@link startMigration} tells its caller what it is about to do (to journal it). */
 export interface StartMigrationHooks {
@@ -181,16 +147,7 @@ export async function startMigration(
   const parameters = await parametersP;
   const postcopy = wire.some((n) => findCapability(n)?.name === 'postcopy-ram');
   const parameterSettings = { ...plan, postcopy, ...(parameters ? { current: parameters } : {}) };
-  const snapshot: SettingsSnapshot = {
-    // 'events' only makes QEMU report migration states; once on it stays on (as libvirt
-    // leaves it), so later set-ups need not send it. Without QEMU's list the previous state
-    // is unknown; clearing is the documented fallback.
-    capabilities: states
-      .filter(([name]) => name !== 'events')
-      .map(([name]) => [name, listed?.get(name) ?? false] as [string, boolean])
-      .filter(([name, before]) => wanted.get(name) !== before),
-    ...(parameters ? { parameters } : {}),
-  };
+  const snapshot = sourceSnapshot(states, listed, wanted, parameters);
 
   // Subscribe before anything can cause an event: MIGRATION 'setup' comes before the reply.
   const session = openSession({

@@ -2,47 +2,19 @@
  * The source side of a migration after set-up: cancel, restoring the settings, and
  * `finalizeSource` under the fail-safe rule of `safety.ts`. The set-up is in `setup.ts`.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import type { FinalizeOutcome } from '../errors.js';
-import { findCapability } from '../qemu/capabilities.js';
-import { errorText, isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
+import { isDeadline, isMonitorGone, type VmChannel, type VmRunState } from './channel.js';
 import { readyForRestore, settledRunState } from './cleanup-wait.js';
-import { Deadline } from './deadline.js';
-import {
-  capabilityCommands,
-  describeCommand,
-  dialectFor,
-  resolveCapabilities,
-  simpleCommand,
-} from './dialect.js';
-import { restoreCommands, type SettingsSnapshot } from './parameters.js';
+import { simpleCommand } from './dialect.js';
 import { isPostcopy, type SourceObservation, sourceVerdict } from './safety.js';
 import type { MigrationSession } from './session.js';
+import { clearCapabilities, restoreSettings } from './settings.js';
 import { TERMINAL_STATUSES } from './status.js';
 import { removeTls } from './tls.js';
 import type { MigrationProgress } from './types.js';
-
-/**
- * Puts back the parameters and capabilities of the snapshot, each command on its own (one
- * failing does not skip the next). Returns the problems, which are also logged.
- */
-export async function restoreSettings(
-  ch: VmChannel,
-  snapshot: SettingsSnapshot,
-  deadline: Deadline,
-): Promise<string[]> {
-  const problems: string[] = [];
-  const dialect = dialectFor(ch.monitor.protocol, ch.monitor.version);
-  for (const cmd of restoreCommands(dialect, snapshot)) {
-    try {
-      await ch.send(cmd, deadline);
-    } catch (e) {
-      const text = `restoring '${describeCommand(cmd)}' failed: ${errorText(e)}`;
-      ch.log.error({ err: errorText(e) }, text);
-      problems.push(text);
-    }
-  }
-  return problems;
-}
 
 /**
  * `migrate_cancel` (best effort), then polls until QEMU reports a final status or the
@@ -242,28 +214,4 @@ async function restore(ch: VmChannel, options: FinalizeSourceOptions, obs: Sourc
   await clearCapabilities(ch, options.capabilities, grace).catch((e: unknown) =>
     ch.log.error({ err: errorText(e) }, 'clearing migration capabilities failed'),
   );
-}
-
-/** Turns off the capabilities among `requested` that are on (any spelling). */
-export async function clearCapabilities(
-  ch: VmChannel,
-  requested: readonly string[],
-  deadline: Deadline,
-): Promise<string[]> {
-  if (requested.length === 0) return [];
-  const listed = await ch.listCapabilities(deadline);
-  const names = new Set(requested.map((n) => findCapability(n)?.name ?? n));
-  const off: string[] = [];
-  if (listed) {
-    for (const [name, on] of listed) if (on && names.has(findCapability(name)?.name ?? name)) off.push(name);
-  } else {
-    off.push(...resolveCapabilities(requested, ch.monitor.version, undefined, ch.instance));
-  }
-  for (const cmd of capabilityCommands(
-    ch.monitor.protocol,
-    off.map((n) => [n, false] as const),
-  )) {
-    await ch.must(cmd, 'clearing migration capabilities', deadline);
-  }
-  return off;
 }

@@ -6,30 +6,12 @@
  * default value.
  */
 import { UnrecognizedOutputError } from '../errors.js';
+import { queryMigrateStatus } from '../qemu/migration-status.js';
 import { finishProgress, firstPassDone, speedBytesPerSec } from './progress-fields.js';
 import type { MigrationProgress } from './types.js';
 
+export { ACTIVE_STATUSES, TERMINAL_STATUSES } from '../qemu/migration-status.js';
 export { parseHumanSize, parseInfoMigrate } from './info-migrate.js';
-
-/** Statuses after which QEMU does nothing more for this migration. */
-export const TERMINAL_STATUSES: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
-
-/** Statuses in which the migration is still running (known ones; unknown ones count too). */
-export const ACTIVE_STATUSES: ReadonlySet<string> = new Set([
-  'setup',
-  'active',
-  'postcopy-active',
-  'postcopy-paused',
-  'postcopy-recover',
-  'postcopy-recover-setup',
-  'postcopy-device',
-  'pre-switchover',
-  'device',
-  'cancelling',
-  'wait-unplug',
-  'colo',
-  'failing',
-]);
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
@@ -40,16 +22,11 @@ const num = (v: unknown): number | undefined => (typeof v === 'number' && Number
  *   that is not a string.
  */
 export function parseQueryMigrate(reply: unknown): MigrationProgress {
-  if (!reply || typeof reply !== 'object' || Array.isArray(reply)) {
-    throw new UnrecognizedOutputError('query-migrate', JSON.stringify(reply) ?? String(reply), 'reply');
-  }
+  const status = queryMigrateStatus(reply);
   const r = reply as Record<string, unknown>;
-  if (r.status !== undefined && typeof r.status !== 'string') {
-    throw new UnrecognizedOutputError('query-migrate', JSON.stringify(reply), 'status');
-  }
   const ram = (r.ram && typeof r.ram === 'object' ? r.ram : {}) as Record<string, unknown>;
   const pageSize = num(ram['page-size']) ?? 4096;
-  const p: MigrationProgress = { status: typeof r.status === 'string' ? r.status : 'none', raw: r };
+  const p: MigrationProgress = { status, raw: r };
   p.transferredBytes = num(ram.transferred);
   p.remainingBytes = num(ram.remaining);
   p.totalBytes = num(ram.total);

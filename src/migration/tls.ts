@@ -5,14 +5,13 @@
  * failing does not skip the next.
  */
 
+import type { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { MigrationError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
 import type { MigrationTlsOptions } from '../tls/config.js';
 import type { VmChannel } from './channel.js';
-import { errorText } from './channel.js';
-import type { Deadline } from './deadline.js';
 import { describeCommand } from './dialect.js';
-import { migrationUri } from './target.js';
 import {
   isObjectMissing,
   objectDelCommand,
@@ -23,9 +22,10 @@ import {
   tlsSetupCommands,
   tlsUnsupported,
 } from './tls-commands.js';
+import { migrationUri } from './uri.js';
 
 /** Throws `MigrationError` (nothing changed) when this QEMU cannot do `plan`. */
-export function checkTlsSupport(ch: VmChannel, plan: TlsPlan): void {
+function checkTlsSupport(ch: VmChannel, plan: TlsPlan): void {
   const why = tlsUnsupported(ch.monitor.protocol, ch.monitor.version, plan);
   if (why) throw ch.error(`cannot migrate over TLS: ${why}`, undefined);
 }

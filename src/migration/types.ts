@@ -2,14 +2,8 @@
  * Shapes of the migration API of `KVMHypervisor`: what goes in (an instance) and what
  * comes out (progress snapshots and the final result).
  */
-import type { MigrationGuardOptions } from '../guard/guard.js';
 import type { KvmHvParamsInput } from '../hvparams/index.js';
-import type { LoggerLike } from '../logger.js';
 import type { MigrationStatus } from '../monitor/event-types.js';
-import type { Monitor } from '../monitor/types.js';
-import type { AcceleratorChoice } from '../qemu/accel.js';
-import type { MigrationTlsOptions } from '../tls/config.js';
-import type { ConvergencePolicyOptions } from './convergence.js';
 
 /** A KVM instance as the hypervisor sees it: its name and its (partial) hvparams. */
 export interface Instance {
@@ -20,9 +14,6 @@ export interface Instance {
   /** Guest memory in MiB, used to scale the completion timeout (default: QEMU's `ram.total`). */
   memoryMiB?: number;
 }
-
-/** Opens (or hands out) the monitor of an instance. */
-export type MonitorFactory = (instanceName: string) => Monitor | Promise<Monitor>;
 
 /** One snapshot of a migration, from `query-migrate` or `info migrate`. */
 export interface MigrationProgress {
@@ -186,58 +177,6 @@ export interface MigrationResult {
   averageSpeedBytesPerSec?: number;
   /** The last progress snapshot. */
   final: MigrationProgress;
-}
-
-/** Options of the `KVMHypervisor` constructor. */
-export interface KVMHypervisorOptions {
-  /** Opens an instance's monitor; default: QMP at `<runDir>/<name>.qmp`. */
-  monitor?: MonitorFactory;
-  /**
-   * Folder of the default factory's sockets for QEMUs started by someone else (default
-   * `<instanceDir>/ctrl`). Instances this library started are reached at the socket their
-   * state file names.
-   */
-  runDir?: string;
-  /**
-   * Run directory of the instances this object starts (Ganeti's layout: `pid/`, `ctrl/`,
-   * `conf/`, `chroot/`, `log/`; default `/var/run/ganeti/kvm-hypervisor`). Two objects on one
-   * host (tests, demos) act as two nodes when given different folders.
-   */
-  instanceDir?: string;
-  /**
-   * Accelerator for instances whose `kvm_flag` is empty: `kvm`, `tcg` or `auto` (default
-   * `$KVMHV_ACCEL`, else `auto`: KVM when `/dev/kvm` opens read-write).
-   */
-  accel?: AcceleratorChoice;
-  /**
-   * Folder of the migration journals (`<name>.source.migration`,
-   * `<name>.destination.migration`) for QEMUs started elsewhere, so that every migration
-   * step, and `recoverMigration`, works from a new object or process. Instances this
-   * object's run directory started journal in its `conf/` folder without it. Without
-   * either, a migration lives in this object's memory only.
-   */
-  stateDir?: string;
-  /** A pino logger, or any object with pino's level methods ({@link LoggerLike}); default: silent. */
-  logger?: LoggerLike;
-  /** Knobs of the convergence policy (stall detection, downtime ceiling, timeouts). */
-  convergence?: ConvergencePolicyOptions;
-  /**
-   * Migrate over TLS with this node's certificates (see docs/security.md). The source
-   * (`migrateInstance`) uses the client certificate; the destination (`acceptInstance`
-   * with `listen`) the server certificate and, with `allowedPeers`, accepts only those
-   * clients. Checked at construction (`TlsConfigError`); the files are checked before
-   * each migration.
-   */
-  tls?: MigrationTlsOptions;
-  /**
-   * The migration guard (docs/security.md, "The migration guard"): a library-owned process
-   * holds the migration's network end, admits only `allowedAddresses` (when given),
-   * terminates TLS itself under a handshake deadline, and relays to QEMU over a local UNIX
-   * socket, so that no stranger can stall QEMU. Default: on when `tls` is set, off
-   * otherwise; `true` or an object turns it on for migrations in clear too; `false` uses
-   * QEMU's own TLS (which a silent peer can freeze).
-   */
-  migrationGuard?: MigrationGuardOptions | boolean;
 }
 
 /** Options of `acceptInstance`. */

@@ -4,12 +4,14 @@
  * bounded by the caller's deadline and AbortSignal, so the wait settles within its
  * deadline plus a short clean-up grace even when QEMU is frozen or gone.
  */
+
+import { Deadline } from '../core/deadline.js';
+import { errorText } from '../core/error-text.js';
 import { MigrationError, PostcopyStalledError, UnrecognizedOutputError } from '../errors.js';
 import { versionAtLeast } from '../qemu/version.js';
-import { errorText, isDeadline, isMonitorGone, type VmChannel } from './channel.js';
+import { isDeadline, isMonitorGone, type VmChannel } from './channel.js';
 import { settledRunState } from './cleanup-wait.js';
 import { ConvergencePolicy, type ConvergencePolicyOptions, completionTimeoutMs } from './convergence.js';
-import { Deadline } from './deadline.js';
 import { downtimeCommand, simpleCommand } from './dialect.js';
 import { changesOnly } from './progress-fields.js';
 import { isPostcopy, isPostcopyPaused, sourceVerdict } from './safety.js';
@@ -22,7 +24,7 @@ const formatSeconds = (ms: number): string =>
   ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
 
 /** Clean-up time after a caller's deadline or abort: `migrate_cancel` and one status read. */
-export const DEADLINE_GRACE_MS = 900;
+const DEADLINE_GRACE_MS = 900;
 /** Clean-up time after the convergence policy's own completion timeout (QEMU answering). */
 const POLICY_GRACE_MS = 10_000;
 /** How often one wait reconnects a lost monitor connection. */
@@ -30,7 +32,7 @@ const MAX_RECONNECTS = 3;
 /** One status query never waits longer than this, so five failures fit in a minute. */
 const QUERY_CAP_MS = 10_000;
 /** Default stall window in post-copy (ms): see `WaitForMigrationOptions.postcopyStallMs`. */
-export const DEFAULT_POSTCOPY_STALL_MS = 5000;
+const DEFAULT_POSTCOPY_STALL_MS = 5000;
 /** How often a post-copy wait says what it is waiting for (ms). */
 const POSTCOPY_LOG_EVERY_MS = 10_000;
 
@@ -311,7 +313,7 @@ class PostcopyWatch {
  * to TLS channel: Input/output error" on 5.2/7.2, "Cannot uncork TLS output" on 11.1),
  * while the destination prints why ("TLS x509 authz check for … is denied").
  */
-export function tlsFailureHint(errorDesc: string | undefined): string {
+function tlsFailureHint(errorDesc: string | undefined): string {
   if (errorDesc !== undefined && !/TLS|handshake|certificate|x509/i.test(errorDesc)) return '';
   return ' (over TLS: a refused handshake shows here only as a channel error; the destination says why: its incoming status or stderr, e.g. "TLS x509 authz check for … is denied" when its allowedPeers lacks this node\'s client DN, which `kvm-hv tls dn client-cert.pem` prints; runMigration reports it as destinationReason)';
 }

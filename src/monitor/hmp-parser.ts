@@ -12,10 +12,10 @@ import { parseVersion, type QemuVersion } from '../qemu/version.js';
 import { DEFAULT_MAX_LINE_BYTES, MIN_MAX_LINE_BYTES } from './qmp-parser.js';
 
 /** The HMP prompt. */
-export const HMP_PROMPT = '(qemu) ';
+const HMP_PROMPT = '(qemu) ';
 
 /** ANSI escape sequences QEMU's readline prints (`ESC[K`, `ESC[D`, `ESC[1;2H`, …). */
-export const ANSI_ESCAPE_RE = /\x1b\[[0-9;]*[A-Za-z]/g;
+const ANSI_ESCAPE_RE = /\x1b\[[0-9;]*[A-Za-z]/g;
 
 const BANNER_RE = /QEMU (\d+\.\d+(?:\.\d+)?)\S* monitor - type 'help' for more information/;
 

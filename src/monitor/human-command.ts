@@ -10,7 +10,7 @@ import { detectHmpError } from './hmp-parser.js';
 export const HUMAN_MONITOR_COMMAND = 'human-monitor-command';
 
 /** The arguments of {@link HUMAN_MONITOR_COMMAND} for `commandLine`. */
-export function humanCommandArguments(commandLine: string): { 'command-line': string } {
+function humanCommandArguments(commandLine: string): { 'command-line': string } {
   return { 'command-line': commandLine };
 }
 

@@ -62,7 +62,7 @@ export interface QmpCommand {
 }
 
 /** Prefix of the ids this client gives its out-of-band commands (in-band ones carry none). */
-export const OUT_OF_BAND_ID_PREFIX = 'kvmhv-oob-';
+const OUT_OF_BAND_ID_PREFIX = 'kvmhv-oob-';
 
 /**
  * QEMU's limit of in-band commands queued per monitor (`QMP_REQ_QUEUE_LEN_MAX`): with `oob`

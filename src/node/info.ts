@@ -215,7 +215,7 @@ function sysfsSockets(sysDir: string): number | undefined {
 }
 
 /** The running instances of a run directory and their QEMU's resident memory. */
-export function instancesMemory(layout: RunLayout, procDir = '/proc'): NodeInstanceMemory[] {
+function instancesMemory(layout: RunLayout, procDir = '/proc'): NodeInstanceMemory[] {
   let files: string[];
   try {
     files = readdirSync(layout.conf).filter((f) => f.endsWith('.state'));

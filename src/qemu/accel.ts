@@ -4,7 +4,6 @@
  */
 import { closeSync, openSync } from 'node:fs';
 import { HypervisorError, UnrecognizedOutputError } from '../errors.js';
-import type { Monitor } from '../monitor/types.js';
 
 /** An accelerator QEMU runs a guest with. */
 export type Accelerator = 'kvm' | 'tcg';
@@ -69,8 +68,18 @@ export function acceleratorFromInfoKvm(text: string): Accelerator {
   return m[1]!.toLowerCase() === 'enabled' ? 'kvm' : 'tcg';
 }
 
+/**
+ * What {@link queryAccelerator} needs of a monitor (any `Monitor` of src/monitor/ has it;
+ * `qemu/` sits below `monitor/`, so it names no monitor class).
+ */
+export interface AcceleratorQueryMonitor {
+  readonly protocol: 'qmp' | 'hmp';
+  execute(command: string): Promise<unknown>;
+  humanCommand(commandLine: string): Promise<string>;
+}
+
 /** Asks a running QEMU which accelerator it uses (`query-kvm` or `info kvm`). */
-export async function queryAccelerator(monitor: Monitor): Promise<Accelerator> {
+export async function queryAccelerator(monitor: AcceleratorQueryMonitor): Promise<Accelerator> {
   if (monitor.protocol === 'qmp') return acceleratorFromQueryKvm(await monitor.execute('query-kvm'));
   return acceleratorFromInfoKvm(await monitor.humanCommand('info kvm'));
 }

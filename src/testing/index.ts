@@ -17,38 +17,19 @@
  *   TLS migration tests, made with `openssl`.
  * * {@link buildGuestImage}: a tiny Multiboot guest that dirties memory at a chosen rate,
  *   so integration tests can migrate a VM with real work.
+ *
+ * Which fake QEMU to use when: testing code that drives migrations (`KVMHypervisor`,
+ * `runMigration`, a cluster manager's sequence): {@link createFakeMigrationPair}. Code
+ * that takes a `Monitor` and needs no wire protocol: {@link MockMonitor}. A QMP client's
+ * socket handling (greeting, split writes, lost replies, dropped connections):
+ * {@link FakeQmpServer}. The exact commands one QEMU release gets, replayed from a
+ * recording: {@link TranscriptMonitor}. Real QEMU: {@link QemuVm}.
  * @packageDocumentation
  */
 
-export {
-  buildGuestImage,
-  GUEST_STATUS_ADDRESS,
-  type GuestImageOptions,
-  type GuestStatus,
-  guestMemoryMiBFor,
-  parseGuestStatus,
-  parseXpWords,
-  writeGuestImage,
-} from '../guest/image.js';
 // The monitors' base class (QmpMonitor, HmpMonitor and MockMonitor extend it), for a
 // Monitor of your own; the declarations of both entries share it.
 export { MonitorEmitter } from '../monitor/events.js';
-export {
-  type FindQemuOptions,
-  findQemuBinary,
-  freePort,
-  QEMU_BINARY_CANDIDATES,
-  type QemuExit,
-  QemuVm,
-  type QemuVmOptions,
-} from '../qemu/process.js';
-export {
-  generateTestPki,
-  OPENSSL_INSTALL_HINT,
-  type TestPki,
-  type TestPkiNode,
-  type TestPkiOptions,
-} from '../tls/certificates.js';
 export {
   createFakeMigrationPair,
   FakeClock,
@@ -81,6 +62,16 @@ export {
   type FakeQmpServerOptions,
 } from './fake-qmp-server.js';
 export {
+  buildGuestImage,
+  GUEST_STATUS_ADDRESS,
+  type GuestImageOptions,
+  type GuestStatus,
+  guestMemoryMiBFor,
+  parseGuestStatus,
+  parseXpWords,
+  writeGuestImage,
+} from './guest/image.js';
+export {
   type MockCommandInfo,
   type MockFailure,
   type MockMatcher,
@@ -101,8 +92,24 @@ export {
   paramsForVersion,
   parseHmpSize,
 } from './mock-params.js';
+export {
+  type FindQemuOptions,
+  findQemuBinary,
+  freePort,
+  QEMU_BINARY_CANDIDATES,
+  type QemuExit,
+  QemuVm,
+  type QemuVmOptions,
+} from './qemu-vm.js';
 export { type QmpInput, QmpInputSplitter } from './qmp-input.js';
 export { createStreamPair, type StreamPairOptions } from './stream-pair.js';
+export {
+  generateTestPki,
+  OPENSSL_INSTALL_HINT,
+  type TestPki,
+  type TestPkiNode,
+  type TestPkiOptions,
+} from './test-pki.js';
 export {
   RecordingMonitor,
   type Transcript,

@@ -1,6 +1,6 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import type { LoggerLike } from '../../src/index.js';
+import type { LoggerLike } from '../../src/internal.js';
 import { KVMHypervisor } from '../../src/kvm.js';
 import { childLogger, silentLogger } from '../../src/logger.js';
 import { MockMonitor } from '../../src/testing/index.js';

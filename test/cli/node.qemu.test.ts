@@ -11,13 +11,13 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import { processAlive } from '../../src/instance/process.js';
 import { readInstanceState } from '../../src/instance/state.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import { kvmUsable } from '../../src/qemu/accel.js';
-import { findQemuBinary, freePort } from '../../src/qemu/process.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { findQemuBinary, freePort } from '../../src/testing/qemu-vm.js';
 import { ensureBuilt, run } from './helpers.js';
 
 const qemu = findQemuBinary();

@@ -30,7 +30,7 @@ import type { Monitor } from '../../src/monitor/types.js';
 import type { MigrationTlsOptions } from '../../src/tls/config.js';
 
 /** The phases, in the order a migration passes them. */
-export const CRASH_PHASES = ['accepted', 'settings', 'active', 'completed', 'dst-finalized'] as const;
+const CRASH_PHASES = ['accepted', 'settings', 'active', 'completed', 'dst-finalized'] as const;
 /** One of {@link CRASH_PHASES}. */
 export type CrashPhase = (typeof CRASH_PHASES)[number];
 

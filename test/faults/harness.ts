@@ -9,13 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, expect, vi } from 'vitest';
 import type { MigrationError } from '../../src/errors.js';
-import { writeGuestImage } from '../../src/guest/index.js';
+import type { KVMHypervisorOptions } from '../../src/kvm.js';
 import { KVMHypervisor } from '../../src/kvm.js';
-import type { Instance, KVMHypervisorOptions } from '../../src/migration/types.js';
+import type { Instance } from '../../src/migration/types.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import type { Monitor } from '../../src/monitor/types.js';
-import { freePort, QemuVm, type QemuVmOptions } from '../../src/qemu/process.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { freePort, QemuVm, type QemuVmOptions } from '../../src/testing/qemu-vm.js';
 
 /** What the matrix needs of a QEMU process: `QemuVm`, or a VM started inside a network namespace. */
 export type VmProcess = Pick<
@@ -48,7 +49,7 @@ export const STEP_MS = 10_000;
 export const runDeadline = (timeoutMs: number): number => timeoutMs + 4 * STEP_MS;
 
 /** Migration bandwidth (MiB/s) of fault cases: far below the busy guest's dirty rate, so they never converge. */
-export const SLOW_MIBPS = 8;
+const SLOW_MIBPS = 8;
 
 /** Guest RAM of every VM unless a case changes it (MiB). */
 export const GUEST_MIB = 64;
@@ -189,7 +190,7 @@ export interface PairOptions {
 }
 
 /** Opens the library's monitor of `vm` in `protocol` (QMP on the first socket, HMP on the HMP socket). */
-export function openMonitor(vm: VmProcess, protocol: Protocol, timeoutMs = 10_000): Promise<Monitor> {
+function openMonitor(vm: VmProcess, protocol: Protocol, timeoutMs = 10_000): Promise<Monitor> {
   return protocol === 'qmp'
     ? QmpMonitor.connect({ path: vm.qmpPath }, { timeoutMs, greetingTimeoutMs: 5000 })
     : HmpMonitor.connect({ path: vm.hmpPath! }, { timeoutMs, greetingTimeoutMs: 5000 });

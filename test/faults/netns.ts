@@ -8,7 +8,7 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { QemuExit, QemuVmOptions } from '../../src/qemu/process.js';
+import type { QemuExit, QemuVmOptions } from '../../src/testing/qemu-vm.js';
 import type { VmProcess, VmStarter } from './harness.js';
 
 const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -262,7 +262,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * `/proc/net/unix`, and a namespace's UNIX sockets are listed only in its own. This
  * starter reads `/proc/<qemu pid>/net/unix` instead. Same command line as `QemuVm`.
  */
-export class NetnsVm implements VmProcess {
+class NetnsVm implements VmProcess {
   readonly qmpPaths: string[];
   readonly hmpPath: string | undefined;
   readonly exited: Promise<QemuExit>;

@@ -21,7 +21,7 @@ import {
 } from '../../src/guard/guard.js';
 import { guardEnabled } from '../../src/guard/keeper.js';
 import { processAlive, waitForExit } from '../../src/instance/process.js';
-import { generateTestPki, type TestPki } from '../../src/tls/certificates.js';
+import { generateTestPki, type TestPki } from '../../src/testing/test-pki.js';
 
 let root: string;
 let pki: TestPki;

@@ -14,12 +14,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { runMigration } from '../../src/migration/run.js';
 import { isPostcopy } from '../../src/migration/safety.js';
 import type { Instance } from '../../src/migration/types.js';
 import type { QmpMonitor } from '../../src/monitor/qmp.js';
-import { generateTestPki, type TestPki } from '../../src/tls/certificates.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { generateTestPki, type TestPki } from '../../src/testing/test-pki.js';
 import {
   type Cleanup,
   cleanUp,

@@ -19,7 +19,7 @@ import {
   readGuestImageParams,
   ticksPerPageFor,
   writeGuestImage,
-} from '../../src/guest/index.js';
+} from '../../src/testing/guest/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-guest-unit-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Assembler, formatListing } from '../../src/guest/x86.js';
+import { Assembler, formatListing } from '../../src/testing/guest/x86.js';
 
 const bytes = (f: (a: Assembler) => void, origin = 0x1000) => {
   const a = new Assembler(origin);

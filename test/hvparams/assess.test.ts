@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { KVMHypervisor } from '../../src/index.js';
+import { KVMHypervisor } from '../../src/internal.js';
 
 // Settings that trigger no warning, to test one rule at a time.
 const quiet = (): Record<string, unknown> => ({

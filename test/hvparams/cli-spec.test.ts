@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { coerceHvParams, HypervisorError, parseHvParams } from '../../src/index.js';
+import { coerceHvParams, HypervisorError, parseHvParams } from '../../src/internal.js';
 
 describe('parseHvParams (-H)', () => {
   it.each([

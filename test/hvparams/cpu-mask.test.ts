@@ -8,7 +8,7 @@ import {
   MAX_CPU_NUMBER,
   parseCpuMask,
   parseMultiCpuMask,
-} from '../../src/index.js';
+} from '../../src/internal.js';
 import { problemsOf } from './helpers.js';
 
 describe('parseCpuMask', () => {

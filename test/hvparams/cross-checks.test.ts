@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { CROSS_PARAMETER_RULES, HvParamError, KVMHypervisor, VALID_SERIAL_SPEEDS } from '../../src/index.js';
+import {
+  CROSS_PARAMETER_RULES,
+  HvParamError,
+  KVMHypervisor,
+  VALID_SERIAL_SPEEDS,
+} from '../../src/internal.js';
 
 const withValues = (values: Record<string, unknown>): Record<string, unknown> => ({
   ...KVMHypervisor.fillDefaults({}),

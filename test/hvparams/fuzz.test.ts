@@ -17,7 +17,7 @@ import {
   parseMultiCpuMask,
   parseUnit,
   UnitParseError,
-} from '../../src/index.js';
+} from '../../src/internal.js';
 
 /** Runs `fn`; any error must be an instance of `type`. */
 function onlyThrows(type: new (...args: never[]) => Error, fn: () => unknown): void {

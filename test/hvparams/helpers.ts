@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { HvParamError, type HvParamProblem, HypervisorError } from '../../src/index.js';
+import { HvParamError, type HvParamProblem, HypervisorError } from '../../src/internal.js';
 
 /** Runs `fn`, expects an HvParamError, returns its problems. */
 export function problemsOf(fn: () => unknown): HvParamProblem[] {

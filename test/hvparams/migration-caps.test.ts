@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { HvParamError, KNOWN_CAPABILITY_NAMES, KVMHypervisor, parseMigrationCaps } from '../../src/index.js';
+import {
+  HvParamError,
+  KNOWN_CAPABILITY_NAMES,
+  KVMHypervisor,
+  parseMigrationCaps,
+} from '../../src/internal.js';
 import { problemsOf } from './helpers.js';
 
 const details = (value: string) =>

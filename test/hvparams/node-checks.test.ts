@@ -7,7 +7,7 @@ import {
   KVMHypervisor,
   NODE_PARAMETER_RULES,
   type ValidationContext,
-} from '../../src/index.js';
+} from '../../src/internal.js';
 
 let dir: string;
 let file: string;

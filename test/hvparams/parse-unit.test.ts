@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HypervisorError, parseUnit, UnitParseError } from '../../src/index.js';
+import { HypervisorError, parseUnit, UnitParseError } from '../../src/internal.js';
 
 describe('parseUnit (Ganeti TestParseUnit)', () => {
   it.each([

@@ -9,7 +9,7 @@ import {
   parseHvParams,
   parseMigrationCaps,
   parseUnit,
-} from '../../src/index.js';
+} from '../../src/internal.js';
 
 /** Runs `fn`; passes when it returns or throws a HypervisorError, fails on anything else. */
 function onlyHypervisorErrors(fn: () => unknown): void {

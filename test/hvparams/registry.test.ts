@@ -7,7 +7,7 @@ import {
   type KvmHvParams,
   KvmHvParamsSchema,
   REQUIRED_HV_PARAMETERS,
-} from '../../src/index.js';
+} from '../../src/internal.js';
 
 // Ganeti master's table (notes §1.4), typed out by hand so that a registry change shows up here.
 // [key, type, default, required, global]

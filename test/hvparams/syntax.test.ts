@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HvParamError, KVMHypervisor, type KvmHvParams } from '../../src/index.js';
+import { HvParamError, KVMHypervisor, type KvmHvParams } from '../../src/internal.js';
 import { problemsOf } from './helpers.js';
 
 const defaults = (): Record<string, unknown> => KVMHypervisor.fillDefaults({});

@@ -41,6 +41,26 @@ export const ARGV_CASES: ArgvCase[] = [
     }),
   },
   {
+    name: 'userspace disks: rbd (namespace, snapshot, monitors) and gluster',
+    spec: baseSpec({
+      disks: [
+        { uuid: '932df160-7a22-4067-8d2a-5c1f0b2f1e11', kind: 'userspace', uri: 'rbd:ganeti/web1.disk0' },
+        {
+          uuid: 'a32df160-7a22-4067-8d2a-5c1f0b2f1e12',
+          kind: 'userspace',
+          uri: 'rbd:ganeti/tenant/web1.disk1@base:id=ganeti:conf=/etc/ceph/ceph.conf:mon_host=10.0.0.1;[fd00\\:\\:2]\\:3300',
+          access: 'ro',
+        },
+        {
+          uuid: 'b32df160-7a22-4067-8d2a-5c1f0b2f1e13',
+          kind: 'userspace',
+          uri: 'gluster://gluster1.example:24007/gv0/ganeti/web1.disk2',
+          format: 'qcow2',
+        },
+      ],
+    }),
+  },
+  {
     name: 'tap NIC',
     spec: baseSpec({
       nics: [

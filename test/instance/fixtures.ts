@@ -10,7 +10,7 @@ import { instancePaths, runLayout } from '../../src/instance/layout.js';
 const DIR = fileURLToPath(new URL('../fixtures/qemu-features/', import.meta.url));
 
 /** argv[0] of every golden file. */
-export const FIXTURE_BINARY = '/usr/bin/qemu-system-x86_64';
+const FIXTURE_BINARY = '/usr/bin/qemu-system-x86_64';
 
 /** Releases with a recorded probe, oldest first (`5.2`, `7.2`, `10.0`, `11.1`). */
 export const RECORDED_RELEASES: string[] = readdirSync(DIR)

@@ -159,9 +159,9 @@ describe('the new device', () => {
   it('is checked against the instance: UUID, path and MAC unique, values well-formed', () => {
     const rt = runtimeOf();
     expect(newDeviceProblems(rt, 'disk', disk)).toEqual([]);
-    expect(newDeviceProblems(rt, 'disk', { ...disk, path: rt.disks[0]!.path }).join()).toMatch(
-      /'\/srv\/web1\.img' is also the path of disks\[0\]/,
-    );
+    expect(
+      newDeviceProblems(rt, 'disk', { ...disk, path: (rt.disks[0] as { path: string }).path }).join(),
+    ).toMatch(/'\/srv\/web1\.img' is also the path of disks\[0\]/);
     expect(newDeviceProblems(rt, 'disk', { ...disk, uuid: rt.disks[0]!.uuid }).join()).toMatch(
       /already used by/,
     );
@@ -246,6 +246,24 @@ describe('QMP commands describe the device the argv renders from the runtime', (
       expect(flat(device.arguments)).toEqual(rendered);
     });
   }
+
+  it('userspace disk (rbd with monitors, gluster): blockdev-add = -blockdev', () => {
+    const rt = runtimeOf();
+    for (const [uuid, uri] of [
+      [
+        'c2000000-0000-4000-8000-000000000001',
+        'rbd:ganeti/web1.disk1:id=ganeti:mon_host=10.0.0.1\\:3300;10.0.0.2',
+      ],
+      ['c3000000-0000-4000-8000-000000000001', 'gluster+unix:///gv0/web1.disk2?socket=/run/glusterd.sock'],
+    ] as const) {
+      const d = hotplugDisk(rt, { uuid, kind: 'userspace', uri }, allocateBus(rt, rt.disks[0]!.driver)!);
+      const rt2 = withDevice(rt, 'disk', d);
+      const argv = renderArgv(rt2, features, { paths: FIXTURE_PATHS('web1'), accel: 'tcg' });
+      const [blockdev] = diskAddCommands(rt2, d, true);
+      expect(flat(blockdev.arguments)).toEqual(keyval(argvOption(argv, '-blockdev', d.id)));
+      expect(JSON.stringify(blockdev.arguments)).not.toContain('aio');
+    }
+  });
 
   it('nic: netdev_add = -netdev, device_add = -device (user and tap with queues)', () => {
     const rt = runtimeOf({ virtio_net_queues: 4, vhost_net: true });

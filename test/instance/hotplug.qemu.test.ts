@@ -17,7 +17,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, expect, it } from 'vitest';
 import { QmpError } from '../../src/errors.js';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { HotplugError } from '../../src/instance/hotplug-model.js';
 import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import { processAlive } from '../../src/instance/process.js';
@@ -25,7 +24,8 @@ import { parseRuntime } from '../../src/instance/runtime.js';
 import type { InstanceSpec } from '../../src/instance/spec.js';
 import { readInstanceState } from '../../src/instance/state.js';
 import { KVMHypervisor } from '../../src/kvm.js';
-import { freePort } from '../../src/qemu/process.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { freePort } from '../../src/testing/qemu-vm.js';
 import { accelerators, describeEachRelease, type ReleaseCase, releaseCases } from '../support/real-qemu.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-hotplug-'));

@@ -13,7 +13,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { HvParamError } from '../../src/errors.js';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { probeQemuFeatures } from '../../src/instance/features.js';
 import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import { machineFamily } from '../../src/instance/machine-types.js';
@@ -22,7 +21,8 @@ import { parseRuntime } from '../../src/instance/runtime.js';
 import type { InstanceSpec } from '../../src/instance/spec.js';
 import { readInstanceState } from '../../src/instance/state.js';
 import { KVMHypervisor } from '../../src/kvm.js';
-import { freePort } from '../../src/qemu/process.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { freePort } from '../../src/testing/qemu-vm.js';
 import { qemuReleases } from '../support/qemu-releases.js';
 import { describeEachRelease, releaseCases } from '../support/real-qemu.js';
 

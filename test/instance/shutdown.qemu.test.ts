@@ -10,7 +10,6 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, expect, it } from 'vitest';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import type { InstanceInfo } from '../../src/instance/lifecycle.js';
 import { processAlive, readProcStat } from '../../src/instance/process.js';
@@ -18,6 +17,7 @@ import type { InstanceSpec } from '../../src/instance/spec.js';
 import { readInstanceState } from '../../src/instance/state.js';
 import { KVMHypervisor } from '../../src/kvm.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
 import { ensureBuilt, run } from '../cli/helpers.js';
 import { describeEachRelease, type ReleaseCase, releaseCases } from '../support/real-qemu.js';
 

@@ -5,16 +5,13 @@
  */
 import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
+import { Deadline, DeadlineError } from '../../src/core/deadline.js';
 import { MigrationError, MonitorError, UnrecognizedOutputError } from '../../src/errors.js';
 import { KVMHypervisor } from '../../src/kvm.js';
-import { Deadline, DeadlineError } from '../../src/migration/deadline.js';
-import {
-  parseInfoMigrateParameters,
-  parseQueryMigrateParameters,
-  restoreCommands,
-} from '../../src/migration/parameters.js';
+import { parseInfoMigrateParameters, parseQueryMigrateParameters } from '../../src/migration/parameters.js';
 import { runMigration } from '../../src/migration/run.js';
 import { sourceVerdict } from '../../src/migration/safety.js';
+import { restoreCommands } from '../../src/migration/settings.js';
 import type { Instance } from '../../src/migration/types.js';
 import { parseVersion } from '../../src/qemu/version.js';
 import { MockMonitor } from '../../src/testing/index.js';

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
-import { KVMHypervisor, recoverMigrationPair } from '../../src/index.js';
+import { KVMHypervisor, recoverMigrationPair } from '../../src/internal.js';
 import type { Monitor } from '../../src/monitor/types.js';
 import { createFakeMigrationPair, type FakeMigrationPairOptions } from '../../src/testing/index.js';
 
@@ -52,7 +52,8 @@ function lab(protocol: 'qmp' | 'hmp', extra: FakeMigrationPairOptions = {}) {
   return { pair, src, dst, journals };
 }
 /** The journal folder a lab object uses. */
-lab.dirOf = (hv: KVMHypervisor): string => (hv as unknown as { stateDir: string }).stateDir;
+lab.dirOf = (hv: KVMHypervisor): string =>
+  (hv as unknown as { migrations: { stateDir: string } }).migrations.stateDir;
 
 describe.each(['qmp', 'hmp'] as const)('per-call migration steps (%s)', (protocol) => {
   it('a new object per step ends like one object: settings restored exactly, journals gone', async () => {

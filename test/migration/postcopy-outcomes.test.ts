@@ -8,7 +8,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { type FinalizeOutcome, MigrationError } from '../../src/errors.js';
-import { KVMHypervisor, runMigration } from '../../src/index.js';
+import { KVMHypervisor, runMigration } from '../../src/internal.js';
 import { createFakeMigrationPair, type FakeMigrationPairOptions } from '../../src/testing/index.js';
 
 const instance = {

@@ -12,10 +12,10 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, expect, it } from 'vitest';
-import { writeGuestImage } from '../../src/guest/index.js';
-import { runMigration } from '../../src/index.js';
+import { runMigration } from '../../src/internal.js';
 import type { PostcopyRecoveryEvent } from '../../src/migration/postcopy-recovery.js';
-import { freePort } from '../../src/qemu/process.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { freePort } from '../../src/testing/qemu-vm.js';
 import { describeEachRelease, releaseCases } from '../support/real-qemu.js';
 import {
   type Cleanup,

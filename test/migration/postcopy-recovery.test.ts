@@ -9,7 +9,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { MigrationError, PostcopyStalledError } from '../../src/errors.js';
-import { KVMHypervisor, runMigration } from '../../src/index.js';
+import { KVMHypervisor, runMigration } from '../../src/internal.js';
 import type { PostcopyRecoveryEvent } from '../../src/migration/postcopy-recovery.js';
 import { createFakeMigrationPair } from '../../src/testing/index.js';
 
@@ -378,7 +378,7 @@ describe('recoverPostcopyStream on QEMU before 9.1 (a failed connect shows only 
   };
   const plan = async (steps: Steps, ms: number) => {
     const { recoverPostcopyStream } = await import('../../src/migration/postcopy-recovery.js');
-    const { Deadline } = await import('../../src/migration/deadline.js');
+    const { Deadline } = await import('../../src/core/deadline.js');
     return recoverPostcopyStream({
       source: steps,
       port: 8103,

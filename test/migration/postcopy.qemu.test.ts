@@ -10,17 +10,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, expect, it } from 'vitest';
+import { Deadline } from '../../src/core/deadline.js';
 import { MigrationError } from '../../src/errors.js';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { silentLogger } from '../../src/logger.js';
 import { VmChannel } from '../../src/migration/channel.js';
-import { Deadline } from '../../src/migration/deadline.js';
 import { acceptPostcopyRecovery, pausePostcopy, resumePostcopy } from '../../src/migration/postcopy.js';
 import { HmpMonitor } from '../../src/monitor/hmp.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
 import type { Monitor, MonitorProtocol } from '../../src/monitor/types.js';
-import { freePort } from '../../src/qemu/process.js';
 import { versionAtLeast } from '../../src/qemu/version.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { freePort } from '../../src/testing/qemu-vm.js';
 import { describeEachRelease, releaseCases, versionOf } from '../support/real-qemu.js';
 import {
   type Cleanup,

@@ -5,10 +5,10 @@
  * destination whose main loop is stuck, and deadlines that hold.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { Deadline } from '../../src/core/deadline.js';
 import { MigrationError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { VmChannel } from '../../src/migration/channel.js';
-import { Deadline } from '../../src/migration/deadline.js';
 import {
   acceptPostcopyRecovery,
   pausePostcopy,

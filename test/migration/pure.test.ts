@@ -15,8 +15,8 @@ import {
   parseInfoStatus,
   parseQueryMigrate,
 } from '../../src/migration/status.js';
-import { migrationUri } from '../../src/migration/target.js';
 import type { MigrationProgress } from '../../src/migration/types.js';
+import { migrationUri } from '../../src/migration/uri.js';
 import { parseVersion, type QemuVersion } from '../../src/qemu/version.js';
 
 const v = (s: string): QemuVersion => parseVersion(s)!;

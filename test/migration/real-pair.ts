@@ -4,17 +4,18 @@
  * a test can assert the commands QEMU got) and independent QMP observers on the second
  * socket (what QEMU itself says). Everything started is registered for cleanup.
  */
+
+import { KVMHypervisor } from '../../src/kvm.js';
+import { HmpMonitor } from '../../src/monitor/hmp.js';
+import { QmpMonitor } from '../../src/monitor/qmp.js';
+import type { Monitor, MonitorProtocol } from '../../src/monitor/types.js';
 import {
   GUEST_STATUS_ADDRESS,
   type GuestStatus,
   parseGuestStatus,
   parseXpWords,
-} from '../../src/guest/index.js';
-import { KVMHypervisor } from '../../src/kvm.js';
-import { HmpMonitor } from '../../src/monitor/hmp.js';
-import { QmpMonitor } from '../../src/monitor/qmp.js';
-import type { Monitor, MonitorProtocol } from '../../src/monitor/types.js';
-import { freePort, QemuVm } from '../../src/qemu/process.js';
+} from '../../src/testing/guest/index.js';
+import { freePort, QemuVm } from '../../src/testing/qemu-vm.js';
 import { RecordingMonitor } from '../../src/testing/transcript.js';
 import type { QemuRelease } from '../support/qemu-releases.js';
 import { type Accel, vmOptions } from '../support/real-qemu.js';
@@ -32,7 +33,7 @@ export async function cleanUp(c: Cleanup): Promise<void> {
 }
 
 /** One end of a pair. */
-export interface EndSpec {
+interface EndSpec {
   release: QemuRelease;
   accel?: Accel;
   /** `-machine` type, e.g. `pc-i440fx-5.2`; default QemuVm's `pc`. */

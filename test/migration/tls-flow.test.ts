@@ -12,7 +12,7 @@ import { MigrationError, QmpError, TlsConfigError } from '../../src/errors.js';
 import { KVMHypervisor } from '../../src/kvm.js';
 import type { MockCommandInfo } from '../../src/testing/index.js';
 import { MockMonitor } from '../../src/testing/index.js';
-import { generateTestPki, type TestPki } from '../../src/tls/certificates.js';
+import { generateTestPki, type TestPki } from '../../src/testing/test-pki.js';
 import { checkTlsFiles } from '../../src/tls/config.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-tlsflow-'));

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { OutOfBandUnavailableError, QmpError } from '../../src/errors.js';
 import { QmpMonitor } from '../../src/monitor/qmp.js';
-import { QemuVm } from '../../src/qemu/process.js';
 import { versionAtLeast } from '../../src/qemu/version.js';
+import { QemuVm } from '../../src/testing/qemu-vm.js';
 import { describeEachRelease, releaseCases, vmOptions } from '../support/real-qemu.js';
 import { rejectionOf } from './helpers.js';
 

@@ -10,12 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { HvParamError, UnrecognizedOutputError } from '../../src/errors.js';
-import { writeGuestImage } from '../../src/guest/index.js';
 import { instancePaths, runLayout } from '../../src/instance/layout.js';
 import { processAlive } from '../../src/instance/process.js';
 import type { RuntimeNic } from '../../src/instance/runtime-schema.js';
 import { readInstanceState } from '../../src/instance/state.js';
-import { KVMHypervisor } from '../../src/kvm.js';
 import {
   IFF_MULTI_QUEUE,
   IFF_TAP,
@@ -24,8 +22,10 @@ import {
   readTapFlags,
   tapProblems,
   tunDeviceUsable,
-} from '../../src/node/tun.js';
-import { findQemuBinary } from '../../src/qemu/process.js';
+} from '../../src/instance/tap.js';
+import { KVMHypervisor } from '../../src/kvm.js';
+import { writeGuestImage } from '../../src/testing/guest/index.js';
+import { findQemuBinary } from '../../src/testing/qemu-vm.js';
 
 const nic = (over: Partial<RuntimeNic> = {}): RuntimeNic =>
   ({

@@ -5,8 +5,8 @@
  */
 import { describe, it } from 'vitest';
 import { type Accelerator, kvmUsable } from '../../src/qemu/accel.js';
-import type { QemuVmOptions } from '../../src/qemu/process.js';
 import { parseVersion, type QemuVersion } from '../../src/qemu/version.js';
+import type { QemuVmOptions } from '../../src/testing/qemu-vm.js';
 import { type QemuRelease, qemuReleases } from './qemu-releases.js';
 
 /** A QEMU accelerator the tests run guests under. */

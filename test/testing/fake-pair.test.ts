@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/errors.js';
-import { KVMHypervisor, runMigration } from '../../src/index.js';
+import { KVMHypervisor, runMigration } from '../../src/internal.js';
 import { createFakeMigrationPair, type FakeMigrationPairOptions } from '../../src/testing/index.js';
 
 const instance = { name: 'vm1', hvparams: { migration_bandwidth: 64, migration_downtime: 100 } };

@@ -9,10 +9,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KVMHypervisor, runMigration } from '../../src/index.js';
+import { KVMHypervisor, runMigration } from '../../src/internal.js';
 import { parseObjectAddLine } from '../../src/testing/fake-qemu/objects.js';
 import { createFakeMigrationPair, MockMonitor } from '../../src/testing/index.js';
-import { generateTestPki, type TestPki } from '../../src/tls/certificates.js';
+import { generateTestPki, type TestPki } from '../../src/testing/test-pki.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmhv-faketls-'));
 let pki: TestPki;

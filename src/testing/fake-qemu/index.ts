@@ -5,8 +5,8 @@
  */
 export { FakeClock } from './clock.js';
 export { FakeMonitorFaults, type FakeQmpErrorReply } from './faults.js';
-export { hmpCommandName, isHmpQuit, runHmpCommand } from './hmp-commands.js';
-export { infoMigrateText, qemuSizeToStr } from './hmp-render.js';
+export { runHmpCommand } from './hmp-commands.js';
+
 export { serveHmp } from './hmp-server.js';
 export { type FakeConnectOptions, FakeQemuHost, type FakeQemuHostOptions } from './host.js';
 export { FakeQemu, type FakeQemuEvent, type FakeQemuOptions, type FakeRunState } from './machine.js';
@@ -18,5 +18,5 @@ export {
   FakeMigrationPair,
   type FakeMigrationPairOptions,
 } from './pair.js';
-export { type FakeQmpCall, isQuitCommand, queryMigrate, runQmpCommand } from './qmp-commands.js';
+export { type FakeQmpCall, queryMigrate, runQmpCommand } from './qmp-commands.js';
 export { type FakeServerHooks, serveQmp } from './qmp-server.js';
