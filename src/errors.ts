@@ -206,9 +206,9 @@ export interface FinalizeOutcome {
    * incoming state unknown: left for the operator), `postcopy-paused` (its incoming
    * post-copy migration is paused or reconnecting: the VM is split between the two hosts
    * and its guest is frozen on the pages still on the source; nothing was done).
-   * From `runMigration`'s recovery when the migration ended in post-copy, either end:
-   * `split` (the VM is split between the two hosts: nothing was done, neither QEMU may
-   * be stopped); source only: `lost` (the destination QEMU is gone while part of the
+   * `split` (also from `finalizeMigrationDst(…, false)` when the destination still
+   * reports post-copy and runs the VM: the VM is split between the two hosts: nothing was
+   * done, neither QEMU may be stopped); from `runMigration`'s recovery, either end; source only: `lost` (the destination QEMU is gone while part of the
    * VM's memory was only there: the VM must be restarted from its disks).
    */
   action: string;

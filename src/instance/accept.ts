@@ -163,8 +163,8 @@ export async function settleDestination(
   const paths = lc.paths(name);
   const state = readInstanceState(paths);
   if (!state) return;
-  // A paused post-copy holds part of the VM only: it is not this node's instance yet.
-  if (outcome.action === 'postcopy-paused') return;
+  // A post-copy (paused or not) holds part of the VM only: it is not this node's instance yet.
+  if (outcome.action === 'postcopy-paused' || outcome.action === 'split') return;
   if (outcome.action === 'quit' || outcome.action === 'already-gone') {
     await lc.deps.forgetMonitor(name);
     await terminateProcess(state, { graceMs: 5000, termMs: 5000, killMs: 5000 });

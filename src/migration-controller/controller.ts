@@ -587,17 +587,15 @@ export class MigrationController {
       }),
     );
     this.accepted.delete(instance.name);
-    await this.guard.end(instance.name, 'destination', guardPlace);
+    // In post-copy the stream (through the guard, when there is one) still carries pages.
+    const split = outcome.action === 'split' || outcome.action === 'postcopy-paused';
+    if (!split) await this.guard.end(instance.name, 'destination', guardPlace);
     if (this.lifecycle.startedHere(instance.name))
       await settleDestination(this.lifecycle, instance.name, outcome);
     // A destination kept after a failure report, or paused in post-copy, may hold the VM (or
     // part of it): its journal stays, so that a recovery can still finalize it and put its
     // capabilities back.
-    if (
-      outcome.action !== 'kept-running' &&
-      outcome.action !== 'kept-paused' &&
-      outcome.action !== 'postcopy-paused'
-    ) {
+    if (outcome.action !== 'kept-running' && outcome.action !== 'kept-paused' && !split) {
       this.dropJournal(journal, instance.name, 'destination');
     }
     return outcome;

@@ -326,6 +326,20 @@ async function finalizeAfterFailure(
         if ('progress' in read && isPostcopyPaused(read.progress.status)) {
           return postcopyPaused(ch, vm, read.progress.status);
         }
+        if ('progress' in read && isPostcopy(read.progress.status)) {
+          // Still in post-copy (a dead source shows here a moment later, as postcopy-paused):
+          // the VM is split whatever the source says; it runs here but is not migrated.
+          ch.log.error(
+            { status: vm.status, incoming: read.progress.status },
+            'the destination runs the VM in post-copy: split between the hosts; not stopping it',
+          );
+          return {
+            side: 'destination',
+            action: 'split',
+            status: vm.status,
+            migrationStatus: read.progress.status,
+          };
+        }
       }
       if (vm.running || vm.status === 'postmigrate') {
         ch.log.error(

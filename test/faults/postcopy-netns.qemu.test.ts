@@ -75,9 +75,9 @@ const STALL_MS = 2000;
 /** `postcopyRecoveryMs` of the cases that must recover: the link is back after 10 s. */
 const RECOVERY_MS = 25_000;
 /** Post-copy bandwidth (MiB/s) of the cases that break a post-copy stream, so pages are still on the way. */
-const STREAMING_MIBPS = 8;
-/** RAM the source must still have to send when a post-copy stream is broken (bytes). */
-const STREAMING_BYTES = 4 << 20;
+const STREAMING_MIBPS = 4;
+/** RAM the source must still have to send when a post-copy stream is broken (bytes): 1 MiB, a quarter second at 4 MiB/s; 4 MiB was sometimes gone before a loaded host saw post-copy (11.1 switches with ~4.6 MiB left). */
+const STREAMING_BYTES = 1 << 20;
 /** Deadline of the observers' reads. */
 const READ_MS = 5000;
 
@@ -379,15 +379,25 @@ describeEachRelease(`post-copy faults on two hosts${skipReason}`, releaseCases()
     expect(err.message).not.toMatch(
       /the VM is on the destination|completed nevertheless|destination runs the VM/,
     );
+    // postcopy-paused once the destination has seen the stream end; on a loaded host it may
+    // still say postcopy-active when it is finalized: split, either way nothing is done.
     const dst = err.recovery?.destination;
-    expect(dst, action(dst)).toMatchObject({ action: 'postcopy-paused' });
+    expect(
+      dst !== undefined && !('error' in dst) && ['postcopy-paused', 'split'].includes(dst.action),
+      action(dst),
+    ).toBe(true);
     const src = err.recovery?.source;
     expect(src === undefined || 'error' in src || src.action === 'lost', action(src)).toBe(true);
     // The destination QEMU is left as it is: running (its guest waits for pages that will never come).
     expect(await runState(p.src, p.srcObs)).toBe('gone');
     expect(p.dst.alive).toBe(true);
     expect(await runState(p.dst, p.dstObs)).toBe('running');
-    expect(await migrationState(p.dst, p.dstObs)).toBe('postcopy-paused');
+    await until(
+      "the destination's incoming postcopy-paused",
+      () => migrationState(p.dst, p.dstObs),
+      (s) => s === 'postcopy-paused',
+      30_000,
+    );
   });
 
   /**

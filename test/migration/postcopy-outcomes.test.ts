@@ -207,10 +207,12 @@ describe.each(cases)('post-copy outcomes ($protocol, QEMU $version)', ({ protoco
     expect(pair.destination.qemu.hasExited).toBe(false);
   });
 
-  it('a destination finalized as failed while post-copy runs is kept running', async () => {
+  it('a destination finalized as failed while post-copy runs is reported split and kept running', async () => {
     const { pair, dst } = await inPostcopy();
     expect(await dst.finalizeMigrationDst(instance, false, { timeoutMs: 3000 })).toMatchObject({
-      action: 'kept-running',
+      action: 'split',
+      status: 'running',
+      migrationStatus: 'postcopy-active',
     });
     expect(pair.destination.received).not.toContain('quit');
   });
