@@ -128,13 +128,13 @@ describeEachRelease('dirty-memory guest', releaseCases(accelerators()), (c) => {
     // Never faster than asked (plus measuring noise). Slower where the vCPU thread is not
     // scheduled: the guest drops credit older than 2 ms instead of bursting, so on a busy
     // host a 1 MiB/s guest was seen at 0.29–0.42 MiB/s under TCG (every release) and at
-    // 0.53 MiB/s under nested KVM (11.1).
-    const low = 0.2;
-    expect(r1).toBeGreaterThan(low);
+    // 0.53 MiB/s under nested KVM (11.1), and a 16 MiB/s guest at 3.0 MiB/s beside two CPU
+    // burners (5.2, TCG). So only: both run, neither beats its pace, the fast one is faster.
+    expect(r1).toBeGreaterThan(0.05);
     expect(r1).toBeLessThan(1.5);
-    expect(r16).toBeGreaterThan(16 * low);
+    expect(r16).toBeGreaterThan(1);
     expect(r16).toBeLessThan(24);
-    expect(r16 / r1).toBeGreaterThan(8);
+    expect(r16 / r1).toBeGreaterThan(2);
     // The pages really hold the counter: the first word of the region's first page is non-zero.
     const words = parseXpWords(await fast.qmp.hmp(`xp /1wx 0x${GUEST_REGION_START.toString(16)}`));
     expect(words[0]).toBeGreaterThan(0);
