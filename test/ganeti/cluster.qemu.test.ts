@@ -29,6 +29,26 @@ type Node = keyof typeof NODES;
 const BUSY = 'busy1.example.test';
 const IDLE = 'idle1.example.test';
 const OLD = 'old1.example.test';
+/** `gnt-instance add` of a disk-only `sharedfile` instance on node1 (`extra`: `-H …`). */
+const addArgs = (name: string, memory: string, ...extra: string[]): string[] => [
+  'gnt-instance',
+  'add',
+  '-t',
+  'sharedfile',
+  '-o',
+  'dummy+default',
+  '-s',
+  '64M',
+  '-B',
+  `memory=${memory}`,
+  '--no-nics',
+  '--no-name-check',
+  '--no-ip-check',
+  ...extra,
+  '-n',
+  NODES.n1,
+  name,
+];
 /** Whose run directory: kvm-hv's, or the stock class's. */
 type RunDir = 'kvm-hv' | 'kvm-hypervisor';
 
@@ -134,27 +154,7 @@ describe.skipIf(!enabled)('Ganeti 3.0 two-node cluster driving kvm-hv', () => {
     const up = sh('bash', [LAB_SH, 'up'], 300_000);
     timings.push(`lab up (cluster init + node add): ${up.seconds.toFixed(1)} s`);
     ok(up, 'lab.sh up');
-    ok(
-      gnt(
-        'gnt-instance',
-        'add',
-        '-t',
-        'sharedfile',
-        '-o',
-        'dummy+default',
-        '-s',
-        '64M',
-        '-B',
-        'memory=64M',
-        '--no-nics',
-        '--no-name-check',
-        '--no-ip-check',
-        '-n',
-        NODES.n1,
-        OLD,
-      ),
-      'add under the stock class',
-    );
+    ok(gnt(...addArgs(OLD, '64M')), 'add under the stock class');
     ok(sh('bash', [INSTALL, '--no-restart']), 'install.sh');
     ok(sh('bash', [LAB_SH, 'restart-noded']), 'restart-noded');
     // A guest that dirties 32 MiB at 8 MiB/s for the live migrations.
@@ -192,44 +192,9 @@ describe.skipIf(!enabled)('Ganeti 3.0 two-node cluster driving kvm-hv', () => {
   it('gnt-instance add (starts through kvm-hv start), info, list', async () => {
     timed(
       'add+start busy (128 MiB, guest dirtying 32 MiB at 8 MiB/s)',
-      'gnt-instance',
-      'add',
-      '-t',
-      'sharedfile',
-      '-o',
-      'dummy+default',
-      '-s',
-      '64M',
-      '-B',
-      'memory=128M',
-      '--no-nics',
-      '--no-name-check',
-      '--no-ip-check',
-      '-H',
-      `kvm:kernel_path=${join(LAB, 'busy.img')},initrd_path=`,
-      '-n',
-      NODES.n1,
-      BUSY,
+      ...addArgs(BUSY, '128M', '-H', `kvm:kernel_path=${join(LAB, 'busy.img')},initrd_path=`),
     );
-    timed(
-      'add+start idle (64 MiB, SeaBIOS, no bootable disk)',
-      'gnt-instance',
-      'add',
-      '-t',
-      'sharedfile',
-      '-o',
-      'dummy+default',
-      '-s',
-      '64M',
-      '-B',
-      'memory=64M',
-      '--no-nics',
-      '--no-name-check',
-      '--no-ip-check',
-      '-n',
-      NODES.n1,
-      IDLE,
-    );
+    timed('add+start idle (64 MiB, SeaBIOS, no bootable disk)', ...addArgs(IDLE, '64M'));
     await runsOnceOn(BUSY, 'n1');
     await runsOnceOn(IDLE, 'n1');
     const info = ok(gnt('gnt-instance', 'info', BUSY), 'info');
