@@ -113,6 +113,11 @@ describeEachRelease('post-copy recovery steps', releaseCases(), (rel) => {
         status: 'postcopy-paused',
         outOfBand: protocol === 'qmp',
       });
+      // The source's pause breaks the stream; the destination sees it a moment later (once
+      // read before it did on 11.1 under load, and paused by the step itself).
+      await until('the destination to see the broken stream', async () => {
+        return (await migrationStatus(p.dstObs)) === 'postcopy-paused';
+      });
       const pausedDst = await pausePostcopy(dst, Deadline.after(15_000));
       // The source's pause broke the stream: the destination was paused already.
       expect(pausedDst).toMatchObject({ action: 'already-paused', status: 'postcopy-paused' });
